@@ -1,0 +1,229 @@
+// Op front ends shared by the CPU and CUDA registrations. Checks run in a fixed order (device,
+// dtype, rank, shapes, scale shapes, layout) so that the first broken rule is the one reported.
+#include "fp8gemm.h"
+
+#include <string>
+
+namespace torch_fp8gemm {
+namespace {
+
+bool is_fp8(const at::Tensor& t) { return t.scalar_type() == at::kFloat8_e4m3fn; }
+
+bool is_high_precision(const at::Tensor& t) {
+  const auto dtype = t.scalar_type();
+  return dtype == at::kBFloat16 || dtype == at::kHalf || dtype == at::kFloat;
+}
+
+void check_same_device(const char* op, const char* ref_name, const at::Tensor& ref, const char* name,
+                       const at::Tensor& t) {
+  FP8GEMM_CHECK_ARG(t.device() == ref.device(), op, "`", name, "` on the same device as `", ref_name,
+                    "` (", ref.device(), "), got ", t.device());
+}
+
+// An operand is float8_e4m3fn with float32 scales, or bf16/fp16/fp32 without scales (the op
+// quantizes it).
+void check_operand(const char* op, const char* name, const at::Tensor& t, int64_t dim,
+                   const char* scale_name, const std::optional<at::Tensor>& scale) {
+  FP8GEMM_CHECK_ARG(is_fp8(t) || is_high_precision(t), op, "`", name,
+                    "` to be float8_e4m3fn (with `", scale_name, "`) or bfloat16/float16/float32, got ",
+                    t.scalar_type());
+  FP8GEMM_CHECK_ARG(t.dim() == dim, op, "`", name, "` to have ", dim, " dims, got ", t.dim(),
+                    " (shape ", t.sizes(), ")");
+  if (is_fp8(t)) {
+    FP8GEMM_CHECK_ARG(scale.has_value(), op, "`", scale_name, "` when `", name,
+                      "` is float8_e4m3fn (dequantized value = fp8 value * scale), got None");
+  } else {
+    FP8GEMM_CHECK_ARG(!scale.has_value(), op, "`", scale_name, "` to be None when `", name, "` is ",
+                      t.scalar_type(), " (the op quantizes it itself), got a tensor");
+  }
+}
+
+// FP8 operands are read by TMA: K-major rows, 16-byte aligned base and row strides.
+void check_fp8_layout(const char* op, const char* name, const at::Tensor& t) {
+  if (!is_fp8(t) || t.numel() == 0) return;
+  FP8GEMM_CHECK_ARG(t.stride(-1) == 1, op, "`", name,
+                    "` to be contiguous along K (stride(-1) == 1), got strides ", t.strides());
+  for (int64_t d = 0; d + 1 < t.dim(); ++d) {
+    FP8GEMM_CHECK_ARG(t.size(d) == 1 || t.stride(d) % 16 == 0, op, "`", name, "` stride(", d,
+                      ") to be a multiple of 16 elements (16-byte aligned rows for TMA), got strides ",
+                      t.strides());
+  }
+  FP8GEMM_CHECK_ARG(reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0, op, "`", name,
+                    "` data pointer to be 16-byte aligned (TMA), got an offset view at address ",
+                    t.data_ptr());
+}
+
+void check_scale(const char* op, const char* name, const at::Tensor& scale, at::IntArrayRef sizes,
+                 const char* rule) {
+  FP8GEMM_CHECK_ARG(scale.scalar_type() == at::kFloat, op, "`", name, "` to be float32, got ",
+                    scale.scalar_type());
+  FP8GEMM_CHECK_ARG(scale.sizes() == sizes, op, "`", name, "` of shape ", sizes, " (", rule, "), got ",
+                    scale.sizes());
+}
+
+void check_gemm_dims(const char* op, int64_t n, int64_t k) {
+  FP8GEMM_CHECK_ARG(k % 16 == 0, op, "K (the last dim of `a` and `b`) to be a multiple of 16 "
+                    "(16-byte aligned fp8 rows), got K = ", k);
+  FP8GEMM_CHECK_ARG(n % 8 == 0, op, "N (`b`.size(-2)) to be a multiple of 8 (16-byte aligned bf16 "
+                    "output rows), got N = ", n);
+}
+
+at::ScalarType resolve_out_dtype(const char* op, std::optional<at::ScalarType> out_dtype) {
+  const auto dtype = out_dtype.value_or(at::kBFloat16);
+  FP8GEMM_CHECK_ARG(dtype == at::kBFloat16 || dtype == at::kFloat, op,
+                    "`out_dtype` to be torch.bfloat16 or torch.float32, got ", dtype);
+  return dtype;
+}
+
+void check_group_index(const char* op, const char* name, const at::Tensor& t, int64_t groups) {
+  FP8GEMM_CHECK_ARG(t.scalar_type() == at::kInt, op, "`", name, "` to be int32, got ", t.scalar_type());
+  FP8GEMM_CHECK_ARG(t.dim() == 1 && t.size(0) == groups, op, "`", name, "` of shape [", groups,
+                    "] (one entry per expert of `b`), got ", t.sizes());
+}
+
+QuantizedOperand activation_operand(const at::Tensor& a, const std::optional<at::Tensor>& a_scale) {
+  if (is_fp8(a)) return {a, *a_scale};
+  auto [data, scale] = quantize_1x128(a);
+  return {data, scale};
+}
+
+QuantizedOperand weight_operand(const at::Tensor& b, const std::optional<at::Tensor>& b_scale) {
+  if (is_fp8(b)) return {b, *b_scale};
+  auto [data, scale] = quantize_128x128(b);
+  return {data, scale};
+}
+
+}  // namespace
+
+at::Tensor dense_op(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& a_scale,
+                    const std::optional<at::Tensor>& b_scale, const std::optional<at::Tensor>& bias,
+                    std::optional<at::ScalarType> out_dtype, DenseBackend backend) {
+  constexpr const char* op = "fp8gemm::dense";
+  check_same_device(op, "a", a, "b", b);
+  if (a_scale) check_same_device(op, "a", a, "a_scale", *a_scale);
+  if (b_scale) check_same_device(op, "a", a, "b_scale", *b_scale);
+  if (bias) check_same_device(op, "a", a, "bias", *bias);
+  check_operand(op, "a", a, 2, "a_scale", a_scale);
+  check_operand(op, "b", b, 2, "b_scale", b_scale);
+  const auto dtype = resolve_out_dtype(op, out_dtype);
+  const int64_t m = a.size(0), n = b.size(0), k = a.size(1);
+  FP8GEMM_CHECK_ARG(b.size(1) == k, op, "`b` of shape [N, K] with K = ", k,
+                    " (`a` is [M, K] and out = a @ b.T), got `b` of shape ", b.sizes());
+  check_gemm_dims(op, n, k);
+  const int64_t kb = ceil_div(k, kScaleBlock);
+  if (a_scale) check_scale(op, "a_scale", *a_scale, {m, kb}, "[M, ceil(K/128)]: one scale per 1x128 group of `a`");
+  if (b_scale) {
+    check_scale(op, "b_scale", *b_scale, {ceil_div(n, kScaleBlock), kb},
+                "[ceil(N/128), ceil(K/128)]: one scale per 128x128 block of `b`");
+  }
+  if (bias) {
+    FP8GEMM_CHECK_ARG(is_high_precision(*bias), op, "`bias` to be bfloat16/float16/float32, got ",
+                      bias->scalar_type());
+    FP8GEMM_CHECK_ARG(bias->dim() == 1 && bias->size(0) == n, op, "`bias` of shape [", n, "] (N), got ",
+                      bias->sizes());
+  }
+  check_fp8_layout(op, "a", a);
+  check_fp8_layout(op, "b", b);
+
+  std::optional<at::Tensor> bias_out;
+  if (bias) bias_out = bias->to(dtype).contiguous();
+  if (m == 0 || n == 0 || k == 0) {
+    auto out = at::zeros({m, n}, a.options().dtype(dtype));
+    return bias_out ? out.add_(*bias_out) : out;
+  }
+  return backend(activation_operand(a, a_scale), weight_operand(b, b_scale), bias_out, dtype);
+}
+
+at::Tensor grouped_moe_op(const at::Tensor& a, const at::Tensor& b, const at::Tensor& group_offsets,
+                          const std::optional<at::Tensor>& a_scale,
+                          const std::optional<at::Tensor>& b_scale,
+                          std::optional<at::ScalarType> out_dtype, GroupedBackend backend) {
+  constexpr const char* op = "fp8gemm::grouped_moe";
+  check_same_device(op, "a", a, "b", b);
+  check_same_device(op, "a", a, "group_offsets", group_offsets);
+  if (a_scale) check_same_device(op, "a", a, "a_scale", *a_scale);
+  if (b_scale) check_same_device(op, "a", a, "b_scale", *b_scale);
+  check_operand(op, "a", a, 2, "a_scale", a_scale);
+  check_operand(op, "b", b, 3, "b_scale", b_scale);
+  const auto dtype = resolve_out_dtype(op, out_dtype);
+  const int64_t m = a.size(0), k = a.size(1), groups = b.size(0), n = b.size(1);
+  FP8GEMM_CHECK_ARG(b.size(2) == k, op, "`b` of shape [G, N, K] with K = ", k,
+                    " (`a` is [M, K]), got `b` of shape ", b.sizes());
+  check_gemm_dims(op, n, k);
+  check_group_index(op, "group_offsets", group_offsets, groups);
+  const int64_t kb = ceil_div(k, kScaleBlock);
+  if (a_scale) check_scale(op, "a_scale", *a_scale, {m, kb}, "[M, ceil(K/128)]: one scale per 1x128 group of `a`");
+  if (b_scale) {
+    check_scale(op, "b_scale", *b_scale, {groups, ceil_div(n, kScaleBlock), kb},
+                "[G, ceil(N/128), ceil(K/128)]: one scale per 128x128 block of each expert");
+  }
+  check_fp8_layout(op, "a", a);
+  check_fp8_layout(op, "b", b);
+  if (group_offsets.is_cpu() && groups > 0) {
+    // Cheap only when the offsets live on the host; on a GPU the kernels clamp them instead of
+    // synchronizing to check.
+    auto ends = group_offsets.to(at::kLong);
+    FP8GEMM_CHECK_ARG(ends.min().item<int64_t>() >= 0, op, "`group_offsets` to be >= 0, got ", group_offsets);
+    FP8GEMM_CHECK_ARG(groups < 2 || (ends.slice(0, 1) >= ends.slice(0, 0, groups - 1)).all().item<bool>(), op,
+                      "`group_offsets` to be non-decreasing (cumulative row ends), got ", group_offsets);
+    FP8GEMM_CHECK_ARG(ends.max().item<int64_t>() <= m, op, "`group_offsets` to end at or before M = ", m,
+                      ", got ", group_offsets);
+  }
+  if (m == 0 || n == 0 || groups == 0 || k == 0) return at::zeros({m, n}, a.options().dtype(dtype));
+  return backend(activation_operand(a, a_scale), weight_operand(b, b_scale), group_offsets, dtype);
+}
+
+at::Tensor grouped_moe_masked_op(const at::Tensor& a, const at::Tensor& b, const at::Tensor& masked_m,
+                                 int64_t expected_m, const std::optional<at::Tensor>& a_scale,
+                                 const std::optional<at::Tensor>& b_scale,
+                                 std::optional<at::ScalarType> out_dtype, MaskedBackend backend) {
+  constexpr const char* op = "fp8gemm::grouped_moe_masked";
+  check_same_device(op, "a", a, "b", b);
+  check_same_device(op, "a", a, "masked_m", masked_m);
+  if (a_scale) check_same_device(op, "a", a, "a_scale", *a_scale);
+  if (b_scale) check_same_device(op, "a", a, "b_scale", *b_scale);
+  check_operand(op, "a", a, 3, "a_scale", a_scale);
+  check_operand(op, "b", b, 3, "b_scale", b_scale);
+  const auto dtype = resolve_out_dtype(op, out_dtype);
+  const int64_t groups = a.size(0), max_m = a.size(1), k = a.size(2), n = b.size(1);
+  FP8GEMM_CHECK_ARG(b.size(0) == groups && b.size(2) == k, op, "`b` of shape [G, N, K] with G = ", groups,
+                    " and K = ", k, " (`a` is [G, max_m, K]), got `b` of shape ", b.sizes());
+  check_gemm_dims(op, n, k);
+  check_group_index(op, "masked_m", masked_m, groups);
+  FP8GEMM_CHECK_ARG(expected_m >= 0, op, "`expected_m` to be >= 0, got ", expected_m);
+  const int64_t kb = ceil_div(k, kScaleBlock);
+  if (a_scale) {
+    check_scale(op, "a_scale", *a_scale, {groups, max_m, kb},
+                "[G, max_m, ceil(K/128)]: one scale per 1x128 group of `a`");
+  }
+  if (b_scale) {
+    check_scale(op, "b_scale", *b_scale, {groups, ceil_div(n, kScaleBlock), kb},
+                "[G, ceil(N/128), ceil(K/128)]: one scale per 128x128 block of each expert");
+  }
+  check_fp8_layout(op, "a", a);
+  check_fp8_layout(op, "b", b);
+  if (masked_m.is_cpu() && groups > 0) {
+    FP8GEMM_CHECK_ARG(masked_m.min().item<int32_t>() >= 0 && masked_m.max().item<int32_t>() <= max_m, op,
+                      "`masked_m` values in [0, max_m = ", max_m, "], got ", masked_m);
+  }
+  if (groups == 0 || max_m == 0 || n == 0 || k == 0) {
+    return at::zeros({groups, max_m, n}, a.options().dtype(dtype));
+  }
+  return backend(activation_operand(a, a_scale), weight_operand(b, b_scale), masked_m, expected_m, dtype);
+}
+
+std::tuple<at::Tensor, at::Tensor> quantize_1x128_op(const at::Tensor& x) {
+  constexpr const char* op = "fp8gemm::quantize_1x128";
+  FP8GEMM_CHECK_ARG(is_high_precision(x), op, "`x` to be bfloat16/float16/float32, got ", x.scalar_type());
+  FP8GEMM_CHECK_ARG(x.dim() >= 1, op, "`x` to have at least 1 dim ([..., K]), got a scalar");
+  return quantize_1x128(x);
+}
+
+std::tuple<at::Tensor, at::Tensor> quantize_128x128_op(const at::Tensor& w) {
+  constexpr const char* op = "fp8gemm::quantize_128x128";
+  FP8GEMM_CHECK_ARG(is_high_precision(w), op, "`w` to be bfloat16/float16/float32, got ", w.scalar_type());
+  FP8GEMM_CHECK_ARG(w.dim() >= 2, op, "`w` to have at least 2 dims ([..., N, K]), got ", w.dim());
+  return quantize_128x128(w);
+}
+
+}  // namespace torch_fp8gemm

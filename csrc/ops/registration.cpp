@@ -1,0 +1,70 @@
+// TORCH_LIBRARY(fp8gemm): the op schemas (the public contract) and the CPU kernels, which run the
+// ATen reference. CUDA kernels register from csrc/ops/cuda_ops.cu; fake kernels and autograd from
+// torch_fp8gemm/ops.py. Arguments are positional-or-keyword so callers may name them.
+#include <Python.h>
+#include <torch/library.h>
+
+#include "fp8gemm.h"
+
+namespace torch_fp8gemm {
+namespace {
+
+at::Tensor dense_cpu(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& a_scale,
+                     const std::optional<at::Tensor>& b_scale, const std::optional<at::Tensor>& bias,
+                     std::optional<at::ScalarType> out_dtype) {
+  return dense_op(a, b, a_scale, b_scale, bias, out_dtype, &dense_reference);
+}
+
+at::Tensor grouped_moe_cpu(const at::Tensor& a, const at::Tensor& b, const at::Tensor& group_offsets,
+                           const std::optional<at::Tensor>& a_scale, const std::optional<at::Tensor>& b_scale,
+                           std::optional<at::ScalarType> out_dtype) {
+  return grouped_moe_op(a, b, group_offsets, a_scale, b_scale, out_dtype, &grouped_moe_reference);
+}
+
+at::Tensor grouped_moe_masked_cpu(const at::Tensor& a, const at::Tensor& b, const at::Tensor& masked_m,
+                                  int64_t expected_m, const std::optional<at::Tensor>& a_scale,
+                                  const std::optional<at::Tensor>& b_scale,
+                                  std::optional<at::ScalarType> out_dtype) {
+  return grouped_moe_masked_op(a, b, masked_m, expected_m, a_scale, b_scale, out_dtype,
+                               &grouped_moe_masked_reference);
+}
+
+bool cuda_kernels_built() {
+#ifdef TORCH_FP8GEMM_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+TORCH_LIBRARY(fp8gemm, m) {
+  m.def("dense(Tensor a, Tensor b, Tensor? a_scale=None, Tensor? b_scale=None, Tensor? bias=None, "
+        "ScalarType? out_dtype=None) -> Tensor");
+  m.def("grouped_moe(Tensor a, Tensor b, Tensor group_offsets, Tensor? a_scale=None, "
+        "Tensor? b_scale=None, ScalarType? out_dtype=None) -> Tensor");
+  m.def("grouped_moe_masked(Tensor a, Tensor b, Tensor masked_m, int expected_m, Tensor? a_scale=None, "
+        "Tensor? b_scale=None, ScalarType? out_dtype=None) -> Tensor");
+  m.def("quantize_1x128(Tensor x) -> (Tensor, Tensor)");
+  m.def("quantize_128x128(Tensor w) -> (Tensor, Tensor)");
+  // Build introspection: whether the sm_90a kernels were compiled into this extension.
+  m.def("cuda_kernels_built() -> bool", &cuda_kernels_built);
+}
+
+TORCH_LIBRARY_IMPL(fp8gemm, CPU, m) {
+  m.impl("dense", &dense_cpu);
+  m.impl("grouped_moe", &grouped_moe_cpu);
+  m.impl("grouped_moe_masked", &grouped_moe_masked_cpu);
+  m.impl("quantize_1x128", &quantize_1x128_op);
+  m.impl("quantize_128x128", &quantize_128x128_op);
+}
+
+}  // namespace torch_fp8gemm
+
+// `import torch_fp8gemm._C` loads this library, which runs the registrations above. The module
+// itself is empty; everything is reached through torch.ops.fp8gemm.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}

@@ -1,0 +1,34 @@
+"""FP8 (e4m3) GEMMs with DeepSeek-V3 fine-grained scaling for NVIDIA Hopper, as PyTorch custom ops.
+
+    import torch_fp8gemm
+    out = torch_fp8gemm.dense(x, w)                  # bf16 x, w: quantized by the op
+    out = torch_fp8gemm.dense(x_fp8, w_fp8, x_scale, w_scale)
+
+The ops live in torch.ops.fp8gemm.* and work on CPU (reference) and CUDA.
+"""
+try:
+    from . import _C  # noqa: F401  (loading the library registers torch.ops.fp8gemm)
+except ImportError as exc:  # pragma: no cover - only without a build
+    raise ImportError(
+        "torch_fp8gemm._C is not built or does not match this torch. Build it from the repo root with "
+        "`pip install --no-build-isolation -e .` (see README.md)."
+    ) from exc
+
+from .ops import (  # noqa: E402
+    cuda_kernels_built,
+    dense,
+    grouped_moe,
+    grouped_moe_masked,
+    quantize_1x128,
+    quantize_128x128,
+)
+
+__all__ = [
+    "cuda_kernels_built",
+    "dense",
+    "grouped_moe",
+    "grouped_moe_masked",
+    "quantize_1x128",
+    "quantize_128x128",
+]
+__version__ = "0.1.0"
