@@ -45,6 +45,10 @@ WITH_CUDA = (
 )
 
 
+# Device code compiled into the extension (csrc/kernels holds headers and these translation units).
+KERNEL_SOURCES = []
+
+
 def _nvidia_wheel_includes():
     # CUDA builds of torch ship cuBLAS/cuSPARSE headers in the `nvidia` wheels; a bare toolkit may
     # lack them, and ATen's CUDA headers include them.
@@ -63,7 +67,7 @@ def _extension():
     cxx_flags = ["-O0", "-g"] if DEBUG else ["-O3"]
     if not WITH_CUDA:
         return CppExtension("torch_fp8gemm._C", cpp_sources, extra_compile_args={"cxx": cxx_flags})
-    cuda_sources = sorted(glob.glob("csrc/ops/*.cu") + glob.glob("csrc/kernels/*.cu"))
+    cuda_sources = sorted(glob.glob("csrc/ops/*.cu")) + KERNEL_SOURCES
     nvcc_flags = ["-O0", "-g", "-G"] if DEBUG else ["-O3", "-lineinfo"]
     nvcc_flags += [
         "-gencode=arch=compute_90a,code=sm_90a",

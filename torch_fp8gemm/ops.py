@@ -120,8 +120,18 @@ def _out_dtype(out_dtype):
     return torch.bfloat16 if out_dtype is None else out_dtype
 
 
+def _check_same_device(op, a, **others):
+    for name, t in others.items():
+        if t is not None:
+            torch._check_value(
+                t.device == a.device,
+                lambda: f"{op}: expected `{name}` on the same device as `a` ({a.device}), got {t.device}",
+            )
+
+
 @torch.library.register_fake("fp8gemm::dense")
 def _dense_fake(a, b, a_scale=None, b_scale=None, bias=None, out_dtype=None):
+    _check_same_device("fp8gemm::dense", a, b=b, a_scale=a_scale, b_scale=b_scale, bias=bias)
     torch._check_value(a.dim() == 2 and b.dim() == 2, lambda: "fp8gemm::dense: expected 2-D `a` and `b`")
     torch._check_value(
         a.shape[1] == b.shape[1],
@@ -132,6 +142,7 @@ def _dense_fake(a, b, a_scale=None, b_scale=None, bias=None, out_dtype=None):
 
 @torch.library.register_fake("fp8gemm::grouped_moe")
 def _grouped_moe_fake(a, b, group_offsets, a_scale=None, b_scale=None, out_dtype=None):
+    _check_same_device("fp8gemm::grouped_moe", a, b=b, group_offsets=group_offsets, a_scale=a_scale, b_scale=b_scale)
     torch._check_value(a.dim() == 2 and b.dim() == 3, lambda: "fp8gemm::grouped_moe: expected `a` [M, K], `b` [G, N, K]")
     torch._check_value(a.shape[1] == b.shape[2], lambda: "fp8gemm::grouped_moe: K of `a` and `b` differ")
     return a.new_empty((a.shape[0], b.shape[1]), dtype=_out_dtype(out_dtype))
@@ -139,6 +150,7 @@ def _grouped_moe_fake(a, b, group_offsets, a_scale=None, b_scale=None, out_dtype
 
 @torch.library.register_fake("fp8gemm::grouped_moe_masked")
 def _grouped_moe_masked_fake(a, b, masked_m, expected_m, a_scale=None, b_scale=None, out_dtype=None):
+    _check_same_device("fp8gemm::grouped_moe_masked", a, b=b, masked_m=masked_m, a_scale=a_scale, b_scale=b_scale)
     torch._check_value(
         a.dim() == 3 and b.dim() == 3, lambda: "fp8gemm::grouped_moe_masked: expected `a` [G, max_m, K], `b` [G, N, K]"
     )
@@ -212,15 +224,20 @@ def _dequantize_weight(b, b_scale):
 
 
 
+def _with_defaults(inputs, count):
+    # Traced calls may omit trailing defaulted arguments from `inputs`.
+    return tuple(inputs) + (None,) * (count - len(inputs))
+
+
 def _dense_setup_context(ctx, inputs, output):
-    a, b, a_scale, b_scale, bias, _ = inputs
+    a, b, a_scale, b_scale, bias, _ = _with_defaults(inputs, 6)
     ctx.save_for_backward(a, b, a_scale, b_scale)
     ctx.bias_dtype = None if bias is None else bias.dtype
 
 
 def _dense_backward(ctx, grad):
     a, b, a_scale, b_scale = ctx.saved_tensors
-    need_a, need_b, _, _, need_bias, _ = ctx.needs_input_grad
+    need_a, need_b, _, _, need_bias, _ = _with_defaults(ctx.needs_input_grad, 6)
     grad_a = grad_b = grad_bias = None
     if need_a:  # dx [M, K] = dy [M, N] @ W [N, K]
         w = _dequantize_weight(b, b_scale)
@@ -237,7 +254,7 @@ torch.library.register_autograd("fp8gemm::dense", _dense_backward, setup_context
 
 
 def _grouped_setup_context(ctx, inputs, output):
-    a, b, group_offsets, a_scale, b_scale, _ = inputs
+    a, b, group_offsets, a_scale, b_scale, _ = _with_defaults(inputs, 6)
     ctx.save_for_backward(a, b, group_offsets, a_scale, b_scale)
 
 
@@ -263,7 +280,7 @@ torch.library.register_autograd("fp8gemm::grouped_moe", _grouped_backward, setup
 
 
 def _masked_setup_context(ctx, inputs, output):
-    a, b, masked_m, expected_m, a_scale, b_scale, _ = inputs
+    a, b, masked_m, expected_m, a_scale, b_scale, _ = _with_defaults(inputs, 7)
     ctx.save_for_backward(a, b, masked_m, a_scale, b_scale)
     ctx.expected_m = expected_m
 

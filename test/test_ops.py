@@ -1,0 +1,185 @@
+"""Every op against an independent float64 reference of the dequantized operands.
+
+Runs on CPU in CI; the same tests run on CUDA where a device is present (the GEMM kernels get their
+own, larger sweeps in test_dense_cuda.py).
+"""
+import itertools
+
+import pytest
+import torch
+
+import torch_fp8gemm as fg
+from torch_fp8gemm import testing as T
+
+from conftest import DEVICES
+
+BF16_BAR = 2.5e-3  # bf16 output rounding (relative Frobenius error)
+FP32_BAR = 1e-5
+
+
+def _bar(out_dtype):
+    return FP32_BAR if out_dtype == torch.float32 else BF16_BAR
+
+
+def _prepare(device, *tensors):
+    T.poison_cuda_allocator(device, 1 << 26)
+    return [t.to(device) for t in tensors]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("m,n,k", list(itertools.product([1, 3, 64, 129, 1000], [8, 136, 264], [128, 144, 384, 640])))
+def test_dense_fp8_matches_float64(device, m, n, k):
+    a, a_scale, b, b_scale = T.random_fp8_operands(m, n, k)
+    expected = T.reference_dense(a, a_scale, b, b_scale)
+    a, a_scale, b, b_scale = _prepare(device, a, a_scale, b, b_scale)
+    for out_dtype in (torch.bfloat16, torch.float32):
+        out = fg.dense(a, b, a_scale, b_scale, out_dtype=out_dtype)
+        assert out.shape == (m, n) and out.dtype == out_dtype and out.device.type == device
+        err = T.relative_error(out.cpu(), expected)
+        assert err <= _bar(out_dtype), f"m={m} n={n} k={k} {out_dtype}: rel err {err:.3e}"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_dense_bias_and_keyword_arguments(device):
+    a, a_scale, b, b_scale = T.random_fp8_operands(65, 136, 256)
+    bias = torch.randn(136, dtype=torch.bfloat16)
+    expected = T.reference_dense(a, a_scale, b, b_scale, bias)
+    a, a_scale, b, b_scale, bias = _prepare(device, a, a_scale, b, b_scale, bias)
+    out = fg.dense(a, b, a_scale=a_scale, b_scale=b_scale, bias=bias, out_dtype=torch.float32)
+    assert T.relative_error(out.cpu(), expected) <= FP32_BAR
+    out = torch.ops.fp8gemm.dense(a=a, b=b, a_scale=a_scale, b_scale=b_scale, bias=bias)
+    assert T.relative_error(out.cpu(), expected) <= BF16_BAR
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_dense_accepts_any_scale_strides(device):
+    a, a_scale, b, b_scale = T.random_fp8_operands(70, 136, 384)
+    expected = T.reference_dense(a, a_scale, b, b_scale)
+    a, a_scale, b, b_scale = _prepare(device, a, a_scale, b, b_scale)
+    column_major = a_scale.t().contiguous().t()  # M-major, as the kernels load it
+    padded = torch.zeros(a_scale.shape[1], 72, device=device)[:, :70].t()  # M-major, padded rows
+    padded.copy_(a_scale)
+    for scale in (a_scale, column_major, padded, a_scale[:, :].contiguous()):
+        out = fg.dense(a, b, scale, b_scale.t().contiguous().t(), out_dtype=torch.float32)
+        assert T.relative_error(out.cpu(), expected) <= FP32_BAR
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_dense_quantizes_high_precision_operands(device, dtype):
+    x = torch.randn(33, 384, dtype=dtype)
+    w = torch.randn(136, 384, dtype=dtype)
+    xq, xs = T.quantize_1x128_torch(x)
+    wq, ws = T.quantize_128x128_torch(w)
+    expected = T.reference_dense(xq, xs, wq, ws)
+    x, w = _prepare(device, x, w)
+    out = fg.dense(x, w, out_dtype=torch.float32)
+    assert T.relative_error(out.cpu(), expected) <= FP32_BAR
+    # and the result is close to the unquantized product (the FP8 recipe's own error)
+    assert T.relative_error(out.cpu(), x.cpu().double() @ w.cpu().double().T) < 0.08
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_dense_empty_problems(device):
+    for m, n, k in [(0, 136, 128), (5, 0, 128), (5, 136, 0), (0, 0, 0)]:
+        a, a_scale, b, b_scale = _prepare(device, *T.random_fp8_operands(m, n, k))
+        bias = torch.ones(n, device=device)
+        out = fg.dense(a, b, a_scale, b_scale, bias=bias)
+        assert out.shape == (m, n) and out.dtype == torch.bfloat16
+        assert torch.equal(out.float().cpu(), torch.ones(m, n)), f"m={m} n={n} k={k}"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_quantize_1x128(device):
+    x = torch.randn(3, 37, 300) * torch.logspace(-6, 6, 37).unsqueeze(-1)
+    x[0, 0, :128] = 0  # an all-zero group: finite, non-zero scale
+    x[1, 1, 5] = 1e30  # saturates at 448, never NaN
+    values, scale = fg.quantize_1x128(x.to(device))
+    assert values.dtype == T.FP8 and values.shape == x.shape
+    assert scale.dtype == torch.float32 and scale.shape == (3, 37, 3)
+    assert scale.stride()[-1] == 112 and scale.stride()[-2] == 1  # M-major (111 tokens padded to 112)
+    assert torch.isfinite(values.float()).all() and (scale > 0).all() and torch.isfinite(scale).all()
+    ref_values, ref_scale = T.quantize_1x128_torch(x)
+    assert torch.equal(values.float().cpu(), ref_values.float())
+    assert torch.equal(scale.cpu(), ref_scale)
+    # e4m3 keeps 3 mantissa bits (relative rounding 2^-4) down to its subnormal spacing 2^-9 * scale
+    deq = T.dequantize_1x128_f64(values.cpu(), scale.cpu())
+    spacing = scale.cpu().double().repeat_interleave(128, -1)[..., :300] * 2.0 ** -9
+    assert ((deq - x.double()).abs() <= 2.0 ** -4 * x.double().abs() + spacing).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_quantize_128x128(device):
+    w = torch.randn(2, 200, 300, dtype=torch.bfloat16)
+    w[0, :128, :128] = 0
+    values, scale = fg.quantize_128x128(w.to(device))
+    assert values.shape == w.shape and scale.shape == (2, 2, 3) and scale.is_contiguous()
+    ref_values, ref_scale = T.quantize_128x128_torch(w)
+    assert torch.equal(values.float().cpu(), ref_values.float())
+    assert torch.equal(scale.cpu(), ref_scale)
+    assert (scale > 0).all()
+
+
+def _ragged_offsets(sizes):
+    return torch.tensor(sizes, dtype=torch.int32).cumsum(0, dtype=torch.int32)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(
+    "sizes,tail",
+    [
+        ([5], 0),
+        ([0, 1, 127, 128, 129, 0], 0),
+        ([300, 0, 0], 7),  # one expert takes all rows; offsets end before M
+        ([3, 64, 0, 65, 2, 9, 40, 1], 13),
+        ([0, 0], 4),  # no expert has rows: all zeros
+    ],
+)
+def test_grouped_moe(device, sizes, tail):
+    groups, m, n, k = len(sizes), sum(sizes) + tail, 136, 384
+    a, a_scale, b, b_scale = T.random_fp8_operands(m, n, k, b_lead=(groups,))
+    offsets = _ragged_offsets(sizes)
+    expected = T.reference_grouped_moe(a, a_scale, b, b_scale, offsets)
+    a, a_scale, b, b_scale, offsets = _prepare(device, a, a_scale, b, b_scale, offsets)
+    for out_dtype in (torch.bfloat16, torch.float32):
+        out = fg.grouped_moe(a, b, offsets, a_scale, b_scale, out_dtype=out_dtype)
+        assert out.shape == (m, n) and out.dtype == out_dtype
+        assert T.relative_error(out.cpu(), expected) <= _bar(out_dtype)
+        assert (out[sum(sizes):] == 0).all(), "rows past the last offset must be zero"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("masked", [[0, 0], [64, 64], [0, 17, 64, 1], [33]])
+def test_grouped_moe_masked(device, masked):
+    groups, max_m, n, k = len(masked), 64, 136, 256
+    a, a_scale, b, b_scale = T.random_fp8_operands(max_m, n, k, a_lead=(groups,), b_lead=(groups,))
+    masked_m = torch.tensor(masked, dtype=torch.int32)
+    expected = T.reference_grouped_moe_masked(a, a_scale, b, b_scale, masked_m)
+    a, a_scale, b, b_scale, masked_m = _prepare(device, a, a_scale, b, b_scale, masked_m)
+    for out_dtype in (torch.bfloat16, torch.float32):
+        out = fg.grouped_moe_masked(a, b, masked_m, max_m, a_scale, b_scale, out_dtype=out_dtype)
+        assert out.shape == (groups, max_m, n)
+        assert T.relative_error(out.cpu(), expected) <= _bar(out_dtype)
+        for g, rows in enumerate(masked):
+            assert (out[g, rows:] == 0).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_grouped_empty_problems(device):
+    a, a_scale, b, b_scale = _prepare(device, *T.random_fp8_operands(0, 136, 128, b_lead=(3,)))
+    offs = torch.zeros(3, dtype=torch.int32, device=device)
+    assert fg.grouped_moe(a, b, offs, a_scale, b_scale).shape == (0, 136)
+    a, a_scale, b, b_scale = _prepare(device, *T.random_fp8_operands(10, 136, 128, b_lead=(0,)))
+    out = fg.grouped_moe(a, b, torch.zeros(0, dtype=torch.int32, device=device), a_scale, b_scale)
+    assert out.shape == (10, 136) and (out == 0).all()
+    a, a_scale, b, b_scale = _prepare(device, *T.random_fp8_operands(5, 136, 128, a_lead=(0,), b_lead=(0,)))
+    out = fg.grouped_moe_masked(a, b, torch.zeros(0, dtype=torch.int32, device=device), 5, a_scale, b_scale)
+    assert out.shape == (0, 5, 136)
+
+
+def test_the_reference_detects_wrong_answers():
+    # A wrong scale layout (transposed block scales) must fail the bar: the tests can fail.
+    a, a_scale, b, b_scale = T.random_fp8_operands(64, 256, 256)
+    expected = T.reference_dense(a, a_scale, b, b_scale)
+    wrong = fg.dense(a, b, a_scale, b_scale.t().contiguous(), out_dtype=torch.float32)
+    assert T.relative_error(wrong, expected) > 1e-2

@@ -1,0 +1,137 @@
+"""Shared test and benchmark helpers: independent float64 references, input makers and metrics.
+
+The references here never call the extension: they re-derive the recipe in float64 from the fp8
+values and scales, so they can judge both the CPU reference and the GPU kernels.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+SCALE_BLOCK = 128
+FP8_MAX = 448.0
+AMAX_FLOOR = 1e-12
+FP8 = torch.float8_e4m3fn
+
+
+def ceil_div(x: int, y: int) -> int:
+    return (x + y - 1) // y
+
+
+# --------------------------------------------------------------------------------------------
+# Recipe in plain torch (the same formulas as csrc/ops/reference.cpp, written independently).
+
+
+def quantize_1x128_torch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [..., K] -> (fp8 [..., K], float32 scales [..., ceil(K/128)]) (contiguous scales)."""
+    k = x.shape[-1]
+    kb = ceil_div(k, SCALE_BLOCK)
+    xf = torch.nn.functional.pad(x.float(), (0, kb * SCALE_BLOCK - k))
+    groups = xf.unflatten(-1, (kb, SCALE_BLOCK))
+    scale = groups.abs().amax(-1).clamp(min=AMAX_FLOOR) / FP8_MAX
+    values = (groups / scale.unsqueeze(-1)).clamp(-FP8_MAX, FP8_MAX).flatten(-2)[..., :k]
+    return values.to(FP8), scale
+
+
+def quantize_128x128_torch(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """w [..., N, K] -> (fp8 [..., N, K], float32 scales [..., ceil(N/128), ceil(K/128)])."""
+    n, k = w.shape[-2:]
+    nb, kb = ceil_div(n, SCALE_BLOCK), ceil_div(k, SCALE_BLOCK)
+    wf = torch.nn.functional.pad(w.float(), (0, kb * SCALE_BLOCK - k, 0, nb * SCALE_BLOCK - n))
+    blocks = wf.unflatten(-1, (kb, SCALE_BLOCK)).unflatten(-3, (nb, SCALE_BLOCK))  # [..., nb, 128, kb, 128]
+    scale = blocks.abs().amax(dim=(-3, -1)).clamp(min=AMAX_FLOOR) / FP8_MAX  # [..., nb, kb]
+    values = (blocks / scale.unsqueeze(-2).unsqueeze(-1)).clamp(-FP8_MAX, FP8_MAX)
+    values = values.flatten(-2).flatten(-3, -2)[..., :n, :k]
+    return values.to(FP8), scale
+
+
+def dequantize_1x128_f64(x_fp8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    k = x_fp8.shape[-1]
+    return x_fp8.double() * scale.double().repeat_interleave(SCALE_BLOCK, -1)[..., :k]
+
+
+def dequantize_128x128_f64(w_fp8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    n, k = w_fp8.shape[-2:]
+    s = scale.double().repeat_interleave(SCALE_BLOCK, -2)[..., :n, :]
+    return w_fp8.double() * s.repeat_interleave(SCALE_BLOCK, -1)[..., :k]
+
+
+def reference_dense(a, a_scale, b, b_scale, bias=None) -> torch.Tensor:
+    """float64 deq(a) @ deq(b).T (+ bias)."""
+    out = dequantize_1x128_f64(a, a_scale) @ dequantize_128x128_f64(b, b_scale).T
+    return out if bias is None else out + bias.double()
+
+
+def reference_grouped_moe(a, a_scale, b, b_scale, group_offsets) -> torch.Tensor:
+    m, n = a.shape[0], b.shape[1]
+    out = torch.zeros(m, n, dtype=torch.float64, device=a.device)
+    start = 0
+    for g, end in enumerate(group_offsets.tolist()):
+        end = min(max(end, start), m)
+        if end > start:
+            out[start:end] = reference_dense(a[start:end], a_scale[start:end], b[g], b_scale[g])
+        start = end
+    return out
+
+
+def reference_grouped_moe_masked(a, a_scale, b, b_scale, masked_m) -> torch.Tensor:
+    out = dequantize_1x128_f64(a, a_scale) @ dequantize_128x128_f64(b, b_scale).transpose(-1, -2)
+    for g, rows in enumerate(masked_m.tolist()):
+        out[g, rows:] = 0
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs and metrics
+
+
+def random_fp8_operands(
+    m: int,
+    n: int,
+    k: int,
+    *,
+    a_lead: tuple[int, ...] = (),
+    b_lead: tuple[int, ...] = (),
+    device="cpu",
+    scale_range: tuple[float, float] = (0.5, 2.0),
+    generator: Optional[torch.Generator] = None,
+):
+    """Fresh random fp8 operands with scales drawn log-uniformly from ``scale_range``.
+
+    Returns (a [*a_lead, m, k], a_scale [*a_lead, m, ceil(k/128)], b [*b_lead, n, k],
+    b_scale [*b_lead, ceil(n/128), ceil(k/128)]). Dense: no leads; contiguous MoE: b_lead=(G,);
+    masked MoE: a_lead=b_lead=(G,).
+    """
+
+    def log_uniform(shape):
+        lo, hi = math.log(scale_range[0]), math.log(scale_range[1])
+        return torch.exp(torch.rand(shape, generator=generator, dtype=torch.float64) * (hi - lo) + lo).float().to(device)
+
+    def fp8(shape):
+        return (torch.randn(shape, generator=generator) * 100).clamp(-FP8_MAX, FP8_MAX).to(FP8).to(device)
+
+    kb, nb = ceil_div(k, SCALE_BLOCK), ceil_div(n, SCALE_BLOCK)
+    return fp8((*a_lead, m, k)), log_uniform((*a_lead, m, kb)), fp8((*b_lead, n, k)), log_uniform((*b_lead, nb, kb))
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """Relative Frobenius error ||actual - expected|| / ||expected|| in float64 (0 for empty/zero)."""
+    expected = expected.double()
+    diff = (actual.double() - expected).norm().item()
+    ref = expected.norm().item()
+    if ref == 0:
+        return diff
+    return diff / ref
+
+
+
+
+def poison_cuda_allocator(device, nbytes: int) -> None:
+    """Fill ``nbytes`` of cached device memory with NaN and release it, so that an output the kernel
+    forgets to write shows up as NaN instead of a lucky zero."""
+    if torch.device(device).type != "cuda" or nbytes <= 0:
+        return
+    block = torch.full((ceil_div(nbytes, 4),), float("nan"), dtype=torch.float32, device=device)
+    del block
