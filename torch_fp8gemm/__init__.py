@@ -6,6 +6,8 @@
 
 The ops live in torch.ops.fp8gemm.* and work on CPU (reference) and CUDA.
 """
+import torch  # noqa: F401  (loads libtorch, which _C links against)
+
 try:
     from . import _C  # noqa: F401  (loading the library registers torch.ops.fp8gemm)
 except ImportError as exc:  # pragma: no cover - only without a build
