@@ -46,7 +46,7 @@ WITH_CUDA = (
 
 
 # Device code compiled into the extension (csrc/kernels holds headers and these translation units).
-KERNEL_SOURCES = []
+KERNEL_SOURCES = sorted(glob.glob("csrc/kernels/*.cu"))
 
 
 def _nvidia_wheel_includes():

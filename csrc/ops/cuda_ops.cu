@@ -6,15 +6,76 @@
 #include <torch/library.h>
 
 #include "fp8gemm.h"
+#include "kernels/sm90_fp8_gemm_api.h"
 
 namespace torch_fp8gemm {
 namespace {
+
+// Set only by the private op _sm90_dense_forced (tests force every configuration through it).
+thread_local int forced_dense_config = -1;
+
+bool has_sm90_kernels(const at::Device& device) {
+  // sm_90a code runs on compute capability 9.0 only; other GPUs take the ATen reference path.
+  const auto* props = at::cuda::getDeviceProperties(device.index());
+  return props->major == 9 && props->minor == 0;
+}
+
+// The kernels load activation scales M-major (row fastest) with 16-byte aligned K-block rows. Scales
+// already laid out that way (as quantize_1x128 returns them) are used in place; others are copied.
+at::Tensor m_major_scales(const at::Tensor& scale) {
+  const int64_t m = scale.size(0), kb = scale.size(1);
+  const bool rows_ok = m == 1 || scale.stride(0) == 1;
+  const bool blocks_ok = kb == 1 || (scale.stride(1) % 4 == 0 && scale.stride(1) >= m);
+  if (rows_ok && blocks_ok && reinterpret_cast<uintptr_t>(scale.data_ptr()) % 16 == 0) return scale;
+  auto storage = at::empty({kb, ceil_div(m, 4) * 4}, scale.options());
+  storage.narrow(1, 0, m).copy_(scale.t());
+  return storage.narrow(1, 0, m).t();
+}
+
+// Row stride for TMA: any multiple of 16 serves a dimension of size 1.
+int64_t row_stride(const at::Tensor& t) {
+  return t.size(0) == 1 ? t.size(1) : t.stride(0);
+}
+
+at::Tensor dense_sm90(const QuantizedOperand& a, const QuantizedOperand& b, const std::optional<at::Tensor>& bias,
+                      at::ScalarType out_dtype) {
+  if (!has_sm90_kernels(a.data.device())) {
+    TORCH_WARN_ONCE("fp8gemm::dense: no sm_90a kernel for this GPU (compute capability 9.0 needed); "
+                    "running the ATen reference path");
+    return dense_reference(a, b, bias, out_dtype);
+  }
+  const int64_t m = a.data.size(0), n = b.data.size(0), k = a.data.size(1);
+  auto a_scale = m_major_scales(a.scale);
+  auto b_scale = b.scale.contiguous();
+  auto out = at::empty({m, n}, a.data.options().dtype(out_dtype));
+
+  DenseGemmParams params{};
+  params.a = a.data.data_ptr();
+  params.b = b.data.data_ptr();
+  params.a_scale = a_scale.data_ptr<float>();
+  params.b_scale = b_scale.data_ptr<float>();
+  params.bias = bias.has_value() ? bias->data_ptr() : nullptr;
+  params.out = out.data_ptr();
+  params.m = m;
+  params.n = n;
+  params.k = k;
+  params.lda = row_stride(a.data);
+  params.ldb = row_stride(b.data);
+  params.a_scale_ld = a_scale.size(1) == 1 ? ceil_div(m, 4) * 4 : a_scale.stride(1);
+  params.ldo = n;
+  params.out_kind = out_dtype == at::kFloat ? OutKind::kFP32 : OutKind::kBF16;
+  params.num_sms = at::cuda::getDeviceProperties(a.data.device().index())->multiProcessorCount;
+  params.forced_config = forced_dense_config;
+  params.stream = at::cuda::getCurrentCUDAStream(a.data.device().index()).stream();
+  sm90_fp8_gemm_dense(params);
+  return out;
+}
 
 at::Tensor dense_cuda(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& a_scale,
                       const std::optional<at::Tensor>& b_scale, const std::optional<at::Tensor>& bias,
                       std::optional<at::ScalarType> out_dtype) {
   const c10::cuda::CUDAGuard guard(a.device());
-  return dense_op(a, b, a_scale, b_scale, bias, out_dtype, &dense_reference);
+  return dense_op(a, b, a_scale, b_scale, bias, out_dtype, &dense_sm90);
 }
 
 at::Tensor grouped_moe_cuda(const at::Tensor& a, const at::Tensor& b, const at::Tensor& group_offsets,
@@ -43,9 +104,47 @@ std::tuple<at::Tensor, at::Tensor> quantize_128x128_cuda(const at::Tensor& w) {
   return quantize_128x128_op(w);
 }
 
+// Private, for tests and tuning: fp8gemm::dense with configuration `config` forced.
+at::Tensor dense_forced_cuda(const at::Tensor& a, const at::Tensor& b, const at::Tensor& a_scale,
+                             const at::Tensor& b_scale, const std::optional<at::Tensor>& bias,
+                             std::optional<at::ScalarType> out_dtype, int64_t config) {
+  TORCH_CHECK_VALUE(config >= -1 && config < sm90_fp8_gemm_num_configs(), "fp8gemm::_sm90_dense_forced: expected "
+                    "`config` in [-1, ", sm90_fp8_gemm_num_configs(), "), got ", config);
+  forced_dense_config = static_cast<int>(config);
+  struct Reset {
+    ~Reset() { forced_dense_config = -1; }
+  } reset;
+  return dense_cuda(a, b, a_scale, b_scale, bias, out_dtype);
+}
+
+std::vector<std::string> sm90_dense_configs() {
+  std::vector<std::string> names;
+  for (int i = 0; i < sm90_fp8_gemm_num_configs(); ++i) names.emplace_back(sm90_fp8_gemm_config_name(i));
+  return names;
+}
+
+int64_t sm90_dense_pick_config(int64_t m, int64_t n, int64_t k, int64_t num_sms) {
+  DenseGemmParams params{};
+  params.m = m;
+  params.n = n;
+  params.k = k;
+  params.num_sms = static_cast<int>(num_sms);
+  params.forced_config = -1;
+  return sm90_fp8_gemm_pick_config(params);
+}
+
 }  // namespace
 
+// Introspection of the sm_90a dense kernel (CUDA builds only): its configurations and heuristic.
+TORCH_LIBRARY_FRAGMENT(fp8gemm, m) {
+  m.def("_sm90_dense_forced(Tensor a, Tensor b, Tensor a_scale, Tensor b_scale, Tensor? bias=None, "
+        "ScalarType? out_dtype=None, int config=-1) -> Tensor");
+  m.def("_sm90_dense_configs() -> str[]", &sm90_dense_configs);
+  m.def("_sm90_dense_pick_config(int m, int n, int k, int num_sms) -> int", &sm90_dense_pick_config);
+}
+
 TORCH_LIBRARY_IMPL(fp8gemm, CUDA, m) {
+  m.impl("_sm90_dense_forced", &dense_forced_cuda);
   m.impl("dense", &dense_cuda);
   m.impl("grouped_moe", &grouped_moe_cuda);
   m.impl("grouped_moe_masked", &grouped_moe_masked_cuda);

@@ -1,0 +1,23 @@
+// Constants and small helpers shared by the sm_90a kernels (device code only; no torch).
+#pragma once
+#include <cstdint>
+
+namespace torch_fp8gemm::sm90 {
+
+// K extent of one pipeline stage; equals the scale group (1x128 for A, 128x128 for B), so every
+// stage's wgmma partial sums are promoted with exactly one pair of scales.
+constexpr int kBlockK = 128;
+// Opt-in shared memory per block on sm_90 (227 KB).
+constexpr int kMaxSmemBytes = 232448;
+
+template <typename T>
+__host__ __device__ constexpr T ceil_div(T a, T b) {
+  return (a + b - 1) / b;
+}
+
+template <typename T>
+__host__ __device__ constexpr T align_up(T a, T b) {
+  return ceil_div(a, b) * b;
+}
+
+}  // namespace torch_fp8gemm::sm90

@@ -1,0 +1,46 @@
+// wgmma helpers: PTX ISA "Asynchronous Warpgroup Level Matrix Multiply-Accumulate Instructions".
+#pragma once
+#include <cstdint>
+
+#include "wgmma_fp8_gen.cuh"
+
+namespace torch_fp8gemm::ptx {
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+
+__device__ __forceinline__ void wgmma_commit_group() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+
+template <int kNumPending>
+__device__ __forceinline__ void wgmma_wait_group() {
+  static_assert(kNumPending >= 0 && kNumPending <= 7, "wgmma.wait_group takes 0..7");
+  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(kNumPending) : "memory");
+}
+
+// Keeps the compiler from moving accesses of an accumulator register across wgmma fences/waits.
+__device__ __forceinline__ void fence_operand(float& reg) { asm volatile("" : "+f"(reg)::"memory"); }
+
+// Shared-memory matrix descriptor (PTX ISA "Matrix Descriptor Format") for a K-major operand whose
+// rows are 128 bytes, stored with the 128B swizzle in 8-row (1024 B) atoms, as a TMA load with
+// CU_TENSOR_MAP_SWIZZLE_128B writes it. Start address >> 4 in bits 0-13, leading byte offset unused
+// for swizzled K-major (set to 1), stride byte offset = 1024 B between 8-row atoms (bits 32-45),
+// base offset 0 (atoms are 1024-B aligned), layout type 1 = 128B swizzle (bits 62-63).
+// Advancing along K inside the 128-B row is done by adding bytes to the start address.
+__device__ __forceinline__ uint64_t make_smem_desc_sw128(uint32_t smem_addr) {
+  uint64_t desc = (static_cast<uint64_t>(smem_addr) & 0x3FFFFull) >> 4;
+  desc |= static_cast<uint64_t>(1) << 16;
+  desc |= static_cast<uint64_t>(1024 >> 4) << 32;
+  desc |= static_cast<uint64_t>(1) << 62;
+  return desc;
+}
+
+// Register reallocation between warpgroups (sm_90a). Must be executed by all warps of a warpgroup.
+template <int kRegs>
+__device__ __forceinline__ void setmaxnreg_inc() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(kRegs));
+}
+template <int kRegs>
+__device__ __forceinline__ void setmaxnreg_dec() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(kRegs));
+}
+
+}  // namespace torch_fp8gemm::ptx

@@ -1,0 +1,26 @@
+#pragma once
+#include <cstdint>
+#include <cuda_runtime.h>
+namespace torch_fp8gemm {
+enum class OutKind : int { kBF16 = 0, kFP32 = 1 };
+struct DenseGemmParams {
+  const void* a;         // [m, k] float8_e4m3fn, K-major, row stride lda (elements); 16-byte aligned base, lda % 16 == 0
+  const void* b;         // [n, k] float8_e4m3fn, K-major, row stride ldb; 16-byte aligned, ldb % 16 == 0
+  const float* a_scale;  // M-major: scale of (row r, k-block kb) at a_scale[kb * a_scale_ld + r]; a_scale_ld >= m, a_scale_ld % 4 == 0, base 16B aligned
+  const float* b_scale;  // [ceil(n/128), ceil(k/128)] row-major contiguous
+  const void* bias;      // [n], same dtype as out (bf16 or fp32), or nullptr
+  void* out;             // [m, n] row-major, row stride ldo elements (ldo % 8 == 0 for bf16, %4 for fp32), 16B aligned
+  int64_t m, n, k;       // m >= 1, n % 8 == 0 (n >= 8), k % 16 == 0 (k >= 16); k need NOT be a multiple of 128 (TMA OOB reads are zero)
+  int64_t lda, ldb, a_scale_ld, ldo;
+  OutKind out_kind;
+  int num_sms;           // SMs to use for the persistent grid (device multiProcessorCount normally)
+  int forced_config;     // -1: heuristic picks; otherwise index into the config list (for tests)
+  cudaStream_t stream;
+};
+int sm90_fp8_gemm_num_configs();                 // size of the compiled config list
+const char* sm90_fp8_gemm_config_name(int idx);  // e.g. "bm128_bn128_s6_mc2"
+int sm90_fp8_gemm_pick_config(const DenseGemmParams& p);  // the heuristic's choice
+// Launches on p.stream. No host sync, no allocation (must be CUDA-graph capturable).
+// Reports failures by throwing std::runtime_error with a clear message (never exit/abort).
+void sm90_fp8_gemm_dense(const DenseGemmParams& p);
+}  // namespace torch_fp8gemm

@@ -1,0 +1,134 @@
+// Dense FP8 GEMM entry points (sm90_fp8_gemm_api.h): argument checks, config table, heuristic.
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "sm90_fp8_gemm_api.h"
+#include "sm90_fp8_gemm_configs.cuh"
+#include "sm90_fp8_gemm_launch.cuh"
+
+namespace torch_fp8gemm {
+namespace sm90 {
+
+#define TORCH_FP8GEMM_DECLARE_LAUNCH(BM, BN) extern template void launch_dense<BM, BN>(const DenseGemmParams&);
+TORCH_FP8GEMM_SM90_DENSE_CONFIGS(TORCH_FP8GEMM_DECLARE_LAUNCH)
+#undef TORCH_FP8GEMM_DECLARE_LAUNCH
+
+namespace {
+
+struct ConfigEntry {
+  int block_m;
+  int block_n;
+  int stages;
+  void (*launch)(const DenseGemmParams&);
+};
+
+#define TORCH_FP8GEMM_CONFIG_ENTRY(BM, BN) {BM, BN, DenseConfig<BM, BN>::kStages, &launch_dense<BM, BN>},
+constexpr ConfigEntry kConfigs[] = {TORCH_FP8GEMM_SM90_DENSE_CONFIGS(TORCH_FP8GEMM_CONFIG_ENTRY)};
+#undef TORCH_FP8GEMM_CONFIG_ENTRY
+constexpr int kNumConfigs = static_cast<int>(sizeof(kConfigs) / sizeof(kConfigs[0]));
+
+const std::vector<std::string>& config_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for (const ConfigEntry& c : kConfigs) {
+      v.push_back("bm" + std::to_string(c.block_m) + "_bn" + std::to_string(c.block_n) + "_s" +
+                  std::to_string(c.stages) + "_mc1");
+    }
+    return v;
+  }();
+  return names;
+}
+
+std::string shape_str(const DenseGemmParams& p) {
+  return "(m=" + std::to_string(p.m) + ", n=" + std::to_string(p.n) + ", k=" + std::to_string(p.k) + ")";
+}
+
+void require(bool cond, const DenseGemmParams& p, const std::string& what) {
+  if (!cond) throw_error("expected " + what + " for " + shape_str(p));
+}
+
+bool aligned(const void* ptr, uintptr_t bytes) { return (reinterpret_cast<uintptr_t>(ptr) % bytes) == 0; }
+
+void validate(const DenseGemmParams& p) {
+  constexpr int64_t kMaxDim = (int64_t(1) << 31) - 1;  // TMA coordinates are int32
+  require(p.m >= 1 && p.m <= kMaxDim, p, "1 <= m < 2^31, got m=" + std::to_string(p.m));
+  require(p.n >= 8 && p.n % 8 == 0 && p.n <= kMaxDim, p, "n >= 8 and n % 8 == 0, got n=" + std::to_string(p.n));
+  require(p.k >= 16 && p.k % 16 == 0 && p.k <= kMaxDim, p, "k >= 16 and k % 16 == 0, got k=" + std::to_string(p.k));
+  require(p.a != nullptr && p.b != nullptr && p.a_scale != nullptr && p.b_scale != nullptr && p.out != nullptr, p,
+          "non-null a, b, a_scale, b_scale and out pointers");
+  require(aligned(p.a, 16) && aligned(p.b, 16), p, "a and b to be 16-byte aligned");
+  require(p.lda >= p.k && p.lda % 16 == 0, p, "lda >= k and lda % 16 == 0, got lda=" + std::to_string(p.lda));
+  require(p.ldb >= p.k && p.ldb % 16 == 0, p, "ldb >= k and ldb % 16 == 0, got ldb=" + std::to_string(p.ldb));
+  require(aligned(p.a_scale, 16) && p.a_scale_ld >= p.m && p.a_scale_ld % 4 == 0, p,
+          "a_scale 16-byte aligned with a_scale_ld >= m and a_scale_ld % 4 == 0, got a_scale_ld=" +
+              std::to_string(p.a_scale_ld));
+  require(aligned(p.b_scale, 4), p, "b_scale to be 4-byte aligned");
+  require(p.out_kind == OutKind::kBF16 || p.out_kind == OutKind::kFP32, p, "out_kind bf16 or fp32");
+  const bool fp32 = p.out_kind == OutKind::kFP32;
+  require(aligned(p.out, 16) && p.ldo >= p.n && p.ldo % (fp32 ? 4 : 8) == 0, p,
+          std::string("out 16-byte aligned with ldo >= n and ldo % ") + (fp32 ? "4" : "8") +
+              " == 0, got ldo=" + std::to_string(p.ldo));
+  require(p.bias == nullptr || aligned(p.bias, fp32 ? 8 : 4), p, "bias aligned to two elements");
+  require(p.num_sms >= 1, p, "num_sms >= 1, got " + std::to_string(p.num_sms));
+  require(p.forced_config >= -1 && p.forced_config < kNumConfigs, p,
+          "forced_config in [-1, " + std::to_string(kNumConfigs) + "), got " + std::to_string(p.forced_config));
+}
+
+// Cost model (arbitrary time units) used to rank configs; see bench/standalone/RESULTS_kernel.md.
+//   tile time = max(tensor-core time, L2->SM operand time) of one BLOCK_M x BLOCK_N x K tile,
+//   kernel time = waves * tile time, floored by the HBM time of reading A and B once and writing out.
+// BLOCK_M = 64 runs one math warpgroup, which cannot hide its promotion behind another warpgroup's
+// wgmmas: its tensor-core rate is modelled at ~60% of the two-warpgroup rate.
+double estimate_time(const ConfigEntry& c, const DenseGemmParams& p) {
+  const double kb = std::ceil(p.k / 128.0);
+  const int64_t tiles = num_tiles(p.m, p.n, c.block_m, c.block_n);
+  const int64_t waves = ceil_div<int64_t>(tiles, p.num_sms);
+  const double mma_rate = c.block_m == 128 ? 1.0 : 0.6;                       // per-SM relative rate
+  const double t_mma = 2.0 * c.block_m * c.block_n * 128.0 / (12.0e12 * mma_rate);  // s per K block
+  const double t_l2 = (c.block_m + c.block_n) * 128.0 / 110e9;                // s per K block
+  const double t_fixed = 1.2e-6;                                              // per-tile prologue/epilogue
+  const double t_tiles = waves * (kb * std::max(t_mma, t_l2) + t_fixed);
+  const double out_bytes = static_cast<double>(p.m) * p.n * (p.out_kind == OutKind::kFP32 ? 4 : 2);
+  const double hbm = (static_cast<double>(p.m) * p.k + static_cast<double>(p.n) * p.k + out_bytes) / 3.6e12;
+  return std::max(t_tiles, hbm);
+}
+
+}  // namespace
+}  // namespace sm90
+
+int sm90_fp8_gemm_num_configs() { return sm90::kNumConfigs; }
+
+const char* sm90_fp8_gemm_config_name(int idx) {
+  if (idx < 0 || idx >= sm90::kNumConfigs) {
+    sm90::throw_error("config index " + std::to_string(idx) + " out of range [0, " +
+                      std::to_string(sm90::kNumConfigs) + ")");
+  }
+  return sm90::config_names()[idx].c_str();
+}
+
+int sm90_fp8_gemm_pick_config(const DenseGemmParams& p) {
+  int best = -1;
+  double best_time = 0.0;
+  for (int i = 0; i < sm90::kNumConfigs; ++i) {
+    const sm90::ConfigEntry& c = sm90::kConfigs[i];
+    // BLOCK_M = 64 only pays when it avoids mostly-empty 128-row tiles.
+    if (c.block_m == 128 && p.m <= 64) continue;
+    const double t = sm90::estimate_time(c, p);
+    // Ties (within 1%) go to the larger tile: fewer re-reads of the operands.
+    if (best < 0 || t < best_time * 0.99) {
+      best = i;
+      best_time = t;
+    }
+  }
+  return best;
+}
+
+void sm90_fp8_gemm_dense(const DenseGemmParams& p) {
+  sm90::validate(p);
+  const int idx = p.forced_config >= 0 ? p.forced_config : sm90_fp8_gemm_pick_config(p);
+  sm90::kConfigs[idx].launch(p);
+}
+
+}  // namespace torch_fp8gemm

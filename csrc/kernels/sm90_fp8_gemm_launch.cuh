@@ -1,0 +1,112 @@
+// Host side of the sm_90a FP8 GEMM: TMA descriptors, shared-memory attribute, persistent launch.
+// No torch; throws std::runtime_error on any failure.
+#pragma once
+#include <cuda.h>
+#include <cudaTypedefs.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "sm90_fp8_gemm.cuh"
+#include "sm90_fp8_gemm_api.h"
+
+namespace torch_fp8gemm::sm90 {
+
+[[noreturn]] inline void throw_error(const std::string& what) {
+  throw std::runtime_error("torch_fp8gemm sm90_fp8_gemm: " + what);
+}
+
+inline void check_cuda(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) {
+    throw_error(std::string(what) + " failed: " + cudaGetErrorName(err) + " (" + cudaGetErrorString(err) + ")");
+  }
+}
+
+// cuTensorMapEncodeTiled through the runtime's driver entry point, so libcuda is never linked.
+inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encode_fn() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* ptr = nullptr;
+    cudaDriverEntryPointQueryResult query = cudaDriverEntryPointSymbolNotFound;
+    const cudaError_t err =
+        cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &ptr, 12000, cudaEnableDefault, &query);
+    if (err != cudaSuccess || query != cudaDriverEntryPointSuccess || ptr == nullptr) {
+      throw_error(std::string("cannot get driver entry point cuTensorMapEncodeTiled: ") + cudaGetErrorName(err));
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(ptr);
+  }();
+  return fn;
+}
+
+// 2-D row-major tensor [rows, cols] (cols contiguous), row stride in bytes, box {box_cols, box_rows}.
+inline CUtensorMap make_tensor_map_2d(const void* base, CUtensorMapDataType dtype, uint64_t cols, uint64_t rows,
+                                      uint64_t row_stride_bytes, uint32_t box_cols, uint32_t box_rows,
+                                      CUtensorMapSwizzle swizzle, const char* name) {
+  CUtensorMap map;
+  const cuuint64_t dims[2] = {cols, rows};
+  const cuuint64_t strides[1] = {row_stride_bytes};
+  const cuuint32_t box[2] = {box_cols, box_rows};
+  const cuuint32_t elem_strides[2] = {1, 1};
+  const CUresult res = tensor_map_encode_fn()(&map, dtype, 2, const_cast<void*>(base), dims, strides, box,
+                                              elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
+                                              CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (res != CUDA_SUCCESS) {
+    throw_error(std::string("cuTensorMapEncodeTiled(") + name + ") failed with CUresult " + std::to_string(res) +
+                " (dims " + std::to_string(cols) + " x " + std::to_string(rows) + ", row stride " +
+                std::to_string(row_stride_bytes) + " B)");
+  }
+  return map;
+}
+
+template <int kBlockM, int kBlockN>
+struct DenseConfig {
+  static constexpr int kStages = max_stages<kBlockM, kBlockN>();
+  static constexpr int kThreads = num_threads<kBlockM, kBlockN, kStages>();
+  static constexpr size_t kSmemBytes = sizeof(SharedStorage<kBlockM, kBlockN, kStages>) + 1024;
+  static_assert(kStages >= 3, "fewer than 3 stages cannot hide TMA latency");
+  static_assert(kSmemBytes <= kMaxSmemBytes, "shared storage exceeds the 227 KB opt-in limit");
+};
+
+inline int64_t num_tiles(int64_t m, int64_t n, int block_m, int block_n) {
+  return ceil_div<int64_t>(m, block_m) * ceil_div<int64_t>(n, block_n);
+}
+
+// Launches the config (kBlockM, kBlockN) on p.stream. Arguments must already be validated.
+template <int kBlockM, int kBlockN>
+void launch_dense(const DenseGemmParams& p) {
+  using Cfg = DenseConfig<kBlockM, kBlockN>;
+  auto kernel = sm90_fp8_gemm_kernel<kBlockM, kBlockN, Cfg::kStages>;
+
+  const CUtensorMap tmap_a =
+      make_tensor_map_2d(p.a, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.k, p.m, p.lda, kBlockK, kBlockM,
+                         CU_TENSOR_MAP_SWIZZLE_128B, "a");
+  const CUtensorMap tmap_b =
+      make_tensor_map_2d(p.b, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.k, p.n, p.ldb, kBlockK, kBlockN,
+                         CU_TENSOR_MAP_SWIZZLE_128B, "b");
+  const int num_k_blocks = static_cast<int>(ceil_div<int64_t>(p.k, kBlockK));
+  const CUtensorMap tmap_sfa =
+      make_tensor_map_2d(p.a_scale, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, p.m, num_k_blocks, p.a_scale_ld * 4, kBlockM, 1,
+                         CU_TENSOR_MAP_SWIZZLE_NONE, "a_scale");
+
+  KernelArgs args;
+  args.b_scale = p.b_scale;
+  args.bias = p.bias;
+  args.out = p.out;
+  args.m = p.m;
+  args.n = p.n;
+  args.k = p.k;
+  args.ldo = p.ldo;
+  args.num_k_blocks = num_k_blocks;
+  args.out_fp32 = p.out_kind == OutKind::kFP32 ? 1 : 0;
+
+  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  static_cast<int>(Cfg::kSmemBytes)),
+             "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
+  const int64_t tiles = num_tiles(p.m, p.n, kBlockM, kBlockN);
+  const int grid = static_cast<int>(tiles < p.num_sms ? tiles : p.num_sms);
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, p.stream>>>(tmap_a, tmap_b, tmap_sfa, args);
+  check_cuda(cudaGetLastError(), "kernel launch");
+}
+
+}  // namespace torch_fp8gemm::sm90
