@@ -20,7 +20,7 @@ if [[ -n "${NCU:-}" ]]; then
     IFS=, read m n k c <<< "$spec"
     timeout 120 ncu --clock-control none -k regex:sm90_fp8_gemm_kernel --launch-skip 2 --launch-count 1 \
       --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
-      --section ComputeWorkloadAnalysis --section LaunchStats --section Occupancy \
+      ${NCU_SECTIONS:---section ComputeWorkloadAnalysis --section LaunchStats} \
       /tmp/b_base/dense_check --one $m $n $k $c > "$OUT/ncu_${m}_${n}_${k}_$c.txt" 2>&1; echo "ncu $spec rc=$?"
   done
 fi

@@ -213,7 +213,6 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
         }
         ptx::mbarrier_wait_parity(&ss.full[stage], phase);
 #ifdef TORCH_FP8GEMM_EXP_NO_MMA  // experiment: pipeline only (TMA + barriers), no tensor-core work
-        if (lane == 0) ptx::mbarrier_arrive(&ss.empty[stage]);
         if (false) {
 #else
         if (wg_active) {

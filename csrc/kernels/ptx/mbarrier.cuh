@@ -36,7 +36,11 @@ __device__ __forceinline__ bool mbarrier_try_wait_parity(uint64_t* bar, uint32_t
   uint32_t done;
   asm volatile(
       "{\n.reg .pred p;\n"
+#ifdef TORCH_FP8GEMM_EXP_TEST_WAIT  // experiment: non-blocking test_wait spin
+      "mbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+#else
       "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+#endif
       "selp.u32 %0, 1, 0, p;\n}\n"
       : "=r"(done)
       : "r"(smem_u32(bar)), "r"(parity)
