@@ -1,0 +1,109 @@
+"""Grouped MoE ops on the GPU: ragged contiguous groups (no padding), masked groups, K tails, CUDA
+graph replays with new offsets/masks. Skipped without a CUDA device."""
+import pytest
+import torch
+
+import torch_fp8gemm as fg
+from torch_fp8gemm import testing as T
+
+from conftest import HAS_SM90
+
+pytestmark = pytest.mark.skipif(not HAS_SM90, reason="needs an sm_90 GPU")
+
+BAR = {torch.bfloat16: 2.5e-3, torch.float32: 1e-5}
+
+
+def operands(m, n, k, groups, masked=False):
+    kb, nb = T.ceil_div(k, 128), T.ceil_div(n, 128)
+    lead = (groups,) if masked else ()
+
+    def fp8(*shape):
+        return (torch.randn(*shape, device="cuda") * 100).clamp(-448, 448).to(T.FP8)
+
+    def scales(*shape):
+        return torch.rand(*shape, device="cuda") * 1.5 + 0.5
+
+    return fp8(*lead, m, k), scales(*lead, m, kb), fp8(groups, n, k), scales(groups, nb, kb)
+
+
+def ragged_sizes(groups, total, generator):
+    cuts = torch.sort(torch.randint(0, total + 1, (groups - 1,), generator=generator)).values
+    bounds = torch.cat([torch.zeros(1, dtype=torch.long), cuts, torch.tensor([total])])
+    return (bounds[1:] - bounds[:-1]).tolist()
+
+
+def _check(out, expected, out_dtype, label):
+    assert not torch.isnan(out).any(), f"{label}: NaN (unwritten output)"
+    err = T.relative_error(out, expected)
+    assert err <= BAR[out_dtype], f"{label}: relative error {err:.3e}"
+
+
+CONTIGUOUS_CASES = [
+    [0, 1, 127, 128, 129],
+    [1000],
+    [0, 0, 777, 0],  # one expert takes all rows
+    [64] * 8,
+]
+
+
+@pytest.mark.parametrize("groups", [1, 2, 8, 32, 128, 256])
+@pytest.mark.parametrize("n,k", [(576, 512), (264, 144)])
+def test_contiguous_ragged(groups, n, k):
+    gen = torch.Generator().manual_seed(groups * 7 + k)
+    sizes = ragged_sizes(groups, 40 * groups + 13, gen)
+    tail = 5  # offsets end before M: those rows are zero
+    m = sum(sizes) + tail
+    a, sa, b, sb = operands(m, n, k, groups)
+    offs = torch.tensor(sizes, dtype=torch.int32).cumsum(0, dtype=torch.int32).cuda()
+    expected = T.reference_grouped_moe(a, sa, b, sb, offs)
+    for out_dtype in (torch.bfloat16, torch.float32):
+        T.poison_cuda_allocator("cuda", m * n * 4)
+        out = fg.grouped_moe(a, b, offs, sa, sb, out_dtype=out_dtype)
+        _check(out, expected, out_dtype, f"G={groups} sizes={sizes[:6]}... {out_dtype}")
+        assert (out[sum(sizes):] == 0).all()
+
+
+@pytest.mark.parametrize("sizes", CONTIGUOUS_CASES)
+def test_contiguous_edge_sizes(sizes):
+    m, n, k = sum(sizes) + 3, 2112, 7168
+    a, sa, b, sb = operands(m, n, k, len(sizes))
+    offs = torch.tensor(sizes, dtype=torch.int32).cumsum(0, dtype=torch.int32).cuda()
+    _check(fg.grouped_moe(a, b, offs, sa, sb), T.reference_grouped_moe(a, sa, b, sb, offs), torch.bfloat16, f"{sizes}")
+
+
+@pytest.mark.parametrize("groups,max_m", [(1, 64), (2, 129), (8, 256), (32, 16), (256, 8)])
+def test_masked(groups, max_m):
+    n, k = 576, 384
+    a, sa, b, sb = operands(max_m, n, k, groups, masked=True)
+    masked = torch.randint(0, max_m + 1, (groups,), dtype=torch.int32)
+    masked[0] = 0
+    masked[-1] = max_m
+    masked = masked.cuda()
+    expected = T.reference_grouped_moe_masked(a, sa, b, sb, masked)
+    for out_dtype in (torch.bfloat16, torch.float32):
+        T.poison_cuda_allocator("cuda", groups * max_m * n * 4)
+        out = fg.grouped_moe_masked(a, b, masked, max(1, max_m // 2), sa, sb, out_dtype=out_dtype)
+        _check(out, expected, out_dtype, f"G={groups} max_m={max_m} {out_dtype}")
+
+
+def test_cuda_graph_replay_with_new_offsets_and_masks():
+    groups, n, k, m = 4, 576, 512, 300
+    a, sa, b, sb = operands(m, n, k, groups)
+    offs = torch.tensor([50, 100, 200, 290], dtype=torch.int32, device="cuda")
+    am, sam, bm, sbm = operands(64, n, k, groups, masked=True)
+    masked = torch.tensor([1, 64, 0, 30], dtype=torch.int32, device="cuda")
+    fg.grouped_moe(a, b, offs, sa, sb)
+    fg.grouped_moe_masked(am, bm, masked, 32, sam, sbm)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fg.grouped_moe(a, b, offs, sa, sb)
+        out_masked = fg.grouped_moe_masked(am, bm, masked, 32, sam, sbm)
+    for new_offs, new_masked in [([0, 0, 300, 300], [64, 64, 64, 64]), ([10, 11, 12, 13], [0, 0, 0, 5])]:
+        offs.copy_(torch.tensor(new_offs, dtype=torch.int32))
+        masked.copy_(torch.tensor(new_masked, dtype=torch.int32))
+        graph.replay()
+        torch.cuda.synchronize()
+        _check(out, T.reference_grouped_moe(a, sa, b, sb, offs), torch.bfloat16, f"replay offs={new_offs}")
+        _check(out_masked, T.reference_grouped_moe_masked(am, sam, bm, sbm, masked), torch.bfloat16,
+               f"replay masked={new_masked}")
