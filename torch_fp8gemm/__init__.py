@@ -24,8 +24,14 @@ from .ops import (  # noqa: E402
     quantize_1x128,
     quantize_128x128,
 )
+from . import moe, nn  # noqa: E402
+from .moe import FP8MoEExperts  # noqa: E402
+from .nn import FP8Linear, convert  # noqa: E402
 
 __all__ = [
+    "FP8Linear",
+    "FP8MoEExperts",
+    "convert",
     "cuda_kernels_built",
     "dense",
     "grouped_moe",
@@ -34,3 +40,12 @@ __all__ = [
     "quantize_128x128",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # torch_fp8gemm.compile (the Inductor rewrite pass) imports torch._inductor: load it on first use.
+    if name == "compile":
+        import importlib
+
+        return importlib.import_module(".compile", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,370 @@
+"""Module API: :class:`FP8Linear`, a drop-in ``nn.Linear`` on ``fp8gemm::dense``, and :func:`convert`.
+
+Two modes, chosen when the module is built:
+
+* **training** (default): the weight stays a high-precision ``nn.Parameter`` (the master copy the
+  optimizer updates); every forward hands it to ``fp8gemm::dense``, which quantizes the activations
+  per 1x128 group and the weight per 128x128 block and has autograd. The state_dict is exactly the
+  one of ``nn.Linear`` (``weight``, ``bias``), as in torchao's float8 training.
+* **inference**: the weight is quantized once and kept as two buffers, ``weight``
+  (float8_e4m3fn [N, K]) and ``weight_scale_inv`` (float32 [ceil(N/128), ceil(K/128)]), plus the
+  ``bias`` Parameter. That is the block-FP8 checkpoint format of DeepSeek-V3/R1, Qwen3-FP8 and
+  transformers' ``FineGrainedFP8Config``, so such checkpoints load without dequantizing.
+
+About the name ``weight_scale_inv``: despite "inv", the stored number *multiplies* --
+dequantized = fp8 * weight_scale_inv. It is the inverse of the quantization factor 448 / amax that
+was divided out. DeepSeek-V3's ``inference/kernel.py`` (``weight_dequant``: ``y = x * s``) and
+transformers' ``integrations/finegrained_fp8.py`` (``act_quant``: ``s = amax / 448; y = x / s``;
+the block GEMM accumulates ``dot(a, b) * a_s * b_s``) both use it that way, and so does
+``fp8gemm::dense``'s ``b_scale``: the buffer is passed to the op unchanged.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from . import ops
+
+__all__ = ["FP8Linear", "ConversionReport", "convert", "plan_conversion", "quantize_activations", "MIN_FEATURES"]
+
+logger = logging.getLogger("torch_fp8gemm")
+
+_FP8 = torch.float8_e4m3fn
+_BLOCK = ops.SCALE_BLOCK
+
+# Layers smaller than this in either dimension are left in high precision by `convert`. Estimated
+# from H200 rooflines (to be replaced by measured break-even points from the benchmark):
+# * out_features (N): eager mode spends a separate pass over the activations to quantize them
+#   (~3 bytes/element at ~4 TB/s). The GEMM saves 2*M*N*K*(1/750 - 1/1300) TFLOP-s going from
+#   measured bf16 (~750 TFLOP/s) to FP8 (~1300 TFLOP/s) rates, which repays that pass only for
+#   N >~ 660; under torch.compile the quantization fuses into the producer and the bar is lower.
+# * in_features (K): a GEMM with bf16 output does ~K flops per byte it moves, so it is compute-bound
+#   at FP8 speed (~2 PFLOP/s against ~4.8 TB/s) only for K >~ 400; below that both dtypes are
+#   limited by memory and FP8 only adds the quantization.
+# Small layers are also launch-bound, where the extra quantization kernel costs most.
+MIN_FEATURES = 512
+
+
+def _check_features(in_features: int, out_features: int, *, where: str = "FP8Linear") -> None:
+    """The kernels' alignment rules, as ValueErrors naming the argument (see README, "Shapes")."""
+    if in_features % 16 != 0:
+        raise ValueError(
+            f"{where}: expected `in_features` to be a multiple of 16 (K: 16-byte aligned fp8 rows for TMA), "
+            f"got {in_features}"
+        )
+    if out_features % 8 != 0:
+        raise ValueError(
+            f"{where}: expected `out_features` to be a multiple of 8 (N: 16-byte aligned bf16 output rows), "
+            f"got {out_features}"
+        )
+
+
+def _out_dtype_for(dtype: torch.dtype) -> torch.dtype:
+    """The op writes bf16 or fp32; anything but bf16 (fp32, fp16) is computed in fp32 and cast."""
+    return torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
+
+
+def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """1x128 quantization of activations x [M, K] for ``fp8gemm::dense`` / ``grouped_moe``.
+
+    Eager: the ``fp8gemm::quantize_1x128`` op (a CUDA kernel on the GPU). Under torch.compile: the
+    same recipe in plain torch ops, which Inductor fuses into the kernel that produces ``x`` (the
+    preceding norm, activation or gating) instead of spending a separate pass over memory (notes
+    section 2.4). The scales are written M-major (token index fastest), the layout the GPU kernel
+    loads; it uses them in place when M % 4 == 0 and otherwise copies them (M * K/128 floats).
+    Padding the rows to 4 here would add a guard on M % 4 that torch.export rejects for a dynamic M.
+    Results can differ from eager in the last fp8 bit where the fused producer keeps fp32 instead
+    of rounding to bf16 first.
+    """
+    m, k = x.shape
+    if not torch.compiler.is_compiling() or not isinstance(k, int) or k % _BLOCK != 0:
+        # K % 128 != 0 stays on the op: torch 2.14.1's Inductor C++ backend miscompiled the padded
+        # variant of this recipe inside the MoE module (the fp8 store loop covered only the first
+        # 128 columns), so only whole 128-element groups -- no padding, no slicing -- are traced.
+        return ops.quantize_1x128(x)
+    k_blocks = k // _BLOCK
+    groups = x.float().reshape(m, k_blocks, _BLOCK)
+    # 448 = largest finite e4m3; the 1e-12 floor gives an all-zero group a finite scale (as the op).
+    # Literals, not module-level floats: Dynamo would trace those as inputs and compile twice.
+    scale = groups.abs().amax(dim=-1).clamp(min=1e-12) / 448.0
+    values = (groups / scale.unsqueeze(-1)).clamp(-448.0, 448.0).reshape(m, k)
+    return values.to(_FP8), scale.t().contiguous().t()  # M-major
+
+
+def dequantize_128x128(weight: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """fp8 [..., N, K] with scales [..., ceil(N/128), ceil(K/128)] -> ``dtype`` (fp8 * scale)."""
+    n, k = weight.shape[-2:]
+    s = scale.float().repeat_interleave(_BLOCK, dim=-2)[..., :n, :].repeat_interleave(_BLOCK, dim=-1)[..., :k]
+    return (weight.float() * s).to(dtype)
+
+
+class FP8Linear(nn.Linear):
+    """``nn.Linear`` computed by ``fp8gemm::dense`` (FP8 e4m3, 1x128 activation / 128x128 weight scales).
+
+    Same constructor as ``nn.Linear`` plus ``inference``. Inputs may have any leading shape
+    ``[..., in_features]``; the output has the input's dtype. Requires ``in_features % 16 == 0`` and
+    ``out_features % 8 == 0`` (the kernels' alignment); :func:`convert` skips layers that break it.
+
+    Training mode (``inference=False``): ``weight`` is the usual high-precision Parameter, quantized
+    on the fly in every forward; gradients flow to the input, the weight and the bias.
+
+    Inference mode (``inference=True``): ``weight`` is a float8_e4m3fn buffer and
+    ``weight_scale_inv`` a float32 buffer of 128x128 block scales (dequantized = fp8 * scale),
+    quantized once when the module is built. Loading a state_dict with an fp8 ``weight`` and its
+    ``weight_scale_inv`` copies both as they are; loading a high-precision ``weight`` quantizes it.
+    ``module.to(dtype)`` / ``.half()`` leave both buffers' dtypes alone (only devices change).
+    Gradients still flow to the input (and bias) if it requires grad, e.g. for adapters on a frozen
+    FP8 base model.
+
+    torch.compile: the forward traces with ``fullgraph=True`` and dynamic leading dims (one graph
+    for all batch and sequence sizes). In inference mode the activation quantization is traced as
+    plain torch ops (:func:`quantize_activations`) so Inductor fuses it into the producer of the
+    input, e.g. the preceding RMSNorm.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+        *,
+        inference: bool = False,
+    ) -> None:
+        _check_features(in_features, out_features)
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self.inference = bool(inference)
+        if self.inference:
+            self._quantize_weight_()
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, inference: bool = False) -> "FP8Linear":
+        """Build an FP8Linear from ``linear`` without copying in training mode.
+
+        The module is constructed on the meta device (no allocation, no random init) and then takes
+        ``linear``'s own ``weight`` and ``bias`` Parameters, so optimizers, weight tying and FSDP
+        wrappers that hold them keep working. With ``inference=True`` the weight is quantized once
+        (on its current device) into the ``weight``/``weight_scale_inv`` buffers; ``bias`` is still
+        the original Parameter.
+        """
+        if not isinstance(linear, nn.Linear):
+            raise ValueError(
+                f"FP8Linear.from_linear: expected `linear` to be an nn.Linear, got {type(linear).__name__}"
+            )
+        with torch.device("meta"):
+            new = cls(linear.in_features, linear.out_features, bias=False)
+        new.weight = linear.weight
+        new.bias = linear.bias
+        new.train(linear.training)
+        if inference:
+            new.inference = True
+            new._quantize_weight_()
+        return new
+
+    def _quantize_weight_(self) -> None:
+        """Replace the high-precision weight Parameter by fp8 + scale buffers (inference mode)."""
+        weight = self._parameters.pop("weight")
+        weight_fp8, weight_scale = ops.quantize_128x128(weight.detach())
+        self.register_buffer("weight", weight_fp8)
+        self.register_buffer("weight_scale_inv", weight_scale)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        x = input.reshape(-1, self.in_features)
+        out_dtype = _out_dtype_for(input.dtype)
+        if not self.inference:
+            out = ops.dense(x, self.weight, None, None, self.bias, out_dtype)
+        elif torch.is_grad_enabled() and input.requires_grad:
+            # Let the op quantize the activations: it then also returns their gradient.
+            out = ops.dense(x, self.weight, None, self.weight_scale_inv, self.bias, out_dtype)
+        else:
+            x_fp8, x_scale = quantize_activations(x)
+            out = ops.dense(x_fp8, self.weight, x_scale, self.weight_scale_inv, self.bias, out_dtype)
+        return out.to(input.dtype).reshape(*input.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        mode = "inference" if self.inference else "training"
+        return f"{super().extra_repr()}, mode={mode}"
+
+    # ---------------------------------------------------------------------------------------
+    # Checkpoints and dtype conversion
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        """Accept both checkpoint flavours in both modes, never dequantizing an fp8 checkpoint
+        into an inference module.
+
+        * fp8 ``weight`` + ``weight_scale_inv``: copied as they are (inference); dequantized into
+          the master weight (training).
+        * high-precision ``weight`` (a plain nn.Linear checkpoint): copied (training); quantized
+          per 128x128 block (inference).
+        Inconsistent entries are reported through ``error_msgs``, so ``load_state_dict`` raises
+        its usual RuntimeError listing every problem.
+        """
+        weight_key, scale_key = prefix + "weight", prefix + "weight_scale_inv"
+        weight = state_dict.get(weight_key)
+        scale = state_dict.get(scale_key)
+        if weight is not None and weight.dtype == _FP8:
+            if scale is None:
+                error_msgs.append(
+                    f"{type(self).__name__}: `{weight_key}` is float8_e4m3fn but `{scale_key}` is missing; "
+                    f"the 128x128 block scales are needed to interpret it"
+                )
+                del state_dict[weight_key]
+            elif not self.inference:
+                master = self._parameters["weight"]
+                state_dict[weight_key] = dequantize_128x128(weight, scale, master.dtype)
+                del state_dict[scale_key]
+        elif weight is not None:
+            if scale is not None:
+                error_msgs.append(
+                    f"{type(self).__name__}: `{scale_key}` goes with a float8_e4m3fn `{weight_key}`, "
+                    f"got a {weight.dtype} weight"
+                )
+                del state_dict[scale_key]
+            elif self.inference:
+                if self.weight.device.type != "meta":
+                    weight = weight.to(self.weight.device)
+                state_dict[weight_key], state_dict[scale_key] = ops.quantize_128x128(weight)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def _apply(self, fn, recurse=True):
+        """Keep the fp8 weight and its float32 scales out of dtype conversions.
+
+        ``model.to(torch.bfloat16)`` / ``.half()`` convert every floating-point buffer, which would
+        turn the fp8 weight into bf16 and round the scales. The buffers go through ``fn`` viewed as
+        integers of the same width (so device moves, ``to_empty`` and ``share_memory_`` still
+        apply, bit for bit) and are viewed back afterwards.
+        """
+        if not getattr(self, "inference", False):  # also while nn.Linear.__init__ runs
+            return super()._apply(fn, recurse)
+        hidden = {"weight": (_FP8, torch.uint8), "weight_scale_inv": (torch.float32, torch.int32)}
+        for name, (_, as_int) in hidden.items():
+            self._buffers[name] = self._buffers[name].view(as_int)
+        try:
+            return super()._apply(fn, recurse)
+        finally:
+            for name, (dtype, _) in hidden.items():
+                self._buffers[name] = self._buffers[name].view(dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Conversion
+
+
+@dataclass
+class ConversionReport:
+    """What :func:`convert` did: fully qualified names of converted layers, and skipped ones with why."""
+
+    converted: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    inference: bool = False
+
+    def __str__(self) -> str:
+        mode = "inference" if self.inference else "training"
+        lines = [
+            f"torch_fp8gemm.convert: {len(self.converted)} nn.Linear -> FP8Linear ({mode}), "
+            f"{len(self.skipped)} skipped"
+        ]
+        lines += [f"  skipped {fqn or '<root>'}: {reason}" for fqn, reason in self.skipped.items()]
+        return "\n".join(lines)
+
+
+def _skip_reason(module: nn.Module, fqn: str, module_filter_fn, min_features: int) -> Optional[str]:
+    """Why ``module`` stays as it is, or None if it converts. The order is the order of authority:
+    the user's filter, then what the kernels cannot run, then what would not be faster."""
+    if isinstance(module, FP8Linear):
+        return "already an FP8Linear"
+    if type(module) is not nn.Linear:
+        # Owners of Linear subclasses (e.g. nn.MultiheadAttention's out_proj) may read .weight directly.
+        return f"{type(module).__name__} is a subclass of nn.Linear; only plain nn.Linear is converted"
+    if module_filter_fn is not None and not module_filter_fn(module, fqn):
+        return "excluded by module_filter_fn"
+    k, n = module.in_features, module.out_features
+    if k % 16 != 0:
+        return f"in_features={k} is not a multiple of 16 (kernel alignment)"
+    if n % 8 != 0:
+        return f"out_features={n} is not a multiple of 8 (kernel alignment)"
+    if k < min_features or n < min_features:
+        return f"too small for FP8 to win: in_features={k}, out_features={n}, both must be >= {min_features}"
+    return None
+
+
+def _linear_layers(model: nn.Module):
+    """(fqn, module) for every nn.Linear (subclasses included), each module once."""
+    return [(fqn, m) for fqn, m in model.named_modules() if isinstance(m, nn.Linear)]
+
+
+def plan_conversion(
+    model: nn.Module,
+    *,
+    module_filter_fn: Optional[Callable[[nn.Module, str], bool]] = None,
+    inference: bool = False,
+    min_features: int = MIN_FEATURES,
+) -> ConversionReport:
+    """Dry run of :func:`convert`: the report of what it would convert and skip; ``model`` is untouched."""
+    report = ConversionReport(inference=inference)
+    for fqn, module in _linear_layers(model):
+        reason = _skip_reason(module, fqn, module_filter_fn, min_features)
+        if reason is None:
+            report.converted.append(fqn)
+        else:
+            report.skipped[fqn] = reason
+    return report
+
+
+def convert(
+    model: nn.Module,
+    *,
+    module_filter_fn: Optional[Callable[[nn.Module, str], bool]] = None,
+    inference: bool = False,
+    min_features: int = MIN_FEATURES,
+) -> nn.Module:
+    """Swap every eligible ``nn.Linear`` in ``model`` for an :class:`FP8Linear`, in place.
+
+    Args:
+        module_filter_fn: ``fn(module, fqn) -> bool``, called for each plain nn.Linear; return False
+            to keep a layer in high precision (e.g. ``lambda m, fqn: fqn != "lm_head"``).
+        inference: build inference-mode layers (fp8 weight + ``weight_scale_inv`` buffers,
+            quantized now) instead of training-mode layers (the original Parameters, reused).
+        min_features: layers with ``in_features`` or ``out_features`` below this stay in high
+            precision because FP8 would not be faster (see :data:`MIN_FEATURES`); 0 disables it.
+
+    Layers the kernels cannot take (``in_features % 16``, ``out_features % 8``) and Linear subclasses
+    are always skipped. Returns ``model`` (or the new module when ``model`` itself is a converted
+    nn.Linear). The :class:`ConversionReport` is logged at INFO level on the ``torch_fp8gemm``
+    logger and attached as ``model.fp8gemm_conversion_report``; :func:`plan_conversion` returns the
+    same report without converting. A layer shared by several parents is converted once and
+    stays shared. In inference mode a weight tied to another module (e.g. ``lm_head`` and the
+    embedding) gets its own fp8 copy while the other module keeps the original; exclude such layers
+    with ``module_filter_fn`` (training mode reuses the Parameter, so ties hold).
+    """
+    report = plan_conversion(
+        model, module_filter_fn=module_filter_fn, inference=inference, min_features=min_features
+    )
+    converted = set(report.converted)
+    eligible = {id(m) for fqn, m in _linear_layers(model) if fqn in converted}
+    replaced: dict[int, FP8Linear] = {}
+
+    def swap(module: nn.Module) -> nn.Module:
+        if id(module) not in replaced:
+            replaced[id(module)] = FP8Linear.from_linear(module, inference=inference)
+        return replaced[id(module)]
+
+    if id(model) in eligible:
+        model = swap(model)
+    else:
+        for parent in list(model.modules()):
+            for name, child in list(parent._modules.items()):  # every name, even of a repeated child
+                if id(child) in eligible:
+                    setattr(parent, name, swap(child))
+    model.fp8gemm_conversion_report = report
+    logger.info("%s", report)
+    return model
