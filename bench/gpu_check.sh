@@ -15,7 +15,7 @@ if ! python3 -m pip install --no-build-isolation --no-deps -e . >"$OUT/build.log
 fi
 echo "build: $(( $(date +%s) - start )) s"
 python3 -c "import torch, torch_fp8gemm as f; print('torch', torch.__version__, 'kernels built:', f.cuda_kernels_built())"
-python3 -m pytest ${@:-test} -q -x --timeout=900 -p no:cacheprovider 2>&1 | tee "$OUT/tests.log" | tail -30
+python3 -m pytest ${@:-test} -q --timeout=900 -p no:cacheprovider 2>&1 | tee "$OUT/tests.log" | tail -30
 echo "tests: $(( $(date +%s) - start )) s"
 if [ "${SKIP_BENCH:-0}" != "1" ]; then
   python3 -m torch_fp8gemm --results RESULTS.md ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | tail -45
