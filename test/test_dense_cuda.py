@@ -18,7 +18,6 @@ pytestmark = pytest.mark.skipif(
     not (HAS_SM90 and fg.cuda_kernels_built()), reason="needs an sm_90 GPU and the CUDA build of torch_fp8gemm"
 )
 
-BF16_BAR, FP32_BAR = 2.5e-3, 1e-5
 SWEEP_M = [1, 2, 63, 64, 65, 128, 129, 1000, 4096, 4097]
 SWEEP_N = [8, 112, 576, 2112, 4096, 7168 + 8, 24576]
 SWEEP_K = [16, 128, 144, 512, 7168, 16384]
@@ -45,7 +44,7 @@ def check(out, a, a_scale, b, b_scale, bias=None, rows=None, label=""):
     expected = T.reference_dense(a, a_scale, b, b_scale, bias)
     assert not torch.isnan(out).any(), f"{label}: NaN in the output (unwritten poisoned memory?)"
     err = T.relative_error(out, expected)
-    bar = FP32_BAR if out.dtype == torch.float32 else BF16_BAR
+    bar = T.error_bar(out, tensor_core=True)
     assert err <= bar, f"{label}: relative error {err:.3e} > {bar:.1e}"
     return err
 

@@ -12,6 +12,7 @@ FLAGS=(-O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -lineinfo -Xptxas=--
        -D__CUDA_NO_HALF2_OPERATORS__ -DTORCH_FP8GEMM_WATCHDOG ${EXTRA_FLAGS:-})
 mkdir -p "$BUILD_DIR"
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+  rm -f "$BUILD_DIR"/*.o "$BUILD_DIR"/*.ptxas.txt "$BUILD_DIR"/dense_check
   pids=()
   for f in "$ROOT"/csrc/kernels/*.cu; do
     "$NVCC" "${FLAGS[@]}" -Xptxas -v -c "$f" -o "$BUILD_DIR/$(basename "$f" .cu).o" 2> "$BUILD_DIR/$(basename "$f" .cu).ptxas.txt" &

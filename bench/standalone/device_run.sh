@@ -18,10 +18,17 @@ case "${MODE:-full}" in
   tune)     timeout 420 "$B" --no-check --tune --out "$OUT" > "$OUT/stdout.txt" 2>&1; echo "rc=$?" ;;
 esac
 if [[ "${SANITIZE:-0}" == 1 ]]; then
-  for tool in memcheck racecheck synccheck; do
-    timeout 150 compute-sanitizer --tool $tool "$B" --sanitize > "$OUT/sanitize_$tool.txt" 2>&1; echo "$tool rc=$?"
+  for tool in ${SAN_TOOLS:-memcheck racecheck}; do
+    timeout ${SAN_TIMEOUT:-90} compute-sanitizer --tool $tool "$B" --sanitize > "$OUT/sanitize_$tool.txt" 2>&1; echo "$tool rc=$?"
     tail -3 "$OUT/sanitize_$tool.txt"
   done
 fi
-grep -E "FAIL|FATAL|correctness:|geomean|copy bandwidth|watchdog" "$OUT/stdout.txt" | head -40
+if [[ -n "${NCU:-}" ]]; then
+  IFS=, read m n k c <<< "$NCU"
+  timeout 120 ncu --clock-control none -k regex:sm90_fp8_gemm_kernel --launch-skip 2 --launch-count 1 \
+    --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active.ratio$,sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_active,lts__t_bytes.sum.per_second,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum,sm__cycles_active.avg,gpu__time_duration.sum,l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum,smsp__inst_executed.sum" \
+    "$B" --one $m $n $k $c > "$OUT/ncu.txt" 2>&1; echo "ncu rc=$?"
+  grep -E "^\s+(smsp|sm__|lts|l1tex|gpu)" "$OUT/ncu.txt" | awk '$NF+0 > 0.05 || /sm__|gpu|lts|l1tex/ {print $1, $NF}'
+fi
+grep -E "FAIL|FATAL|correctness:|geomean|copy bandwidth|watchdog" "$OUT/stdout.txt" | grep -v "fp32 bias" | head -40
 grep -E "^\|" "$OUT/stdout.txt" | tail -21

@@ -7,8 +7,11 @@
 //   warpgroup  kNumMathWG         producer: one thread issues every TMA load into a kNumStages ring
 // Per 128-wide K block (one ring stage) a math warpgroup issues 4 wgmmas into a temporary fragment
 // (the first with scale-d = 0), waits, releases the stage, then adds sa[row] * sb[col-block] * tmp into
-// the FP32 accumulators ("promotion"). With two math warpgroups, one promotes while the other's
-// wgmmas run on the tensor cores.
+// the FP32 accumulators ("promotion"). For BN <= 128 the K loop is software-pipelined over two
+// temporary fragments (block kb + 1 is issued before block kb is promoted); with two math
+// warpgroups the other warpgroup's wgmmas also cover each promotion.
+// Optional 2-CTA clusters multicast the shared operand (A for CLUSTER_N = 2, B for CLUSTER_M = 2).
+// Epilogue: direct global stores from registers (bf16: quad-transposed 16-byte stores), bias fused.
 #pragma once
 #include <cuda.h>
 #include <cuda_bf16.h>
@@ -25,6 +28,10 @@
 
 namespace torch_fp8gemm::sm90 {
 
+// K blocks whose B scales are staged in shared memory per tile (K <= 16384); longer K reads the
+// scales from global memory in the K loop.
+constexpr int kMaxSfbKBlocks = 128;
+
 // Shared memory of one CTA. The host takes sizeof() of this struct, so device offsets and the
 // launch's smem size come from one definition.
 template <int kBlockM, int kBlockN, int kNumStages>
@@ -36,15 +43,19 @@ struct SharedStorage {
   alignas(1024) uint8_t b[kNumStages][kBlockN * kBlockK];
   // A scales of the stage's K block: sfa[s][r] = a_scale[kb, m0 + r] (TMA, same barrier as A/B).
   alignas(128) float sfa[kNumStages][kBlockM];
+  // B scales of a tile, per math warpgroup, double-buffered across tiles: sfb[buf][wg][row][kb],
+  // row 0 = scale block n0 / 128, row 1 = the block the tile's last valid column falls in.
+  float sfb[2][kBlockM / 64][2][kMaxSfbKBlocks];
   uint64_t full[kNumStages];   // producer -> math: stage loaded (1 arrival + tx bytes)
   uint64_t empty[kNumStages];  // math -> producer: stage consumed (one arrival per math warp)
 };
 
-// Largest stage count that fits (with 1 KB slack for aligning the dynamic smem base), capped.
+// Largest stage count whose SharedStorage fits the opt-in limit, capped.
 template <int kBlockM, int kBlockN, int kCap = 12>
 constexpr int max_stages() {
   constexpr int per_stage = kBlockM * kBlockK + kBlockN * kBlockK + kBlockM * 4 + 16;
-  int s = (kMaxSmemBytes - 1024 - 1024) / per_stage;
+  constexpr int fixed = 2 * (kBlockM / 64) * 2 * kMaxSfbKBlocks * 4 + 1024;  // sfb + alignment padding
+  int s = (kMaxSmemBytes - fixed) / per_stage;
   return s > kCap ? kCap : s;
 }
 
@@ -57,6 +68,7 @@ struct KernelArgs {
   int num_k_blocks;  // ceil(k / 128)
   int out_fp32;      // 0: bf16 out, 1: fp32 out
 };
+
 
 template <int kBlockM, int kBlockN, int kNumStages>
 constexpr int num_threads() {
@@ -104,15 +116,131 @@ __device__ __forceinline__ void store_fragment(const float* acc, const KernelArg
   }
 }
 
-template <int kBlockM, int kBlockN, int kNumStages>
+// 4x4 transpose of 32-bit words across the 4 lanes of a quad: on entry lane q holds word j of
+// 8-column group g0 + j (its 2 columns of that group); on exit lane q holds the 4 words of group
+// g0 + q from lanes 0..3, i.e. 8 consecutive columns. Two butterfly rounds of 2 shuffles each.
+__device__ __forceinline__ void quad_transpose(uint32_t& x0, uint32_t& x1, uint32_t& x2, uint32_t& x3, int q) {
+  const bool odd = q & 1;
+  uint32_t sa = odd ? x0 : x1, sb = odd ? x2 : x3;
+  uint32_t ra = __shfl_xor_sync(0xffffffffu, sa, 1), rb = __shfl_xor_sync(0xffffffffu, sb, 1);
+  if (odd) {
+    x0 = ra, x2 = rb;
+  } else {
+    x1 = ra, x3 = rb;
+  }
+  const bool high = q & 2;
+  sa = high ? x0 : x2, sb = high ? x1 : x3;
+  ra = __shfl_xor_sync(0xffffffffu, sa, 2), rb = __shfl_xor_sync(0xffffffffu, sb, 2);
+  if (high) {
+    x0 = ra, x1 = rb;
+  } else {
+    x2 = ra, x3 = rb;
+  }
+}
+
+__device__ __forceinline__ uint32_t pack_bf16x2(float x, float y) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(x, y);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// BF16 epilogue with 16-byte stores: a quad transpose turns each thread's 2-column pieces of four
+// 8-column groups into one whole group, so a warp store writes 64 contiguous bytes per row instead
+// of 16 (4x fewer store instructions and L1 wavefronts). Needs (BN / 8) % 4 == 0.
+template <int kBlockN>
+__device__ __forceinline__ void store_fragment_bf16_x16(const float* acc, const KernelArgs& args, int64_t row0,
+                                                        int64_t col0) {
+  static_assert((kBlockN / 8) % 4 == 0, "groups are transposed four at a time");
+  const int lane = threadIdx.x % 32;
+  const int warp = (threadIdx.x % 128) / 32;
+  const int q = lane % 4;
+  const int64_t row = row0 + warp * 16 + lane / 4;
+  __nv_bfloat16* out = static_cast<__nv_bfloat16*>(args.out);
+  const __nv_bfloat16* bias = static_cast<const __nv_bfloat16*>(args.bias);
+#pragma unroll
+  for (int g0 = 0; g0 < kBlockN / 8; g0 += 4) {
+    uint32_t w[2][4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t col = col0 + 8 * (g0 + j) + 2 * q;
+      float b0 = 0.f, b1 = 0.f;
+      if (bias != nullptr && col < args.n) {
+        const __nv_bfloat162 bv = *reinterpret_cast<const __nv_bfloat162*>(bias + col);
+        b0 = __low2float(bv), b1 = __high2float(bv);
+      }
+      const int i = g0 + j;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) w[h][j] = pack_bf16x2(acc[4 * i + 2 * h] + b0, acc[4 * i + 2 * h + 1] + b1);
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) quad_transpose(w[h][0], w[h][1], w[h][2], w[h][3], q);
+    const int64_t col = col0 + 8 * (g0 + q);
+    if (col < args.n) {  // n % 8 == 0: an 8-column group is all in or all out
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int64_t r = row + 8 * h;
+        if (r < args.m) {
+          *reinterpret_cast<uint4*>(out + r * args.ldo + col) = make_uint4(w[h][0], w[h][1], w[h][2], w[h][3]);
+        }
+      }
+    }
+  }
+}
+
+__device__ __forceinline__ void named_barrier_sync(int id, int num_threads) {
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(num_threads) : "memory");
+}
+
+// Issues the four k32 wgmmas of one 128-wide K block into fragment `t` (scale-d = 0 on the first,
+// so `t` needs no zeroing) and commits them as one group.
+template <typename Mma>
+__device__ __forceinline__ void issue_k_block(uint32_t a_addr, uint32_t b_addr, float* t) {
+#pragma unroll
+  for (int i = 0; i < Mma::kNumAccum; ++i) ptx::fence_operand(t[i]);
+  ptx::wgmma_fence();
+#pragma unroll
+  for (int j = 0; j < kBlockK / 32; ++j) {
+    Mma::mma(ptx::make_smem_desc_sw128(a_addr + j * 32), ptx::make_smem_desc_sw128(b_addr + j * 32), t, j > 0 ? 1 : 0);
+  }
+  ptx::wgmma_commit_group();
+}
+
+// Promotion: acc += sa[row] * sb[column block] * t. Groups i < num_former use B scale row nb0
+// (sb0), the rest nb1 (sb1); a select per group, not two loops (design note 1.4).
+template <int kBlockN, bool kSingleScaleRow>
+__device__ __forceinline__ void promote(float* acc, const float* t, float sa0, float sa1, float sb0, float sb1,
+                                        int num_former) {
+  const float s00 = sa0 * sb0, s10 = sa1 * sb0;
+  const float s01 = kSingleScaleRow ? s00 : sa0 * sb1;
+  const float s11 = kSingleScaleRow ? s10 : sa1 * sb1;
+#pragma unroll
+  for (int i = 0; i < kBlockN / 8; ++i) {
+    const bool former = kSingleScaleRow || i < num_former;
+    const float f0 = former ? s00 : s01;
+    const float f1 = former ? s10 : s11;
+    acc[4 * i + 0] = fmaf(f0, t[4 * i + 0], acc[4 * i + 0]);
+    acc[4 * i + 1] = fmaf(f0, t[4 * i + 1], acc[4 * i + 1]);
+    acc[4 * i + 2] = fmaf(f1, t[4 * i + 2], acc[4 * i + 2]);
+    acc[4 * i + 3] = fmaf(f1, t[4 * i + 3], acc[4 * i + 3]);
+  }
+}
+
+template <int kBlockM, int kBlockN, int kNumStages, int kClusterM, int kClusterN>
 __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1)
-    sm90_fp8_gemm_kernel(const __grid_constant__ CUtensorMap tmap_a,    // A   [m, k] fp8, box {128, BM}, 128B swizzle
-                         const __grid_constant__ CUtensorMap tmap_b,    // B   [n, k] fp8, box {128, BN}, 128B swizzle
+    sm90_fp8_gemm_kernel(const __grid_constant__ CUtensorMap tmap_a,    // A   [m, k] fp8, box {128, BM / kClusterN}, 128B swizzle
+                         const __grid_constant__ CUtensorMap tmap_b,    // B   [n, k] fp8, box {128, BN / kClusterM}, 128B swizzle
                          const __grid_constant__ CUtensorMap tmap_sfa,  // SFA [kb, m] fp32, box {BM, 1}
                          const KernelArgs args) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
   constexpr int kNumMathWG = kBlockM / 64;
   constexpr int kNumMathWarps = kNumMathWG * 4;
+  constexpr int kClusterSize = kClusterM * kClusterN;
+  constexpr bool kMulticastA = kClusterN == 2;  // the pair shares the m-block: A is multicast
+  constexpr bool kMulticastB = kClusterM == 2;  // the pair shares the n-block: B is multicast
+  // Rows of the shared operand that each CTA of the pair loads (and multicasts to both).
+  constexpr int kRowsA = kMulticastA ? kBlockM / 2 : kBlockM;
+  constexpr int kRowsB = kMulticastB ? kBlockN / 2 : kBlockN;
+  static_assert(kRowsA % 8 == 0 && kRowsB % 8 == 0, "multicast halves must stay 1024-B aligned");
+  // Bytes that land in this CTA's stage per K block (own loads + the peer's multicast half).
   constexpr uint32_t kStageBytes = kBlockM * kBlockK + kBlockN * kBlockK + kBlockM * 4;
   // 128 % BN == 0: a tile never straddles two 128-row scale blocks of B.
   constexpr bool kSingleScaleRow = (kBlockN <= 128) && (128 % kBlockN == 0);
@@ -126,12 +254,15 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
   if ((ptx::smem_u32(smem_raw) & 1023u) != 0) asm volatile("trap;");
 
   const int wg = __shfl_sync(0xffffffff, static_cast<int>(threadIdx.x) / 128, 0);  // warp-uniform
+  const uint32_t cta_rank = kClusterSize > 1 ? ptx::cluster_cta_rank() : 0;
 
   if (threadIdx.x == 0) {
 #pragma unroll
     for (int s = 0; s < kNumStages; ++s) {
       ptx::mbarrier_init(&ss.full[s], 1);
-      ptx::mbarrier_init(&ss.empty[s], kNumMathWarps);
+      // Every math warp of every CTA of the cluster releases the stage: with multicast, the peer
+      // writes into this CTA's stage too, so it may refill it only once both CTAs are done with it.
+      ptx::mbarrier_init(&ss.empty[s], kNumMathWarps * kClusterSize);
     }
     ptx::fence_mbarrier_init();
     ptx::fence_proxy_async_shared();
@@ -141,9 +272,13 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
     ptx::prefetch_tensormap(&tmap_b);
     ptx::prefetch_tensormap(&tmap_sfa);
   }
-  __syncthreads();
+  if constexpr (kClusterSize > 1) {
+    ptx::cluster_sync();  // the peer's barriers are initialised before any multicast targets them
+  } else {
+    __syncthreads();
+  }
 
-  DenseScheduler<kBlockM, kBlockN> scheduler(args.m, args.n);
+  DenseScheduler<kBlockM, kBlockN, kClusterM, kClusterN> scheduler(args.m, args.n, static_cast<int>(cta_rank));
   const int num_k_blocks = args.num_k_blocks;
   TileCoord tile;
 
@@ -159,8 +294,19 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
         for (int kb = 0; kb < num_k_blocks; ++kb) {
           ptx::mbarrier_wait_parity(&ss.empty[stage], phase ^ 1);
           ptx::mbarrier_arrive_expect_tx(&ss.full[stage], kStageBytes);
-          ptx::tma_load_2d(ss.a[stage], &tmap_a, &ss.full[stage], kb * kBlockK, m0);
-          ptx::tma_load_2d(ss.b[stage], &tmap_b, &ss.full[stage], kb * kBlockK, n0);
+          const int k0 = kb * kBlockK;
+          if constexpr (kMulticastA) {
+            const int r0 = static_cast<int>(cta_rank) * kRowsA;
+            ptx::tma_load_2d_multicast(ss.a[stage] + r0 * kBlockK, &tmap_a, &ss.full[stage], k0, m0 + r0, 0b11);
+          } else {
+            ptx::tma_load_2d(ss.a[stage], &tmap_a, &ss.full[stage], k0, m0);
+          }
+          if constexpr (kMulticastB) {
+            const int r0 = static_cast<int>(cta_rank) * kRowsB;
+            ptx::tma_load_2d_multicast(ss.b[stage] + r0 * kBlockK, &tmap_b, &ss.full[stage], k0, n0 + r0, 0b11);
+          } else {
+            ptx::tma_load_2d(ss.b[stage], &tmap_b, &ss.full[stage], k0, n0);
+          }
           ptx::tma_load_2d(ss.sfa[stage], &tmap_sfa, &ss.full[stage], m0, kb);
           if (++stage == kNumStages) stage = 0, phase ^= 1;
         }
@@ -171,7 +317,7 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
     if constexpr (kNumMathWG == 2) {
       ptx::setmaxnreg_inc<232>();  // 2 * 128 * 232 + 128 * 40 = 64512 <= 65536
     } else {
-      ptx::setmaxnreg_inc<240>();
+      ptx::setmaxnreg_inc<248>();  // one math warpgroup: plenty of registers
     }
     const int lane = threadIdx.x % 32;
     const int warp = (threadIdx.x % 128) / 32;
@@ -179,93 +325,174 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
     const uint32_t a_base = ptx::smem_u32(ss.a[0]) + wg * 64 * kBlockK;
     const uint32_t b_base = ptx::smem_u32(ss.b[0]);
 
-    float acc[Mma::kNumAccum];
-    float tmp[Mma::kNumAccum];
-    int stage = 0;
-    uint32_t phase = 0;
+    // Stage release: one arrival per math warp on every CTA of the cluster (lane r -> CTA r).
+    auto release = [&](int s) {
+      if constexpr (kClusterSize == 1) {
+        if (lane == 0) ptx::mbarrier_arrive(&ss.empty[s]);
+      } else {
+        if (lane < kClusterSize) ptx::mbarrier_arrive_cluster(&ss.empty[s], static_cast<uint32_t>(lane));
+      }
+    };
 
-    while (scheduler.next(tile)) {
+    // Software pipelining across K blocks: the wgmmas of block kb + 1 go into the second temporary
+    // fragment before block kb is promoted, so the tensor cores keep working while the CUDA cores
+    // promote. That needs three fragments (acc + 2 tmp) of BN/2 registers: BN <= 128 here; wider
+    // tiles wait for each block's wgmmas before promoting it and rely on the other warpgroup.
+    constexpr int kRegBudget = kNumMathWG == 2 ? 232 : 248;
+    constexpr bool kPipelined = 3 * Mma::kNumAccum + 40 <= kRegBudget;
+    float acc[Mma::kNumAccum];
+    float tmp0[Mma::kNumAccum];
+    float tmp1[kPipelined ? Mma::kNumAccum : 1];
+    int stage = 0;  // next ring slot to consume
+    uint32_t phase = 0;
+    auto advance = [&]() {
+      if (++stage == kNumStages) stage = 0, phase ^= 1;
+    };
+    auto a_addr = [&](int s) { return a_base + static_cast<uint32_t>(s) * (kBlockM * kBlockK); };
+    auto b_addr = [&](int s) { return b_base + static_cast<uint32_t>(s) * (kBlockN * kBlockK); };
+
+    // B scales: with K <= 16384 each warpgroup stages the tile's two scale rows in shared memory.
+    // The rows of the next tile are loaded into registers while this tile runs, stored at the start
+    // of the next tile, and published with a warpgroup barrier (double buffer: no overwrite race).
+    const bool sfb_in_smem = num_k_blocks <= kMaxSfbKBlocks;
+    const int wg_thread = static_cast<int>(threadIdx.x % 128);
+    const int64_t num_n_scale_blocks = ceil_div<int64_t>(args.n, 128);
+    auto scale_rows = [&](const TileCoord& t, int64_t& nb0, int64_t& nb1) {
+      const int64_t n0 = static_cast<int64_t>(t.n_block) * kBlockN;
+      nb0 = min(n0 / 128, num_n_scale_blocks - 1);  // clamped: phantom tiles lie past n
+      nb1 = max(nb0, (min(n0 + kBlockN, args.n) - 1) / 128);
+    };
+    float pf0 = 0.f, pf1 = 0.f;  // prefetched scales of k-block wg_thread, rows nb0 / nb1
+    auto prefetch_scales = [&](const TileCoord& t) {
+      int64_t nb0, nb1;
+      scale_rows(t, nb0, nb1);
+      if (wg_thread < num_k_blocks) {
+        pf0 = __ldg(args.b_scale + nb0 * num_k_blocks + wg_thread);
+        pf1 = __ldg(args.b_scale + nb1 * num_k_blocks + wg_thread);
+      }
+    };
+    int buf = 0;
+
+    bool has_tile = scheduler.next(tile);
+    if (has_tile && sfb_in_smem) prefetch_scales(tile);
+    while (has_tile) {
+      TileCoord next_tile;
+      const bool has_next = scheduler.next(next_tile);
+      if (sfb_in_smem) {
+        if (wg_thread < num_k_blocks) {
+          ss.sfb[buf][wg][0][wg_thread] = pf0;
+          ss.sfb[buf][wg][1][wg_thread] = pf1;
+        }
+        named_barrier_sync(1 + wg, 128);
+        if (has_next) prefetch_scales(next_tile);
+      }
       const int64_t m0 = static_cast<int64_t>(tile.m_block) * kBlockM;
       const int64_t n0 = static_cast<int64_t>(tile.n_block) * kBlockN;
-      // A warpgroup whose 64 rows all lie past m only keeps the ring in step.
-      const bool wg_active = m0 + wg * 64 < args.m;
+      // A warpgroup whose 64 rows all lie past m (or whose tile is a phantom) only keeps the ring in step.
+      const bool wg_active = tile.valid && m0 + wg * 64 < args.m;
+      if (!wg_active) {
+        for (int kb = 0; kb < num_k_blocks; ++kb) {
+          ptx::mbarrier_wait_parity(&ss.full[stage], phase);
+          release(stage);
+          advance();
+        }
+        buf ^= 1;
+        tile = next_tile;
+        has_tile = has_next;
+        continue;
+      }
 
-      // B scale rows touched by this tile: nb0 and (if the valid columns cross a 128 boundary) nb1.
-      const int64_t nb0 = n0 / 128;
-      const int64_t n_end = min(n0 + kBlockN, args.n);
-      const int64_t nb1 = (n_end - 1) / 128;
+      int64_t nb0, nb1;
+      scale_rows(tile, nb0, nb1);
       // 8-column groups that use nb0's scale (the rest use nb1's).
       const int num_former = (nb1 > nb0) ? static_cast<int>((128 - n0 % 128) / 8) : kBlockN / 8;
       const float* sfb0 = args.b_scale + nb0 * num_k_blocks;
       const float* sfb1 = args.b_scale + nb1 * num_k_blocks;
-      float sb0_next = __ldg(sfb0);
-      float sb1_next = kSingleScaleRow ? 0.f : __ldg(sfb1);
+      auto next_b_scales = [&](int kb, float& sb0, float& sb1) {
+        if (sfb_in_smem) {
+          sb0 = ss.sfb[buf][wg][0][kb];
+          sb1 = kSingleScaleRow ? sb0 : ss.sfb[buf][wg][1][kb];
+        } else {
+          sb0 = __ldg(sfb0 + kb);
+          sb1 = kSingleScaleRow ? sb0 : __ldg(sfb1 + kb);
+        }
+      };
 
 #pragma unroll
       for (int i = 0; i < Mma::kNumAccum; ++i) acc[i] = 0.f;
 
-      for (int kb = 0; kb < num_k_blocks; ++kb) {
-        // B scales of this block were loaded one iteration ahead; issue the next block's loads now.
-        const float sb0 = sb0_next, sb1 = sb1_next;
-        if (kb + 1 < num_k_blocks) {
-          sb0_next = __ldg(sfb0 + kb + 1);
-          if constexpr (!kSingleScaleRow) sb1_next = __ldg(sfb1 + kb + 1);
+      if constexpr (kPipelined) {
+        // The fragment in flight across the loop back-edge is always tmp0 and no issue is
+        // conditional inside the loop, so no copies of in-flight accumulator registers are needed
+        // (ptxas would otherwise serialize the wgmmas, warning C7514).
+        float sa0, sa1, nsa0, nsa1, sb0, sb1;
+        int cur_stage, nxt_stage;
+        auto wait_and_issue = [&](float* t, float& a0, float& a1, int& s_out) {
+          ptx::mbarrier_wait_parity(&ss.full[stage], phase);
+          a0 = ss.sfa[stage][sfa_row], a1 = ss.sfa[stage][sfa_row + 8];
+          issue_k_block<Mma>(a_addr(stage), b_addr(stage), t);
+          s_out = stage;
+          advance();
+        };
+        auto retire = [&](int kb, float* t, int s, float a0, float a1) {
+#pragma unroll
+          for (int i = 0; i < Mma::kNumAccum; ++i) ptx::fence_operand(t[i]);
+          release(s);
+          next_b_scales(kb, sb0, sb1);
+          promote<kBlockN, kSingleScaleRow>(acc, t, a0, a1, sb0, sb1, num_former);
+        };
+        wait_and_issue(tmp0, sa0, sa1, cur_stage);  // block 0 -> tmp0
+        int kb = 0;
+        for (; kb + 2 < num_k_blocks; kb += 2) {
+          wait_and_issue(tmp1, nsa0, nsa1, nxt_stage);  // block kb + 1 -> tmp1
+          ptx::wgmma_wait_group<1>();
+          retire(kb, tmp0, cur_stage, sa0, sa1);
+          wait_and_issue(tmp0, sa0, sa1, cur_stage);  // block kb + 2 -> tmp0
+          ptx::wgmma_wait_group<1>();
+          retire(kb + 1, tmp1, nxt_stage, nsa0, nsa1);
         }
-        ptx::mbarrier_wait_parity(&ss.full[stage], phase);
-#ifdef TORCH_FP8GEMM_EXP_NO_MMA  // experiment: pipeline only (TMA + barriers), no tensor-core work
-        if (false) {
-#else
-        if (wg_active) {
-#endif
+        if (kb + 1 < num_k_blocks) {
+          wait_and_issue(tmp1, nsa0, nsa1, nxt_stage);
+          ptx::wgmma_wait_group<1>();
+          retire(kb, tmp0, cur_stage, sa0, sa1);
+          ptx::wgmma_wait_group<0>();
+          retire(kb + 1, tmp1, nxt_stage, nsa0, nsa1);
+        } else {
+          ptx::wgmma_wait_group<0>();
+          retire(kb, tmp0, cur_stage, sa0, sa1);
+        }
+      } else {
+        for (int kb = 0; kb < num_k_blocks; ++kb) {
+          float sb0, sb1;
+          next_b_scales(kb, sb0, sb1);
+          ptx::mbarrier_wait_parity(&ss.full[stage], phase);
           // Read the A scales before the stage can be released.
-          const float sa0 = ss.sfa[stage][sfa_row];
-          const float sa1 = ss.sfa[stage][sfa_row + 8];
-#pragma unroll
-          for (int i = 0; i < Mma::kNumAccum; ++i) ptx::fence_operand(tmp[i]);
-          ptx::wgmma_fence();
-#pragma unroll
-          for (int j = 0; j < kBlockK / 32; ++j) {
-            const uint64_t da = ptx::make_smem_desc_sw128(a_base + stage * (kBlockM * kBlockK) + j * 32);
-            const uint64_t db = ptx::make_smem_desc_sw128(b_base + stage * (kBlockN * kBlockK) + j * 32);
-            Mma::mma(da, db, tmp, j > 0 ? 1 : 0);
-          }
-          ptx::wgmma_commit_group();
+          const float sa0 = ss.sfa[stage][sfa_row], sa1 = ss.sfa[stage][sfa_row + 8];
+          issue_k_block<Mma>(a_addr(stage), b_addr(stage), tmp0);
           ptx::wgmma_wait_group<0>();
 #pragma unroll
-          for (int i = 0; i < Mma::kNumAccum; ++i) ptx::fence_operand(tmp[i]);
-          if (lane == 0) ptx::mbarrier_arrive(&ss.empty[stage]);
-
-#ifdef TORCH_FP8GEMM_EXP_NO_PROMOTE  // experiment: skip the promotion FFMAs
-          if (kb != num_k_blocks + 7) { if (++stage == kNumStages) stage = 0, phase ^= 1; continue; }
-#endif
-          // Promotion: acc += sa[row] * sb[col block] * tmp.
-          const float s00 = sa0 * sb0, s10 = sa1 * sb0;
-          const float s01 = kSingleScaleRow ? s00 : sa0 * sb1;
-          const float s11 = kSingleScaleRow ? s10 : sa1 * sb1;
-#pragma unroll
-          for (int i = 0; i < kBlockN / 8; ++i) {
-            const bool former = kSingleScaleRow || i < num_former;
-            const float f0 = former ? s00 : s01;
-            const float f1 = former ? s10 : s11;
-            acc[4 * i + 0] = fmaf(f0, tmp[4 * i + 0], acc[4 * i + 0]);
-            acc[4 * i + 1] = fmaf(f0, tmp[4 * i + 1], acc[4 * i + 1]);
-            acc[4 * i + 2] = fmaf(f1, tmp[4 * i + 2], acc[4 * i + 2]);
-            acc[4 * i + 3] = fmaf(f1, tmp[4 * i + 3], acc[4 * i + 3]);
-          }
-        } else {
-          if (lane == 0) ptx::mbarrier_arrive(&ss.empty[stage]);
-        }
-        if (++stage == kNumStages) stage = 0, phase ^= 1;
-      }
-
-      if (wg_active) {
-        if (args.out_fp32) {
-          store_fragment<float, kBlockN>(acc, args, m0 + wg * 64, n0);
-        } else {
-          store_fragment<__nv_bfloat16, kBlockN>(acc, args, m0 + wg * 64, n0);
+          for (int i = 0; i < Mma::kNumAccum; ++i) ptx::fence_operand(tmp0[i]);
+          release(stage);
+          promote<kBlockN, kSingleScaleRow>(acc, tmp0, sa0, sa1, sb0, sb1, num_former);
+          advance();
         }
       }
+
+      if (args.out_fp32) {
+        store_fragment<float, kBlockN>(acc, args, m0 + wg * 64, n0);
+      } else if constexpr ((kBlockN / 8) % 4 == 0) {
+        store_fragment_bf16_x16<kBlockN>(acc, args, m0 + wg * 64, n0);
+      } else {
+        store_fragment<__nv_bfloat16, kBlockN>(acc, args, m0 + wg * 64, n0);
+      }
+      buf ^= 1;
+      tile = next_tile;
+      has_tile = has_next;
     }
+  }
+  if constexpr (kClusterSize > 1) {
+    // No CTA may exit while its peer can still arrive on its barriers or multicast into its smem.
+    ptx::cluster_sync();
   }
 #else
   // Built for an architecture without wgmma/TMA: this kernel must never run there.

@@ -1,20 +1,26 @@
-// The compiled config list (BLOCK_M, BLOCK_N) of the dense sm_90a FP8 GEMM. Stage counts follow from
-// the shared-memory budget (max_stages in sm90_fp8_gemm.cuh). Index order here is the index used by
-// DenseGemmParams::forced_config and sm90_fp8_gemm_config_name. Each entry is instantiated in one
-// of the sm90_fp8_gemm_inst_*.cu files (so they compile in parallel).
+// The compiled config list of the dense sm_90a FP8 GEMM: X(BLOCK_M, BLOCK_N, CLUSTER_M, CLUSTER_N).
+// CLUSTER_N = 2: 2-CTA cluster along N sharing (multicasting) the A tile ("mc2a");
+// CLUSTER_M = 2: 2-CTA cluster along M sharing the B tile ("mc2b"). Stage counts follow from the
+// shared-memory budget (max_stages in sm90_fp8_gemm.cuh). The index in this list is the index used
+// by DenseGemmParams::forced_config and sm90_fp8_gemm_config_name. Every entry is instantiated in
+// exactly one of the sm90_fp8_gemm_inst_*.cu files (so that they compile in parallel).
+//
+// Pruned on H200 measurements (bench/standalone/RESULTS_kernel.md): BM=64 tiles serve m <= 128
+// (weight streaming, tiles >= #SMs), BM=128 x BN=128 serves large m. 112 and 144 keep the
+// two-scale-row path (BN not dividing 128) and the multicast entries keep both cluster paths
+// available; the heuristic currently prefers the plain configs.
 #pragma once
 
-// X(BLOCK_M, BLOCK_N)
 #define TORCH_FP8GEMM_SM90_DENSE_CONFIGS(X) \
-  X(64, 16)                                 \
-  X(64, 32)                                 \
-  X(64, 56)                                 \
-  X(64, 64)                                 \
-  X(64, 112)                                \
-  X(64, 128)                                \
-  X(128, 32)                                \
-  X(128, 64)                                \
-  X(128, 112)                               \
-  X(128, 128)                               \
-  X(128, 144)                               \
-  X(128, 160)
+  X(64, 16, 1, 1)                           \
+  X(64, 32, 1, 1)                           \
+  X(64, 56, 1, 1)                           \
+  X(64, 64, 1, 1)                           \
+  X(64, 128, 1, 1)                          \
+  X(128, 32, 1, 1)                          \
+  X(128, 64, 1, 1)                          \
+  X(128, 112, 1, 1)                         \
+  X(128, 128, 1, 1)                         \
+  X(128, 144, 1, 1)                         \
+  X(128, 128, 1, 2)                         \
+  X(128, 128, 2, 1)

@@ -11,7 +11,8 @@
 namespace torch_fp8gemm {
 namespace sm90 {
 
-#define TORCH_FP8GEMM_DECLARE_LAUNCH(BM, BN) extern template void launch_dense<BM, BN>(const DenseGemmParams&);
+#define TORCH_FP8GEMM_DECLARE_LAUNCH(BM, BN, CM, CN) \
+  extern template void launch_dense<BM, BN, CM, CN>(const DenseGemmParams&);
 TORCH_FP8GEMM_SM90_DENSE_CONFIGS(TORCH_FP8GEMM_DECLARE_LAUNCH)
 #undef TORCH_FP8GEMM_DECLARE_LAUNCH
 
@@ -20,11 +21,14 @@ namespace {
 struct ConfigEntry {
   int block_m;
   int block_n;
+  int cluster_m;
+  int cluster_n;
   int stages;
   void (*launch)(const DenseGemmParams&);
 };
 
-#define TORCH_FP8GEMM_CONFIG_ENTRY(BM, BN) {BM, BN, DenseConfig<BM, BN>::kStages, &launch_dense<BM, BN>},
+#define TORCH_FP8GEMM_CONFIG_ENTRY(BM, BN, CM, CN) \
+  {BM, BN, CM, CN, DenseConfig<BM, BN, CM, CN>::kStages, &launch_dense<BM, BN, CM, CN>},
 constexpr ConfigEntry kConfigs[] = {TORCH_FP8GEMM_SM90_DENSE_CONFIGS(TORCH_FP8GEMM_CONFIG_ENTRY)};
 #undef TORCH_FP8GEMM_CONFIG_ENTRY
 constexpr int kNumConfigs = static_cast<int>(sizeof(kConfigs) / sizeof(kConfigs[0]));
@@ -34,7 +38,8 @@ const std::vector<std::string>& config_names() {
     std::vector<std::string> v;
     for (const ConfigEntry& c : kConfigs) {
       v.push_back("bm" + std::to_string(c.block_m) + "_bn" + std::to_string(c.block_n) + "_s" +
-                  std::to_string(c.stages) + "_mc1");
+                  std::to_string(c.stages) +
+                  (c.cluster_n == 2 ? "_mc2a" : c.cluster_m == 2 ? "_mc2b" : "_mc1"));
     }
     return v;
   }();
@@ -76,23 +81,33 @@ void validate(const DenseGemmParams& p) {
           "forced_config in [-1, " + std::to_string(kNumConfigs) + "), got " + std::to_string(p.forced_config));
 }
 
-// Cost model (arbitrary time units) used to rank configs; see bench/standalone/RESULTS_kernel.md.
-//   tile time = max(tensor-core time, L2->SM operand time) of one BLOCK_M x BLOCK_N x K tile,
-//   kernel time = waves * tile time, floored by the HBM time of reading A and B once and writing out.
-// BLOCK_M = 64 runs one math warpgroup, which cannot hide its promotion behind another warpgroup's
-// wgmmas: its tensor-core rate is modelled at ~60% of the two-warpgroup rate.
+// Cost model (microseconds) used to rank configs, fitted to H200 measurements of the 19
+// DeepSeek-V3 shapes plus all configs (bench/standalone/RESULTS_kernel.md):
+//   one K block of one tile takes  0.21 + 1.75e-5 * BM * BN  us   (latency floor + tensor work),
+//   a tile adds a fixed            0.50 + 5.0e-5  * BM * BN  us   (prologue, epilogue stores),
+//   the kernel takes waves * tile time, floored by reading A, B and writing out once from HBM.
+// BN that does not divide 128 pays ~20% for the two-scale-row promotion; BN > 128 (no K-block
+// software pipelining, register budget) ~35%; multicast measured slightly slower than plain
+// 128x128 on H200, so it is penalised and not picked for now.
 double estimate_time(const ConfigEntry& c, const DenseGemmParams& p) {
   const double kb = std::ceil(p.k / 128.0);
-  const int64_t tiles = num_tiles(p.m, p.n, c.block_m, c.block_n);
-  const int64_t waves = ceil_div<int64_t>(tiles, p.num_sms);
-  const double mma_rate = c.block_m == 128 ? 1.0 : 0.6;                       // per-SM relative rate
-  const double t_mma = 2.0 * c.block_m * c.block_n * 128.0 / (12.0e12 * mma_rate);  // s per K block
-  const double t_l2 = (c.block_m + c.block_n) * 128.0 / 110e9;                // s per K block
-  const double t_fixed = 1.2e-6;                                              // per-tile prologue/epilogue
-  const double t_tiles = waves * (kb * std::max(t_mma, t_l2) + t_fixed);
+  const double area = static_cast<double>(c.block_m) * c.block_n;
+  const int64_t cluster = c.cluster_m * c.cluster_n;
+  const int64_t tiles = ceil_div<int64_t>(ceil_div<int64_t>(p.m, c.block_m), c.cluster_m) *
+                        ceil_div<int64_t>(ceil_div<int64_t>(p.n, c.block_n), c.cluster_n) * cluster;
+  const int64_t slots = std::max<int64_t>(cluster, (p.num_sms / cluster) * cluster);
+  const int64_t waves = ceil_div<int64_t>(tiles, slots);
+  double t_kb = 0.21 + 1.75e-5 * area;
+  if (c.block_n > 128) {
+    t_kb *= 1.35;
+  } else if (128 % c.block_n != 0) {
+    t_kb *= 1.20;
+  }
+  if (cluster > 1) t_kb *= 1.03;
+  const double t_tile = kb * t_kb + 0.50 + 5.0e-5 * area;
   const double out_bytes = static_cast<double>(p.m) * p.n * (p.out_kind == OutKind::kFP32 ? 4 : 2);
-  const double hbm = (static_cast<double>(p.m) * p.k + static_cast<double>(p.n) * p.k + out_bytes) / 3.6e12;
-  return std::max(t_tiles, hbm);
+  const double hbm_us = (static_cast<double>(p.m) * p.k + static_cast<double>(p.n) * p.k + out_bytes) / 4.0e6;
+  return std::max(static_cast<double>(waves) * t_tile, hbm_us);
 }
 
 }  // namespace
@@ -116,7 +131,7 @@ int sm90_fp8_gemm_pick_config(const DenseGemmParams& p) {
     // BLOCK_M = 64 only pays when it avoids mostly-empty 128-row tiles.
     if (c.block_m == 128 && p.m <= 64) continue;
     const double t = sm90::estimate_time(c, p);
-    // Ties (within 1%) go to the larger tile: fewer re-reads of the operands.
+    // Near-ties (within 1%) keep the earlier (smaller) config of the list.
     if (best < 0 || t < best_time * 0.99) {
       best = i;
       best_time = t;

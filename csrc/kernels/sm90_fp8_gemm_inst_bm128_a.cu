@@ -3,7 +3,7 @@
 #include "sm90_fp8_gemm_launch.cuh"
 
 namespace torch_fp8gemm::sm90 {
-template void launch_dense<128, 32>(const DenseGemmParams&);
-template void launch_dense<128, 64>(const DenseGemmParams&);
-template void launch_dense<128, 112>(const DenseGemmParams&);
+template void launch_dense<128, 64, 1, 1>(const DenseGemmParams&);
+template void launch_dense<128, 112, 1, 1>(const DenseGemmParams&);
+template void launch_dense<128, 144, 1, 1>(const DenseGemmParams&);
 }  // namespace torch_fp8gemm::sm90

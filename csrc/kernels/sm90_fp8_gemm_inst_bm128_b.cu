@@ -3,7 +3,7 @@
 #include "sm90_fp8_gemm_launch.cuh"
 
 namespace torch_fp8gemm::sm90 {
-template void launch_dense<128, 128>(const DenseGemmParams&);
-template void launch_dense<128, 144>(const DenseGemmParams&);
-template void launch_dense<128, 160>(const DenseGemmParams&);
+template void launch_dense<128, 128, 1, 1>(const DenseGemmParams&);
+template void launch_dense<128, 128, 1, 2>(const DenseGemmParams&);
+template void launch_dense<128, 128, 2, 1>(const DenseGemmParams&);
 }  // namespace torch_fp8gemm::sm90

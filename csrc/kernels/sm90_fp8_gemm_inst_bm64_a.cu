@@ -3,7 +3,7 @@
 #include "sm90_fp8_gemm_launch.cuh"
 
 namespace torch_fp8gemm::sm90 {
-template void launch_dense<64, 16>(const DenseGemmParams&);
-template void launch_dense<64, 32>(const DenseGemmParams&);
-template void launch_dense<64, 56>(const DenseGemmParams&);
+template void launch_dense<64, 16, 1, 1>(const DenseGemmParams&);
+template void launch_dense<64, 32, 1, 1>(const DenseGemmParams&);
+template void launch_dense<64, 56, 1, 1>(const DenseGemmParams&);
 }  // namespace torch_fp8gemm::sm90

@@ -3,7 +3,7 @@
 #include "sm90_fp8_gemm_launch.cuh"
 
 namespace torch_fp8gemm::sm90 {
-template void launch_dense<64, 64>(const DenseGemmParams&);
-template void launch_dense<64, 112>(const DenseGemmParams&);
-template void launch_dense<64, 128>(const DenseGemmParams&);
+template void launch_dense<64, 64, 1, 1>(const DenseGemmParams&);
+template void launch_dense<64, 128, 1, 1>(const DenseGemmParams&);
+template void launch_dense<128, 32, 1, 1>(const DenseGemmParams&);
 }  // namespace torch_fp8gemm::sm90

@@ -5,7 +5,10 @@
 #include <cudaTypedefs.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -59,11 +62,12 @@ inline CUtensorMap make_tensor_map_2d(const void* base, CUtensorMapDataType dtyp
   return map;
 }
 
-template <int kBlockM, int kBlockN>
+template <int kBlockM, int kBlockN, int kClusterM, int kClusterN>
 struct DenseConfig {
   static constexpr int kStages = max_stages<kBlockM, kBlockN>();
   static constexpr int kThreads = num_threads<kBlockM, kBlockN, kStages>();
-  static constexpr size_t kSmemBytes = sizeof(SharedStorage<kBlockM, kBlockN, kStages>) + 1024;
+  static constexpr int kClusterSize = kClusterM * kClusterN;
+  static constexpr size_t kSmemBytes = sizeof(SharedStorage<kBlockM, kBlockN, kStages>);
   static_assert(kStages >= 3, "fewer than 3 stages cannot hide TMA latency");
   static_assert(kSmemBytes <= kMaxSmemBytes, "shared storage exceeds the 227 KB opt-in limit");
 };
@@ -72,17 +76,18 @@ inline int64_t num_tiles(int64_t m, int64_t n, int block_m, int block_n) {
   return ceil_div<int64_t>(m, block_m) * ceil_div<int64_t>(n, block_n);
 }
 
-// Launches the config (kBlockM, kBlockN) on p.stream. Arguments must already be validated.
-template <int kBlockM, int kBlockN>
+// Launches the config on p.stream. Arguments must already be validated.
+template <int kBlockM, int kBlockN, int kClusterM, int kClusterN>
 void launch_dense(const DenseGemmParams& p) {
-  using Cfg = DenseConfig<kBlockM, kBlockN>;
-  auto kernel = sm90_fp8_gemm_kernel<kBlockM, kBlockN, Cfg::kStages>;
+  using Cfg = DenseConfig<kBlockM, kBlockN, kClusterM, kClusterN>;
+  auto kernel = sm90_fp8_gemm_kernel<kBlockM, kBlockN, Cfg::kStages, kClusterM, kClusterN>;
 
+  // With multicast each CTA of the pair loads half of the shared operand's box.
   const CUtensorMap tmap_a =
-      make_tensor_map_2d(p.a, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.k, p.m, p.lda, kBlockK, kBlockM,
+      make_tensor_map_2d(p.a, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.k, p.m, p.lda, kBlockK, kBlockM / kClusterN,
                          CU_TENSOR_MAP_SWIZZLE_128B, "a");
   const CUtensorMap tmap_b =
-      make_tensor_map_2d(p.b, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.k, p.n, p.ldb, kBlockK, kBlockN,
+      make_tensor_map_2d(p.b, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.k, p.n, p.ldb, kBlockK, kBlockN / kClusterM,
                          CU_TENSOR_MAP_SWIZZLE_128B, "b");
   const int num_k_blocks = static_cast<int>(ceil_div<int64_t>(p.k, kBlockK));
   const CUtensorMap tmap_sfa =
@@ -100,13 +105,62 @@ void launch_dense(const DenseGemmParams& p) {
   args.num_k_blocks = num_k_blocks;
   args.out_fp32 = p.out_kind == OutKind::kFP32 ? 1 : 0;
 
-  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  static_cast<int>(Cfg::kSmemBytes)),
-             "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
-  const int64_t tiles = num_tiles(p.m, p.n, kBlockM, kBlockN);
-  const int grid = static_cast<int>(tiles < p.num_sms ? tiles : p.num_sms);
-  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, p.stream>>>(tmap_a, tmap_b, tmap_sfa, args);
-  check_cuda(cudaGetLastError(), "kernel launch");
+  int device = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  // Per-device one-time setup: smem attribute and, for clusters, how many can be co-resident
+  // (a persistent grid larger than that would run a second, serialized wave).
+  constexpr int kMaxDevices = 64;
+  static int max_clusters[kMaxDevices] = {};  // 0: not yet queried
+  if (device >= kMaxDevices) throw_error("device ordinal " + std::to_string(device) + " >= 64");
+  if (max_clusters[device] == 0) {
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(Cfg::kSmemBytes)),
+               "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
+    int count = 1 << 30;
+    if constexpr (Cfg::kClusterSize > 1) {
+      cudaLaunchConfig_t qcfg = {};
+      cudaLaunchAttribute qattr[1];
+      qattr[0].id = cudaLaunchAttributeClusterDimension;
+      qattr[0].val.clusterDim.x = Cfg::kClusterSize;
+      qattr[0].val.clusterDim.y = 1;
+      qattr[0].val.clusterDim.z = 1;
+      qcfg.gridDim = dim3(Cfg::kClusterSize * 66, 1, 1);
+      qcfg.blockDim = dim3(Cfg::kThreads, 1, 1);
+      qcfg.dynamicSmemBytes = Cfg::kSmemBytes;
+      qcfg.attrs = qattr;
+      qcfg.numAttrs = 1;
+      check_cuda(cudaOccupancyMaxActiveClusters(&count, kernel, &qcfg), "cudaOccupancyMaxActiveClusters");
+      if (count < 1) throw_error("no cluster of this config fits on the device");
+    }
+    max_clusters[device] = count;
+  }
+
+  const int64_t tiles = ceil_div<int64_t>(ceil_div<int64_t>(p.m, kBlockM), kClusterM) *
+                        ceil_div<int64_t>(ceil_div<int64_t>(p.n, kBlockN), kClusterN);  // cluster tiles
+  int64_t clusters = std::min<int64_t>(tiles, p.num_sms / Cfg::kClusterSize);
+  clusters = std::min<int64_t>(clusters, max_clusters[device]);
+  clusters = std::max<int64_t>(clusters, 1);
+
+  static const bool debug = std::getenv("TORCH_FP8GEMM_DEBUG") != nullptr;
+  if (debug) {
+    std::fprintf(stderr, "torch_fp8gemm: bm%d bn%d cluster %dx%d stages %d smem %zu grid %lld (max clusters %d)\n",
+                 kBlockM, kBlockN, kClusterM, kClusterN, Cfg::kStages, Cfg::kSmemBytes,
+                 static_cast<long long>(clusters * Cfg::kClusterSize), max_clusters[device]);
+  }
+
+  cudaLaunchConfig_t cfg = {};
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = Cfg::kClusterSize;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.gridDim = dim3(static_cast<unsigned>(clusters * Cfg::kClusterSize), 1, 1);
+  cfg.blockDim = dim3(Cfg::kThreads, 1, 1);
+  cfg.dynamicSmemBytes = Cfg::kSmemBytes;
+  cfg.stream = p.stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = Cfg::kClusterSize > 1 ? 1 : 0;
+  check_cuda(cudaLaunchKernelEx(&cfg, kernel, tmap_a, tmap_b, tmap_sfa, args), "cudaLaunchKernelEx");
 }
 
 }  // namespace torch_fp8gemm::sm90

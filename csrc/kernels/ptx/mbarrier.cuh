@@ -36,16 +36,33 @@ __device__ __forceinline__ bool mbarrier_try_wait_parity(uint64_t* bar, uint32_t
   uint32_t done;
   asm volatile(
       "{\n.reg .pred p;\n"
-#ifdef TORCH_FP8GEMM_EXP_TEST_WAIT  // experiment: non-blocking test_wait spin
-      "mbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-#else
       "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-#endif
       "selp.u32 %0, 1, 0, p;\n}\n"
       : "=r"(done)
       : "r"(smem_u32(bar)), "r"(parity)
       : "memory");
   return done != 0;
+}
+
+// Arrives on the mbarrier at the same smem offset in CTA `cta_rank` of this cluster (may be self).
+__device__ __forceinline__ void mbarrier_arrive_cluster(uint64_t* bar, uint32_t cta_rank) {
+  asm volatile(
+      "{\n.reg .b32 remote;\n"
+      "mapa.shared::cluster.u32 remote, %0, %1;\n"
+      "mbarrier.arrive.relaxed.cluster.shared::cluster.b64 _, [remote];\n}\n" ::"r"(smem_u32(bar)),
+      "r"(cta_rank)
+      : "memory");
+}
+
+__device__ __forceinline__ uint32_t cluster_cta_rank() {
+  uint32_t rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+  return rank;
+}
+
+// Full cluster barrier (all threads of all CTAs of the cluster), release/acquire.
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;" ::: "memory");
 }
 
 // Blocks until the phase with the given parity has completed. A freshly initialised barrier is in
@@ -57,8 +74,6 @@ __device__ __forceinline__ void mbarrier_wait_parity(uint64_t* bar, uint32_t par
   const long long start = clock64();
   while (!mbarrier_try_wait_parity(bar, parity)) {
     if (clock64() - start > (1ll << 35)) {
-      printf("torch_fp8gemm watchdog: mbarrier wait timed out (block %d thread %d parity %u)\n", blockIdx.x,
-             threadIdx.x, parity);
       asm volatile("trap;");
     }
   }
