@@ -39,11 +39,26 @@ positionally. ``uuid()`` hashes this file so Inductor's FX graph cache tells rew
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from typing import Any, Iterator, Optional
 
 import torch
 import torch._inductor.config as inductor_config
-from torch._inductor.custom_graph_pass import CustomGraphPass, get_custom_graph_passes, get_hash_for_files
+from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
+
+try:  # torch >= 2.13: post_grad_custom_post_pass accepts a sequence of passes
+    from torch._inductor.custom_graph_pass import get_custom_graph_passes
+
+    _CONFIG_TAKES_SEQUENCE = True
+except ImportError:  # torch 2.11/2.12 take one pass: chain several in one
+    _CONFIG_TAKES_SEQUENCE = False
+
+    def get_custom_graph_passes(custom_pass):
+        if custom_pass is None:
+            return ()
+        if isinstance(custom_pass, _ChainedPasses):
+            return custom_pass.passes
+        return (custom_pass,)
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from . import ops  # noqa: F401  (registers fp8gemm::dense and its fake)
@@ -204,6 +219,23 @@ class ScaledMMRewritePass(CustomGraphPass):
         return get_hash_for_files((__file__,))
 
 
+class _ChainedPasses(CustomGraphPass):
+    """Several post-grad passes as one, for torch versions whose config holds a single pass."""
+
+    def __init__(self, passes):
+        self.passes = tuple(passes)
+
+    def __call__(self, graph: torch.fx.Graph) -> None:
+        for graph_pass in self.passes:
+            graph_pass(graph)
+
+    def uuid(self):
+        uuids = [graph_pass.uuid() if isinstance(graph_pass, CustomGraphPass) else None for graph_pass in self.passes]
+        if any(u is None for u in uuids):
+            return None  # a pass without a uuid cannot be cached
+        return hashlib.sha256(repr(uuids).encode()).hexdigest()
+
+
 _PASS = ScaledMMRewritePass()
 
 
@@ -214,7 +246,9 @@ def _with_pass(current, add: bool):
         passes.append(_PASS)
     if not passes:
         return None
-    return passes[0] if len(passes) == 1 else tuple(passes)
+    if len(passes) == 1:
+        return passes[0]
+    return tuple(passes) if _CONFIG_TAKES_SEQUENCE else _ChainedPasses(passes)
 
 
 def enable() -> None:
