@@ -86,6 +86,11 @@ def test_masked(groups, max_m):
         _check(out, expected, out_dtype, f"G={groups} max_m={max_m} {out_dtype}")
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="grouped_moe still runs the ATen reference on CUDA, which reads the offsets on the host and so "
+    "cannot be captured; the grouped kernels of issue 4 make it capturable (remove this mark then)",
+)
 def test_cuda_graph_replay_with_new_offsets_and_masks():
     groups, n, k, m = 4, 576, 512, 300
     a, sa, b, sb = operands(m, n, k, groups)

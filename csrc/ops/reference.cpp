@@ -33,6 +33,11 @@ at::Tensor expand_block_scale(const at::Tensor& scale, int64_t dim, int64_t size
   return scale.repeat_interleave(kScaleBlock, dim).narrow(dim, 0, size);
 }
 
+// 448 as a 0-dim tensor on x's device. Dividing by it is a true IEEE division everywhere; dividing
+// by a host scalar is a multiply by its (inexact) reciprocal on CUDA, which moves scales by an ulp
+// and flips fp8 roundings at ties, so GPU and CPU quantization would disagree.
+at::Tensor fp8_max_like(const at::Tensor& x) { return at::scalar_tensor(kFp8Max, x.options()); }
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> quantize_1x128(const at::Tensor& x) {
@@ -42,7 +47,7 @@ std::tuple<at::Tensor, at::Tensor> quantize_1x128(const at::Tensor& x) {
   const int64_t m = c10::multiply_integers(lead);
 
   auto groups = pad_to_scale_blocks(x.to(at::kFloat).reshape({m, k}), {1}).view({m, kb, kScaleBlock});
-  auto scale = groups.abs().amax(-1).clamp_min(kAmaxFloor).div(kFp8Max);  // [m, kb]
+  auto scale = groups.abs().amax(-1).clamp_min(kAmaxFloor).div(fp8_max_like(groups));  // [m, kb]
   auto values = groups.div(scale.unsqueeze(-1)).clamp(-kFp8Max, kFp8Max).view({m, kb * kScaleBlock});
   auto x_fp8 = values.narrow(1, 0, k).to(at::kFloat8_e4m3fn).reshape(x.sizes());
 
@@ -65,7 +70,7 @@ std::tuple<at::Tensor, at::Tensor> quantize_128x128(const at::Tensor& w) {
 
   auto blocks = pad_to_scale_blocks(w.to(at::kFloat).reshape({batch, n, k}), {1, 2})
                     .view({batch, nb, kScaleBlock, kb, kScaleBlock});
-  auto scale = blocks.abs().amax({2, 4}).clamp_min(kAmaxFloor).div(kFp8Max);  // [batch, nb, kb]
+  auto scale = blocks.abs().amax({2, 4}).clamp_min(kAmaxFloor).div(fp8_max_like(blocks));  // [batch, nb, kb]
   auto values = blocks.div(scale.view({batch, nb, 1, kb, 1}))
                     .clamp(-kFp8Max, kFp8Max)
                     .view({batch, nb * kScaleBlock, kb * kScaleBlock});
