@@ -10,6 +10,27 @@ from conftest import HAS_SM90
 
 pytestmark = pytest.mark.skipif(not HAS_SM90, reason="needs an sm_90 GPU")
 
+# "op": the public ops (the ATen reference on CUDA until the grouped kernels are switched on);
+# "kernel:<config>": the sm_90a grouped kernels through the private ops, each configuration forced.
+IMPLS = ["op", "kernel:-1", "kernel:0", "kernel:1"]
+
+
+def grouped_moe(impl, a, b, offs, sa, sb, out_dtype=None):
+    if impl == "op":
+        return fg.grouped_moe(a, b, offs, sa, sb, out_dtype=out_dtype)
+    if not fg.cuda_kernels_built():
+        pytest.skip("the extension was built without the CUDA kernels")
+    return torch.ops.fp8gemm._sm90_grouped_moe(a, b, offs, sa, sb, out_dtype, int(impl.split(":")[1]))
+
+
+def grouped_moe_masked(impl, a, b, masked, expected_m, sa, sb, out_dtype=None):
+    if impl == "op":
+        return fg.grouped_moe_masked(a, b, masked, expected_m, sa, sb, out_dtype=out_dtype)
+    if not fg.cuda_kernels_built():
+        pytest.skip("the extension was built without the CUDA kernels")
+    return torch.ops.fp8gemm._sm90_grouped_moe_masked(a, b, masked, expected_m, sa, sb, out_dtype,
+                                                      int(impl.split(":")[1]))
+
 
 
 def operands(m, n, k, groups, masked=False):
@@ -46,9 +67,10 @@ CONTIGUOUS_CASES = [
 ]
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("groups", [1, 2, 8, 32, 128, 256])
 @pytest.mark.parametrize("n,k", [(576, 512), (264, 144)])
-def test_contiguous_ragged(groups, n, k):
+def test_contiguous_ragged(impl, groups, n, k):
     gen = torch.Generator().manual_seed(groups * 7 + k)
     sizes = ragged_sizes(groups, 40 * groups + 13, gen)
     tail = 5  # offsets end before M: those rows are zero
@@ -58,21 +80,24 @@ def test_contiguous_ragged(groups, n, k):
     expected = T.reference_grouped_moe(a, sa, b, sb, offs)
     for out_dtype in (torch.bfloat16, torch.float32):
         T.poison_cuda_allocator("cuda", m * n * 4)
-        out = fg.grouped_moe(a, b, offs, sa, sb, out_dtype=out_dtype)
-        _check(out, expected, out_dtype, f"G={groups} sizes={sizes[:6]}... {out_dtype}")
+        out = grouped_moe(impl, a, b, offs, sa, sb, out_dtype=out_dtype)
+        _check(out, expected, out_dtype, f"{impl} G={groups} sizes={sizes[:6]}... {out_dtype}")
         assert (out[sum(sizes):] == 0).all()
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("sizes", CONTIGUOUS_CASES)
-def test_contiguous_edge_sizes(sizes):
+def test_contiguous_edge_sizes(impl, sizes):
     m, n, k = sum(sizes) + 3, 2112, 7168
     a, sa, b, sb = operands(m, n, k, len(sizes))
     offs = torch.tensor(sizes, dtype=torch.int32).cumsum(0, dtype=torch.int32).cuda()
-    _check(fg.grouped_moe(a, b, offs, sa, sb), T.reference_grouped_moe(a, sa, b, sb, offs), torch.bfloat16, f"{sizes}")
+    expected = T.reference_grouped_moe(a, sa, b, sb, offs)
+    _check(grouped_moe(impl, a, b, offs, sa, sb), expected, torch.bfloat16, f"{impl} {sizes}")
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("groups,max_m", [(1, 64), (2, 129), (8, 256), (32, 16), (256, 8)])
-def test_masked(groups, max_m):
+def test_masked(impl, groups, max_m):
     n, k = 576, 384
     a, sa, b, sb = operands(max_m, n, k, groups, masked=True)
     masked = torch.randint(0, max_m + 1, (groups,), dtype=torch.int32)
@@ -82,8 +107,8 @@ def test_masked(groups, max_m):
     expected = T.reference_grouped_moe_masked(a, sa, b, sb, masked)
     for out_dtype in (torch.bfloat16, torch.float32):
         T.poison_cuda_allocator("cuda", groups * max_m * n * 4)
-        out = fg.grouped_moe_masked(a, b, masked, max(1, max_m // 2), sa, sb, out_dtype=out_dtype)
-        _check(out, expected, out_dtype, f"G={groups} max_m={max_m} {out_dtype}")
+        out = grouped_moe_masked(impl, a, b, masked, max(1, max_m // 2), sa, sb, out_dtype=out_dtype)
+        _check(out, expected, out_dtype, f"{impl} G={groups} max_m={max_m} {out_dtype}")
 
 
 @pytest.mark.xfail(
@@ -92,18 +117,27 @@ def test_masked(groups, max_m):
     "cannot be captured; the grouped kernels of issue 4 make it capturable (remove this mark then)",
 )
 def test_cuda_graph_replay_with_new_offsets_and_masks():
+    _graph_replay("op")
+
+
+@pytest.mark.parametrize("impl", IMPLS[1:])
+def test_kernel_cuda_graph_replay_with_new_offsets_and_masks(impl):
+    _graph_replay(impl)
+
+
+def _graph_replay(impl):
     groups, n, k, m = 4, 576, 512, 300
     a, sa, b, sb = operands(m, n, k, groups)
     offs = torch.tensor([50, 100, 200, 290], dtype=torch.int32, device="cuda")
     am, sam, bm, sbm = operands(64, n, k, groups, masked=True)
     masked = torch.tensor([1, 64, 0, 30], dtype=torch.int32, device="cuda")
-    fg.grouped_moe(a, b, offs, sa, sb)
-    fg.grouped_moe_masked(am, bm, masked, 32, sam, sbm)
+    grouped_moe(impl, a, b, offs, sa, sb)
+    grouped_moe_masked(impl, am, bm, masked, 32, sam, sbm)
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        out = fg.grouped_moe(a, b, offs, sa, sb)
-        out_masked = fg.grouped_moe_masked(am, bm, masked, 32, sam, sbm)
+        out = grouped_moe(impl, a, b, offs, sa, sb)
+        out_masked = grouped_moe_masked(impl, am, bm, masked, 32, sam, sbm)
     for new_offs, new_masked in [([0, 0, 300, 300], [64, 64, 64, 64]), ([10, 11, 12, 13], [0, 0, 0, 5])]:
         offs.copy_(torch.tensor(new_offs, dtype=torch.int32))
         masked.copy_(torch.tensor(new_masked, dtype=torch.int32))

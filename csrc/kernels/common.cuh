@@ -7,6 +7,12 @@ namespace torch_fp8gemm::sm90 {
 // K extent of one pipeline stage; equals the scale group (1x128 for A, 128x128 for B), so every
 // stage's wgmma partial sums are promoted with exactly one pair of scales.
 constexpr int kBlockK = 128;
+// What the one kernel template computes; only the scheduler and operand addressing differ.
+//   kDense:             out[m, n] = A[m, k] . B[n, k]^T
+//   kGroupedContiguous: MoE, expert g owns rows [ends[g-1], ends[g]) of A/out and B rows [g*n, g*n + n)
+//   kGroupedMasked:     MoE, expert g owns rows [g*max_m, g*max_m + masked_m[g]) of A/out
+enum class GemmKind : int { kDense = 0, kGroupedContiguous = 1, kGroupedMasked = 2 };
+
 // Opt-in shared memory per block on sm_90 (227 KB).
 constexpr int kMaxSmemBytes = 232448;
 

@@ -67,6 +67,11 @@ struct KernelArgs {
   int64_t ldo;
   int num_k_blocks;  // ceil(k / 128)
   int out_fp32;      // 0: bf16 out, 1: fp32 out
+  // Grouped kinds only (m is then the total row count of A/out, b is [G * n, k]):
+  const int32_t* group_rows;     // [G] on the device: contiguous: cumulative row ends; masked: valid rows
+  int num_groups;                // G
+  int64_t rows_per_group;        // masked: max_m (expert g starts at row g * max_m)
+  int64_t b_scale_group_stride;  // floats of b_scale per expert: ceil(n / 128) * num_k_blocks
 };
 
 
@@ -80,7 +85,8 @@ constexpr int num_threads() {
 // group i, registers 4i, 4i+1 hold row (warp*16 + lane/4), columns 8i + 2*(lane%4) + {0,1};
 // registers 4i+2, 4i+3 hold the same columns of row + 8.
 template <typename OutT, int kBlockN>
-__device__ __forceinline__ void store_fragment(const float* acc, const KernelArgs& args, int64_t row0, int64_t col0) {
+__device__ __forceinline__ void store_fragment(const float* acc, const KernelArgs& args, int64_t row0, int64_t col0,
+                                               int64_t row_end) {
   const int lane = threadIdx.x % 32;
   const int warp = (threadIdx.x % 128) / 32;
   const int64_t row = row0 + warp * 16 + lane / 4;
@@ -104,7 +110,7 @@ __device__ __forceinline__ void store_fragment(const float* acc, const KernelArg
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int64_t r = row + 8 * h;
-      if (r >= args.m) continue;
+      if (r >= row_end) continue;
       const float x = acc[4 * i + 2 * h] + b0, y = acc[4 * i + 2 * h + 1] + b1;
       OutT* dst = out + r * args.ldo + col;
       if constexpr (std::is_same_v<OutT, float>) {
@@ -148,7 +154,7 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float x, float y) {
 // of 16 (4x fewer store instructions and L1 wavefronts). Needs (BN / 8) % 4 == 0.
 template <int kBlockN>
 __device__ __forceinline__ void store_fragment_bf16_x16(const float* acc, const KernelArgs& args, int64_t row0,
-                                                        int64_t col0) {
+                                                        int64_t col0, int64_t row_end) {
   static_assert((kBlockN / 8) % 4 == 0, "groups are transposed four at a time");
   const int lane = threadIdx.x % 32;
   const int warp = (threadIdx.x % 128) / 32;
@@ -178,7 +184,7 @@ __device__ __forceinline__ void store_fragment_bf16_x16(const float* acc, const 
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int64_t r = row + 8 * h;
-        if (r < args.m) {
+        if (r < row_end) {
           *reinterpret_cast<uint4*>(out + r * args.ldo + col) = make_uint4(w[h][0], w[h][1], w[h][2], w[h][3]);
         }
       }
@@ -224,7 +230,8 @@ __device__ __forceinline__ void promote(float* acc, const float* t, float sa0, f
   }
 }
 
-template <int kBlockM, int kBlockN, int kNumStages, int kClusterM, int kClusterN>
+template <int kBlockM, int kBlockN, int kNumStages, int kClusterM, int kClusterN,
+          GemmKind kKind = GemmKind::kDense>
 __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1)
     sm90_fp8_gemm_kernel(const __grid_constant__ CUtensorMap tmap_a,    // A   [m, k] fp8, box {128, BM / kClusterN}, 128B swizzle
                          const __grid_constant__ CUtensorMap tmap_b,    // B   [n, k] fp8, box {128, BN / kClusterM}, 128B swizzle
@@ -246,6 +253,7 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
   constexpr bool kSingleScaleRow = (kBlockN <= 128) && (128 % kBlockN == 0);
   using Mma = ptx::WgmmaFp8<kBlockN>;
   using Storage = SharedStorage<kBlockM, kBlockN, kNumStages>;
+  static_assert(kKind == GemmKind::kDense || kClusterSize == 1, "grouped kinds run without clusters");
 
   // The dynamic smem window starts 1024-B aligned when the kernel has no static shared memory
   // (checked below); using the array directly keeps shared-space addressing (LDS, not generic LD).
@@ -278,9 +286,17 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
     __syncthreads();
   }
 
-  DenseScheduler<kBlockM, kBlockN, kClusterM, kClusterN> scheduler(args.m, args.n, static_cast<int>(cta_rank));
+  auto scheduler = [&] {
+    if constexpr (kKind == GemmKind::kDense) {
+      return DenseScheduler<kBlockM, kBlockN, kClusterM, kClusterN>(args.m, args.n, static_cast<int>(cta_rank));
+    } else {
+      return GroupedScheduler<kBlockM, kBlockN, kKind>(args.group_rows, args.num_groups, args.m, args.n,
+                                                        args.rows_per_group);
+    }
+  }();
+  using Tile = typename decltype(scheduler)::Tile;
   const int num_k_blocks = args.num_k_blocks;
-  TileCoord tile;
+  Tile tile;
 
   if (wg == kNumMathWG) {
     // ------------------------------------------------------------------ producer warpgroup
@@ -289,8 +305,12 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
       int stage = 0;
       uint32_t phase = 0;
       while (scheduler.next(tile)) {
-        const int m0 = tile.m_block * kBlockM;
-        const int n0 = tile.n_block * kBlockN;
+        int m0 = tile.m_block * kBlockM;
+        int n0 = tile.n_block * kBlockN;
+        if constexpr (kKind != GemmKind::kDense) {
+          m0 += static_cast<int>(tile.row0);                // the expert's first row
+          n0 += tile.group * static_cast<int>(args.n);      // its weight rows in B [G * n, k]
+        }
         for (int kb = 0; kb < num_k_blocks; ++kb) {
           ptx::mbarrier_wait_parity(&ss.empty[stage], phase ^ 1);
           ptx::mbarrier_arrive_expect_tx(&ss.full[stage], kStageBytes);
@@ -357,18 +377,26 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
     const bool sfb_in_smem = num_k_blocks <= kMaxSfbKBlocks;
     const int wg_thread = static_cast<int>(threadIdx.x % 128);
     const int64_t num_n_scale_blocks = ceil_div<int64_t>(args.n, 128);
-    auto scale_rows = [&](const TileCoord& t, int64_t& nb0, int64_t& nb1) {
+    // The expert's [ceil(n/128), num_k_blocks] block of B scales.
+    auto b_scales_of = [&](const Tile& t) {
+      if constexpr (kKind == GemmKind::kDense) {
+        return args.b_scale;
+      } else {
+        return args.b_scale + t.group * args.b_scale_group_stride;
+      }
+    };
+    auto scale_rows = [&](const Tile& t, int64_t& nb0, int64_t& nb1) {
       const int64_t n0 = static_cast<int64_t>(t.n_block) * kBlockN;
       nb0 = min(n0 / 128, num_n_scale_blocks - 1);  // clamped: phantom tiles lie past n
       nb1 = max(nb0, (min(n0 + kBlockN, args.n) - 1) / 128);
     };
     float pf0 = 0.f, pf1 = 0.f;  // prefetched scales of k-block wg_thread, rows nb0 / nb1
-    auto prefetch_scales = [&](const TileCoord& t) {
+    auto prefetch_scales = [&](const Tile& t) {
       int64_t nb0, nb1;
       scale_rows(t, nb0, nb1);
       if (wg_thread < num_k_blocks) {
-        pf0 = __ldg(args.b_scale + nb0 * num_k_blocks + wg_thread);
-        pf1 = __ldg(args.b_scale + nb1 * num_k_blocks + wg_thread);
+        pf0 = __ldg(b_scales_of(t) + nb0 * num_k_blocks + wg_thread);
+        pf1 = __ldg(b_scales_of(t) + nb1 * num_k_blocks + wg_thread);
       }
     };
     int buf = 0;
@@ -376,7 +404,7 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
     bool has_tile = scheduler.next(tile);
     if (has_tile && sfb_in_smem) prefetch_scales(tile);
     while (has_tile) {
-      TileCoord next_tile;
+      Tile next_tile;
       const bool has_next = scheduler.next(next_tile);
       if (sfb_in_smem) {
         if (wg_thread < num_k_blocks) {
@@ -386,10 +414,19 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
         named_barrier_sync(1 + wg, 128);
         if (has_next) prefetch_scales(next_tile);
       }
-      const int64_t m0 = static_cast<int64_t>(tile.m_block) * kBlockM;
+      int64_t m0 = static_cast<int64_t>(tile.m_block) * kBlockM;
       const int64_t n0 = static_cast<int64_t>(tile.n_block) * kBlockN;
+      if constexpr (kKind != GemmKind::kDense) m0 += tile.row0;
+      // Rows at or past row_end are never stored (dense: m; grouped: the expert's end).
+      auto row_end_of = [&]() -> int64_t {
+        if constexpr (kKind == GemmKind::kDense) {
+          return args.m;
+        } else {
+          return tile.row_end;
+        }
+      };
       // A warpgroup whose 64 rows all lie past m (or whose tile is a phantom) only keeps the ring in step.
-      const bool wg_active = tile.valid && m0 + wg * 64 < args.m;
+      const bool wg_active = tile.valid && m0 + wg * 64 < row_end_of();
       if (!wg_active) {
         for (int kb = 0; kb < num_k_blocks; ++kb) {
           ptx::mbarrier_wait_parity(&ss.full[stage], phase);
@@ -406,8 +443,8 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
       scale_rows(tile, nb0, nb1);
       // 8-column groups that use nb0's scale (the rest use nb1's).
       const int num_former = (nb1 > nb0) ? static_cast<int>((128 - n0 % 128) / 8) : kBlockN / 8;
-      const float* sfb0 = args.b_scale + nb0 * num_k_blocks;
-      const float* sfb1 = args.b_scale + nb1 * num_k_blocks;
+      const float* sfb0 = b_scales_of(tile) + nb0 * num_k_blocks;
+      const float* sfb1 = b_scales_of(tile) + nb1 * num_k_blocks;
       auto next_b_scales = [&](int kb, float& sb0, float& sb1) {
         if (sfb_in_smem) {
           sb0 = ss.sfb[buf][wg][0][kb];
@@ -479,11 +516,11 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
       }
 
       if (args.out_fp32) {
-        store_fragment<float, kBlockN>(acc, args, m0 + wg * 64, n0);
+        store_fragment<float, kBlockN>(acc, args, m0 + wg * 64, n0, row_end_of());
       } else if constexpr ((kBlockN / 8) % 4 == 0) {
-        store_fragment_bf16_x16<kBlockN>(acc, args, m0 + wg * 64, n0);
+        store_fragment_bf16_x16<kBlockN>(acc, args, m0 + wg * 64, n0, row_end_of());
       } else {
-        store_fragment<__nv_bfloat16, kBlockN>(acc, args, m0 + wg * 64, n0);
+        store_fragment<__nv_bfloat16, kBlockN>(acc, args, m0 + wg * 64, n0, row_end_of());
       }
       buf ^= 1;
       tile = next_tile;

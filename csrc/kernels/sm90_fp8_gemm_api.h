@@ -23,4 +23,23 @@ int sm90_fp8_gemm_pick_config(const DenseGemmParams& p);  // the heuristic's cho
 // Launches on p.stream. No host sync, no allocation (must be CUDA-graph capturable).
 // Reports failures by throwing std::runtime_error with a clear message (never exit/abort).
 void sm90_fp8_gemm_dense(const DenseGemmParams& p);
+
+// Mixture-of-Experts GEMMs on the same kernel; experts share n and k.
+enum class GroupedLayout : int { kContiguous = 1, kMasked = 2 };
+struct GroupedGemmParams {
+  // gemm.a [m, k]: the rows of all experts (contiguous: back to back; masked: G blocks of max_m rows),
+  // gemm.b [G * n, k] (the experts' [n, k] weights stacked, ldb its row stride), gemm.b_scale
+  // [G, ceil(n/128), ceil(k/128)] contiguous, gemm.out [m, n]. The caller zero-fills out: the kernel
+  // writes only the rows that belong to an expert. gemm.bias must be nullptr.
+  DenseGemmParams gemm;
+  GroupedLayout layout;
+  const int32_t* group_rows;  // [G] on the device. contiguous: cumulative row ends; masked: rows per expert
+  int num_groups;             // G >= 1
+  int64_t rows_per_group;     // masked: max_m (gemm.m == G * max_m); contiguous: unused
+  int64_t expected_m;         // typical rows per expert: guides the configuration only
+};
+int sm90_fp8_gemm_pick_grouped_config(const GroupedGemmParams& p);  // index into the grouped list
+const char* sm90_fp8_gemm_grouped_config_name(int idx);
+int sm90_fp8_gemm_num_grouped_configs();
+void sm90_fp8_gemm_grouped(const GroupedGemmParams& p);
 }  // namespace torch_fp8gemm

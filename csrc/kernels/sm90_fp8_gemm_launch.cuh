@@ -76,18 +76,20 @@ inline int64_t num_tiles(int64_t m, int64_t n, int block_m, int block_n) {
   return ceil_div<int64_t>(m, block_m) * ceil_div<int64_t>(n, block_n);
 }
 
-// Launches the config on p.stream. Arguments must already be validated.
-template <int kBlockM, int kBlockN, int kClusterM, int kClusterN>
-void launch_dense(const DenseGemmParams& p) {
+// Launches the config on p.stream. Arguments must already be validated. `grouped` describes the
+// experts for the grouped kinds (then p.b is [G * n, k] and p.b_scale [G, ceil(n/128), ceil(k/128)]).
+template <int kBlockM, int kBlockN, int kClusterM, int kClusterN, GemmKind kKind>
+void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped) {
   using Cfg = DenseConfig<kBlockM, kBlockN, kClusterM, kClusterN>;
-  auto kernel = sm90_fp8_gemm_kernel<kBlockM, kBlockN, Cfg::kStages, kClusterM, kClusterN>;
+  auto kernel = sm90_fp8_gemm_kernel<kBlockM, kBlockN, Cfg::kStages, kClusterM, kClusterN, kKind>;
+  const int64_t b_rows = grouped != nullptr ? grouped->num_groups * p.n : p.n;
 
   // With multicast each CTA of the pair loads half of the shared operand's box.
   const CUtensorMap tmap_a =
       make_tensor_map_2d(p.a, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.k, p.m, p.lda, kBlockK, kBlockM / kClusterN,
                          CU_TENSOR_MAP_SWIZZLE_128B, "a");
   const CUtensorMap tmap_b =
-      make_tensor_map_2d(p.b, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.k, p.n, p.ldb, kBlockK, kBlockN / kClusterM,
+      make_tensor_map_2d(p.b, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.k, b_rows, p.ldb, kBlockK, kBlockN / kClusterM,
                          CU_TENSOR_MAP_SWIZZLE_128B, "b");
   const int num_k_blocks = static_cast<int>(ceil_div<int64_t>(p.k, kBlockK));
   const CUtensorMap tmap_sfa =
@@ -104,6 +106,10 @@ void launch_dense(const DenseGemmParams& p) {
   args.ldo = p.ldo;
   args.num_k_blocks = num_k_blocks;
   args.out_fp32 = p.out_kind == OutKind::kFP32 ? 1 : 0;
+  args.group_rows = grouped != nullptr ? grouped->group_rows : nullptr;
+  args.num_groups = grouped != nullptr ? grouped->num_groups : 0;
+  args.rows_per_group = grouped != nullptr ? grouped->rows_per_group : 0;
+  args.b_scale_group_stride = ceil_div<int64_t>(p.n, 128) * num_k_blocks;
 
   int device = 0;
   check_cuda(cudaGetDevice(&device), "cudaGetDevice");
@@ -135,8 +141,10 @@ void launch_dense(const DenseGemmParams& p) {
     max_clusters[device] = count;
   }
 
-  const int64_t tiles = ceil_div<int64_t>(ceil_div<int64_t>(p.m, kBlockM), kClusterM) *
-                        ceil_div<int64_t>(ceil_div<int64_t>(p.n, kBlockN), kClusterN);  // cluster tiles
+  // Cluster tiles. Grouped: the expert sizes live on the device, so take the bound reached when
+  // every expert's rows start a fresh m-block.
+  const int64_t m_blocks = ceil_div<int64_t>(p.m, kBlockM) + (grouped != nullptr ? grouped->num_groups : 0);
+  const int64_t tiles = ceil_div<int64_t>(m_blocks, kClusterM) * ceil_div<int64_t>(ceil_div<int64_t>(p.n, kBlockN), kClusterN);
   int64_t clusters = std::min<int64_t>(tiles, p.num_sms / Cfg::kClusterSize);
   clusters = std::min<int64_t>(clusters, max_clusters[device]);
   clusters = std::max<int64_t>(clusters, 1);
@@ -161,6 +169,16 @@ void launch_dense(const DenseGemmParams& p) {
   cfg.attrs = attr;
   cfg.numAttrs = Cfg::kClusterSize > 1 ? 1 : 0;
   check_cuda(cudaLaunchKernelEx(&cfg, kernel, tmap_a, tmap_b, tmap_sfa, args), "cudaLaunchKernelEx");
+}
+
+template <int kBlockM, int kBlockN, int kClusterM, int kClusterN>
+void launch_dense(const DenseGemmParams& p) {
+  launch_kernel<kBlockM, kBlockN, kClusterM, kClusterN, GemmKind::kDense>(p, nullptr);
+}
+
+template <int kBlockM, int kBlockN, GemmKind kKind>
+void launch_grouped(const GroupedGemmParams& p) {
+  launch_kernel<kBlockM, kBlockN, 1, 1, kKind>(p.gemm, &p);
 }
 
 }  // namespace torch_fp8gemm::sm90

@@ -11,8 +11,8 @@
 namespace torch_fp8gemm {
 namespace {
 
-// Set only by the private op _sm90_dense_forced (tests force every configuration through it).
-thread_local int forced_dense_config = -1;
+// Set only by the private ops _sm90_*(..., config) (tests force every configuration through them).
+thread_local int forced_config = -1;
 
 bool has_sm90_kernels(const at::Device& device) {
   // sm_90a code runs on compute capability 9.0 only; other GPUs take the ATen reference path.
@@ -65,10 +65,80 @@ at::Tensor dense_sm90(const QuantizedOperand& a, const QuantizedOperand& b, cons
   params.ldo = n;
   params.out_kind = out_dtype == at::kFloat ? OutKind::kFP32 : OutKind::kBF16;
   params.num_sms = at::cuda::getDeviceProperties(a.data.device().index())->multiProcessorCount;
-  params.forced_config = forced_dense_config;
+  params.forced_config = forced_config;
   params.stream = at::cuda::getCurrentCUDAStream(a.data.device().index()).stream();
   sm90_fp8_gemm_dense(params);
   return out;
+}
+
+// The experts' weights [G, n, k] as one [G * n, k] operand: TMA needs one row stride for all rows.
+at::Tensor stacked_rows(const at::Tensor& t) {
+  const bool stacked = t.size(1) <= 1 || t.stride(0) == t.size(1) * t.stride(1);
+  return stacked ? t : t.contiguous();
+}
+
+// Fills the shared part of the kernel parameters for a grouped GEMM over `rows` [m, k] of A.
+GroupedGemmParams grouped_params(const at::Tensor& rows, const at::Tensor& row_scales, const at::Tensor& weights,
+                                 const at::Tensor& weight_scales, at::Tensor& out, GroupedLayout layout,
+                                 const at::Tensor& group_rows, int64_t rows_per_group, int64_t expected_m) {
+  GroupedGemmParams p{};
+  DenseGemmParams& g = p.gemm;
+  g.a = rows.data_ptr();
+  g.b = weights.data_ptr();
+  g.a_scale = row_scales.data_ptr<float>();
+  g.b_scale = weight_scales.data_ptr<float>();
+  g.bias = nullptr;
+  g.out = out.data_ptr();
+  g.m = rows.size(0);
+  g.n = weights.size(1);
+  g.k = rows.size(1);
+  g.lda = row_stride(rows);
+  g.ldb = weights.stride(1);  // n >= 8: a real row stride
+  g.a_scale_ld = row_scales.size(1) == 1 ? ceil_div(g.m, 4) * 4 : row_scales.stride(1);
+  g.ldo = g.n;
+  g.out_kind = out.scalar_type() == at::kFloat ? OutKind::kFP32 : OutKind::kBF16;
+  g.num_sms = at::cuda::getDeviceProperties(rows.device().index())->multiProcessorCount;
+  g.forced_config = forced_config;
+  g.stream = at::cuda::getCurrentCUDAStream(rows.device().index()).stream();
+  p.layout = layout;
+  p.group_rows = group_rows.data_ptr<int32_t>();
+  p.num_groups = static_cast<int>(weights.size(0));
+  p.rows_per_group = rows_per_group;
+  p.expected_m = expected_m;
+  return p;
+}
+
+// Grouped kernels; the output is zero-filled first because the kernels write only expert rows.
+at::Tensor grouped_moe_sm90(const QuantizedOperand& a, const QuantizedOperand& b, const at::Tensor& group_offsets,
+                            at::ScalarType out_dtype) {
+  if (!has_sm90_kernels(a.data.device())) return grouped_moe_reference(a, b, group_offsets, out_dtype);
+  auto weights = stacked_rows(b.data);
+  auto weight_scales = b.scale.contiguous();
+  auto row_scales = m_major_scales(a.scale);
+  auto offsets = group_offsets.contiguous();
+  auto out = at::zeros({a.data.size(0), b.data.size(1)}, a.data.options().dtype(out_dtype));
+  const int64_t groups = b.data.size(0);
+  sm90_fp8_gemm_grouped(grouped_params(a.data, row_scales, weights, weight_scales, out, GroupedLayout::kContiguous,
+                                       offsets, 0, ceil_div(a.data.size(0), groups)));
+  return out;
+}
+
+at::Tensor grouped_moe_masked_sm90(const QuantizedOperand& a, const QuantizedOperand& b, const at::Tensor& masked_m,
+                                   int64_t expected_m, at::ScalarType out_dtype) {
+  if (!has_sm90_kernels(a.data.device())) {
+    return grouped_moe_masked_reference(a, b, masked_m, expected_m, out_dtype);
+  }
+  const int64_t groups = a.data.size(0), max_m = a.data.size(1), k = a.data.size(2), n = b.data.size(1);
+  // [G, max_m, k] -> [G * max_m, k]: a view when the experts' blocks are stacked, else a copy.
+  auto rows = stacked_rows(a.data).view({groups * max_m, k});
+  auto row_scales = m_major_scales(a.scale.reshape({groups * max_m, a.scale.size(2)}));
+  auto weights = stacked_rows(b.data);
+  auto weight_scales = b.scale.contiguous();
+  auto counts = masked_m.contiguous();
+  auto out = at::zeros({groups * max_m, n}, a.data.options().dtype(out_dtype));
+  sm90_fp8_gemm_grouped(grouped_params(rows, row_scales, weights, weight_scales, out, GroupedLayout::kMasked, counts,
+                                       max_m, expected_m));
+  return out.view({groups, max_m, n});
 }
 
 at::Tensor dense_cuda(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& a_scale,
@@ -110,11 +180,39 @@ at::Tensor dense_forced_cuda(const at::Tensor& a, const at::Tensor& b, const at:
                              std::optional<at::ScalarType> out_dtype, int64_t config) {
   TORCH_CHECK_VALUE(config >= -1 && config < sm90_fp8_gemm_num_configs(), "fp8gemm::_sm90_dense_forced: expected "
                     "`config` in [-1, ", sm90_fp8_gemm_num_configs(), "), got ", config);
-  forced_dense_config = static_cast<int>(config);
+  forced_config = static_cast<int>(config);
   struct Reset {
-    ~Reset() { forced_dense_config = -1; }
+    ~Reset() { forced_config = -1; }
   } reset;
   return dense_cuda(a, b, a_scale, b_scale, bias, out_dtype);
+}
+
+// Private, until the grouped kernels have passed the GPU tests: the grouped ops on the sm_90a kernels.
+at::Tensor grouped_moe_kernel_cuda(const at::Tensor& a, const at::Tensor& b, const at::Tensor& group_offsets,
+                                   const std::optional<at::Tensor>& a_scale, const std::optional<at::Tensor>& b_scale,
+                                   std::optional<at::ScalarType> out_dtype, int64_t config) {
+  TORCH_CHECK_VALUE(config >= -1 && config < sm90_fp8_gemm_num_grouped_configs(), "fp8gemm::_sm90_grouped_moe: "
+                    "expected `config` in [-1, ", sm90_fp8_gemm_num_grouped_configs(), "), got ", config);
+  const c10::cuda::CUDAGuard guard(a.device());
+  forced_config = static_cast<int>(config);
+  struct Reset {
+    ~Reset() { forced_config = -1; }
+  } reset;
+  return grouped_moe_op(a, b, group_offsets, a_scale, b_scale, out_dtype, &grouped_moe_sm90);
+}
+
+at::Tensor grouped_moe_masked_kernel_cuda(const at::Tensor& a, const at::Tensor& b, const at::Tensor& masked_m,
+                                          int64_t expected_m, const std::optional<at::Tensor>& a_scale,
+                                          const std::optional<at::Tensor>& b_scale,
+                                          std::optional<at::ScalarType> out_dtype, int64_t config) {
+  TORCH_CHECK_VALUE(config >= -1 && config < sm90_fp8_gemm_num_grouped_configs(), "fp8gemm::_sm90_grouped_moe_masked: "
+                    "expected `config` in [-1, ", sm90_fp8_gemm_num_grouped_configs(), "), got ", config);
+  const c10::cuda::CUDAGuard guard(a.device());
+  forced_config = static_cast<int>(config);
+  struct Reset {
+    ~Reset() { forced_config = -1; }
+  } reset;
+  return grouped_moe_masked_op(a, b, masked_m, expected_m, a_scale, b_scale, out_dtype, &grouped_moe_masked_sm90);
 }
 
 std::vector<std::string> sm90_dense_configs() {
@@ -141,10 +239,16 @@ TORCH_LIBRARY_FRAGMENT(fp8gemm, m) {
         "ScalarType? out_dtype=None, int config=-1) -> Tensor");
   m.def("_sm90_dense_configs() -> str[]", &sm90_dense_configs);
   m.def("_sm90_dense_pick_config(int m, int n, int k, int num_sms) -> int", &sm90_dense_pick_config);
+  m.def("_sm90_grouped_moe(Tensor a, Tensor b, Tensor group_offsets, Tensor? a_scale=None, Tensor? b_scale=None, "
+        "ScalarType? out_dtype=None, int config=-1) -> Tensor");
+  m.def("_sm90_grouped_moe_masked(Tensor a, Tensor b, Tensor masked_m, int expected_m, Tensor? a_scale=None, "
+        "Tensor? b_scale=None, ScalarType? out_dtype=None, int config=-1) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(fp8gemm, CUDA, m) {
   m.impl("_sm90_dense_forced", &dense_forced_cuda);
+  m.impl("_sm90_grouped_moe", &grouped_moe_kernel_cuda);
+  m.impl("_sm90_grouped_moe_masked", &grouped_moe_masked_kernel_cuda);
   m.impl("dense", &dense_cuda);
   m.impl("grouped_moe", &grouped_moe_cuda);
   m.impl("grouped_moe_masked", &grouped_moe_masked_cuda);

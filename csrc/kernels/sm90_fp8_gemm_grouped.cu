@@ -1,0 +1,82 @@
+// Grouped (MoE) FP8 GEMM entry points (sm90_fp8_gemm_api.h): the dense kernel template with the
+// grouped scheduler, a small config list and its heuristic.
+//
+// Status: compiled and reviewed, not yet run on a GPU (the op layer keeps the ATen reference for
+// fp8gemm::grouped_moe* until test_grouped_cuda.py passes against these kernels on an H200).
+#include <string>
+
+#include "sm90_fp8_gemm_api.h"
+#include "sm90_fp8_gemm_launch.cuh"
+
+namespace torch_fp8gemm {
+namespace sm90 {
+namespace {
+
+// BLOCK_N = 128 for both: it matches the 128-row weight scale block (one scale row per tile) and
+// the dense measurements put 128-wide tiles ahead on every large shape. BLOCK_M = 64 for experts
+// with few rows (decode: 8-64 rows per expert), 128 otherwise.
+struct GroupedConfigEntry {
+  int block_m;
+  int block_n;
+  void (*contiguous)(const GroupedGemmParams&);
+  void (*masked)(const GroupedGemmParams&);
+};
+
+constexpr GroupedConfigEntry kGroupedConfigs[] = {
+    {64, 128, &launch_grouped<64, 128, GemmKind::kGroupedContiguous>,
+     &launch_grouped<64, 128, GemmKind::kGroupedMasked>},
+    {128, 128, &launch_grouped<128, 128, GemmKind::kGroupedContiguous>,
+     &launch_grouped<128, 128, GemmKind::kGroupedMasked>},
+};
+constexpr int kNumGroupedConfigs = static_cast<int>(sizeof(kGroupedConfigs) / sizeof(kGroupedConfigs[0]));
+
+void require(bool cond, const std::string& what) {
+  if (!cond) throw_error("grouped GEMM: expected " + what);
+}
+
+void validate(const GroupedGemmParams& p) {
+  const DenseGemmParams& g = p.gemm;
+  require(p.layout == GroupedLayout::kContiguous || p.layout == GroupedLayout::kMasked, "a known layout");
+  require(p.num_groups >= 1, "num_groups >= 1, got " + std::to_string(p.num_groups));
+  require(p.group_rows != nullptr, "group_rows on the device");
+  require(g.bias == nullptr, "no bias");
+  require(g.m >= 1 && g.n >= 8 && g.n % 8 == 0 && g.k >= 16 && g.k % 16 == 0,
+          "m >= 1, n % 8 == 0, k % 16 == 0, got m=" + std::to_string(g.m) + " n=" + std::to_string(g.n) +
+              " k=" + std::to_string(g.k));
+  require(static_cast<int64_t>(p.num_groups) * g.n < (int64_t(1) << 31), "G * n < 2^31 (TMA coordinates)");
+  if (p.layout == GroupedLayout::kMasked) {
+    require(p.rows_per_group >= 1 && p.rows_per_group * p.num_groups == g.m, "m == G * max_m");
+  }
+  require(g.lda % 16 == 0 && g.ldb % 16 == 0 && g.a_scale_ld % 4 == 0 && g.a_scale_ld >= g.m,
+          "16-byte aligned rows of a, b and a_scale");
+  require(g.forced_config >= -1 && g.forced_config < kNumGroupedConfigs,
+          "forced_config in [-1, " + std::to_string(kNumGroupedConfigs) + ")");
+}
+
+}  // namespace
+}  // namespace sm90
+
+int sm90_fp8_gemm_num_grouped_configs() { return sm90::kNumGroupedConfigs; }
+
+const char* sm90_fp8_gemm_grouped_config_name(int idx) {
+  static const char* const kNames[] = {"grouped_bm64_bn128", "grouped_bm128_bn128"};
+  static_assert(sizeof(kNames) / sizeof(kNames[0]) == sm90::kNumGroupedConfigs, "one name per config");
+  if (idx < 0 || idx >= sm90::kNumGroupedConfigs) sm90::throw_error("grouped config index out of range");
+  return kNames[idx];
+}
+
+int sm90_fp8_gemm_pick_grouped_config(const GroupedGemmParams& p) {
+  // Rows per expert decide the tile height: a 128-row tile over a 30-row expert wastes 3/4 of its
+  // tensor-core work, while 64-row tiles halve the weight re-use of large experts.
+  const int64_t rows = p.expected_m > 0 ? p.expected_m : p.gemm.m / p.num_groups;
+  return rows <= 64 ? 0 : 1;
+}
+
+void sm90_fp8_gemm_grouped(const GroupedGemmParams& p) {
+  sm90::validate(p);
+  const int idx = p.gemm.forced_config >= 0 ? p.gemm.forced_config : sm90_fp8_gemm_pick_grouped_config(p);
+  const sm90::GroupedConfigEntry& c = sm90::kGroupedConfigs[idx];
+  (p.layout == GroupedLayout::kContiguous ? c.contiguous : c.masked)(p);
+}
+
+}  // namespace torch_fp8gemm
