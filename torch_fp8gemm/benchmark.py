@@ -223,6 +223,101 @@ def benchmark_dense(shapes, iters: int) -> str:
     return table
 
 
+# MoE shapes of shared/ANCHORS.md: contiguous (G, rows per expert, N, K) with group sizes varied
+# +-30% and not padded; masked (G, rows per expert, N, K); DeepSeek-V3 decode with 256 experts.
+MOE_CONTIGUOUS_SHAPES = [(4, 8192, 4096, 7168), (4, 8192, 7168, 2048), (8, 4096, 4096, 7168), (8, 4096, 7168, 2048)]
+MOE_DECODE_256_SHAPES = [(256, rows, n, k) for rows in (8, 16, 32, 64) for n, k in ((4096, 7168), (7168, 2048))]
+MOE_MASKED_SHAPES = [(1, 1024, 4096, 7168), (1, 1024, 7168, 2048), (2, 512, 4096, 7168), (2, 512, 7168, 2048),
+                     (4, 256, 4096, 7168), (4, 256, 7168, 2048)]
+
+
+def _ragged_sizes(groups: int, rows: int, generator: torch.Generator) -> list[int]:
+    """Group sizes of mean `rows`, each varied uniformly by up to +-30%, not padded."""
+    factors = 0.7 + 0.6 * torch.rand(groups, generator=generator)
+    return [max(0, int(round(rows * f))) for f in factors.tolist()]
+
+
+def _grouped_kernel_ops(device: str):
+    """The sm_90a grouped kernels, reached through private ops until they are the default (CUDA builds)."""
+    if torch.device(device).type != "cuda":
+        return None, None
+    return (getattr(torch.ops.fp8gemm, "_sm90_grouped_moe", None),
+            getattr(torch.ops.fp8gemm, "_sm90_grouped_moe_masked", None))
+
+
+def benchmark_moe(iters: int, device: str = "cuda", timer: Optional[KernelTimer] = None) -> str:
+    timer = timer or KernelTimer(device)
+    gen = torch.Generator().manual_seed(0)
+    kernel_op, masked_op = _grouped_kernel_ops(device)
+    header = ["layout", "G", "rows/expert", "N", "K", "ours µs", "ours TFLOP/s", "ours GB/s",
+              "rowwise _scaled_grouped_mm TFLOP/s", "bf16 _grouped_mm TFLOP/s", "dense per expert TFLOP/s",
+              "× rowwise", "× bf16"]
+    rows_out = []
+    cases = [("contiguous", *s) for s in MOE_CONTIGUOUS_SHAPES + MOE_DECODE_256_SHAPES]
+    cases += [("masked", *s) for s in MOE_MASKED_SHAPES]
+    for i, (layout, groups, rows, n, k) in enumerate(cases):
+        _log(f"  [{i + 1}/{len(cases)}] {layout} G={groups} rows/expert={rows} N={n} K={k}")
+        w = torch.randn(groups, n, k, device=device)
+        b, sb = ops.quantize_128x128(w)
+        if layout == "contiguous":
+            sizes = _ragged_sizes(groups, rows, gen)
+            m = sum(sizes)
+            offs = torch.tensor(sizes, dtype=torch.int32).cumsum(0, dtype=torch.int32).to(device)
+            x = torch.randn(m, k, device=device)
+            a, sa = ops.quantize_1x128(x)
+            ours = (lambda: kernel_op(a, b, offs, sa, sb)) if kernel_op else (lambda: ops.grouped_moe(a, b, offs, sa, sb))
+        else:
+            max_m = 2 * rows
+            masked = torch.randint(int(rows * 0.9), int(rows * 1.1) + 1, (groups,), generator=gen, dtype=torch.int32)
+            sizes = masked.tolist()
+            m = sum(sizes)
+            masked = masked.to(device)
+            x = torch.randn(groups, max_m, k, device=device)
+            a, sa = ops.quantize_1x128(x)
+            ours = (lambda: masked_op(a, b, masked, rows, sa, sb)) if masked_op else (
+                lambda: ops.grouped_moe_masked(a, b, masked, rows, sa, sb))
+        flops = 2.0 * m * n * k
+        nbytes = m * k + groups * n * k + 4 * (m * T.ceil_div(k, 128) + sb.numel()) + 2 * m * n
+        ours_us = timer.median_us(ours, iters)
+
+        rowwise_us = bf16_us = dense_us = float("nan")
+        if layout == "contiguous":
+            x_rows = x
+            try:
+                w_fp8 = w.to(T.FP8)
+                a_fp8 = x_rows.to(T.FP8)
+                sa_row = torch.ones(m, device=device)
+                sb_row = torch.ones(groups, n, device=device)
+                rowwise_us = timer.median_us(lambda: torch._scaled_grouped_mm(
+                    a_fp8, w_fp8.transpose(-2, -1), sa_row, sb_row, offs=offs, out_dtype=torch.bfloat16,
+                    use_fast_accum=True), iters)
+            except (RuntimeError, AttributeError) as exc:
+                _log(f"      torch._scaled_grouped_mm unavailable here: {str(exc).splitlines()[0][:100]}")
+            try:
+                xb, wb = x_rows.bfloat16(), w.bfloat16()
+                bf16_us = timer.median_us(lambda: torch._grouped_mm(xb, wb.transpose(-2, -1), offs=offs), iters)
+            except (RuntimeError, AttributeError) as exc:
+                _log(f"      torch._grouped_mm unavailable here: {str(exc).splitlines()[0][:100]}")
+            bounds = [0] + torch.tensor(sizes).cumsum(0).tolist()
+
+            def per_expert():
+                for g in range(groups):
+                    if bounds[g + 1] > bounds[g]:
+                        ops.dense(a[bounds[g]:bounds[g + 1]], b[g], sa[bounds[g]:bounds[g + 1]], sb[g])
+
+            dense_us = timer.median_us(per_expert, max(3, iters // 3))
+
+        tflops = lambda us: flops / us / 1e6  # noqa: E731
+        fmt = lambda us: "n/a" if math.isnan(us) else f"{tflops(us):.0f}"  # noqa: E731
+        ratio = lambda us: "n/a" if math.isnan(us) else f"{us / ours_us:.2f}"  # noqa: E731
+        rows_out.append([layout, str(groups), str(rows), str(n), str(k), f"{ours_us:.1f}", f"{tflops(ours_us):.0f}",
+                         f"{nbytes / ours_us / 1e3:.0f}", fmt(rowwise_us), fmt(bf16_us), fmt(dense_us),
+                         ratio(rowwise_us), ratio(bf16_us)])
+        _log(f"      ours {tflops(ours_us):.0f} TFLOP/s ({ours_us:.1f} µs), rowwise {fmt(rowwise_us)}, bf16 {fmt(bf16_us)}")
+    which = "the sm_90a grouped kernels (private ops)" if kernel_op else "the public ops"
+    return _format_table(header, rows_out) + f"\n\nOurs = {which}. TFLOP/s count real rows only."
+
+
 def _environment() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -236,6 +331,7 @@ def _environment() -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m torch_fp8gemm", description=__doc__)
     parser.add_argument("--shapes", choices=["dsv3", "quick"], default="dsv3", help="dense benchmark shape set")
+    parser.add_argument("--suite", choices=["dense", "moe", "all"], default="dense", help="which benchmarks to run")
     parser.add_argument("--iters", type=int, default=30, help="timed calls per measurement (median)")
     parser.add_argument("--skip-bench", action="store_true", help="only verify")
     parser.add_argument("--results", help="append the tables (markdown) to this file")
@@ -252,12 +348,17 @@ def main(argv=None) -> int:
     _log("\n" + verify_table + "\n")
     report = [f"### {env}", "", f"Command: `python -m torch_fp8gemm {' '.join(argv or sys.argv[1:])}`", "",
               verify_table]
-    if cuda and not args.skip_bench:
+    if cuda and not args.skip_bench and args.suite in ("dense", "all"):
         shapes = DSV3_DENSE_SHAPES if args.shapes == "dsv3" else QUICK_SHAPES
         _log(f"Benchmarking fp8gemm::dense on {len(shapes)} shapes (median of {args.iters}, L2 flushed) ...")
         bench_table = benchmark_dense(shapes, args.iters)
         _log("\n" + bench_table + "\n")
         report += ["", bench_table]
+    if cuda and not args.skip_bench and args.suite in ("moe", "all"):
+        _log(f"Benchmarking the MoE GEMMs (median of {args.iters}, L2 flushed) ...")
+        moe_table = benchmark_moe(args.iters)
+        _log("\n" + moe_table + "\n")
+        report += ["", moe_table]
     if args.results:
         with open(args.results, "a") as f:
             f.write("\n" + "\n".join(report) + "\n")
