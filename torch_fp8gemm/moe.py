@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import ops
-from .nn import quantize_activations
+from .nn import apply_keeping_quantized_dtypes, quantize_activations
 
 __all__ = ["FP8MoEExperts"]
 
@@ -254,17 +254,9 @@ class FP8MoEExperts(nn.Module):
         """As FP8Linear._apply: dtype conversions leave the fp8 weights and float32 scales alone."""
         if not getattr(self, "inference", False):
             return super()._apply(fn, recurse)
-        hidden = {}
-        for name in _PROJECTIONS:
-            hidden[name] = (_FP8, torch.uint8)
-            hidden[f"{name}_scale_inv"] = (torch.float32, torch.int32)
-        for name, (_, as_int) in hidden.items():
-            self._buffers[name] = self._buffers[name].view(as_int)
-        try:
-            return super()._apply(fn, recurse)
-        finally:
-            for name, (dtype, _) in hidden.items():
-                self._buffers[name] = self._buffers[name].view(dtype)
+        return apply_keeping_quantized_dtypes(
+            self, lambda: super(FP8MoEExperts, self)._apply(fn, recurse), _PROJECTIONS
+        )
 
 
 def _as_parameter(t: torch.Tensor) -> nn.Parameter:

@@ -49,6 +49,23 @@ _BLOCK = ops.SCALE_BLOCK
 MIN_FEATURES = 512
 
 
+def apply_keeping_quantized_dtypes(module: nn.Module, apply: Callable[[], nn.Module], weights) -> nn.Module:
+    """Runs ``apply`` (a module's ``nn.Module._apply``) with the fp8 buffers ``weights`` and their
+    ``<name>_scale_inv`` float32 scales viewed as same-width integers, so dtype conversions pass them
+    by while device moves still copy them bit for bit."""
+    hidden = {}
+    for name in weights:
+        hidden[name] = (_FP8, torch.uint8)
+        hidden[f"{name}_scale_inv"] = (torch.float32, torch.int32)
+    for name, (_, as_int) in hidden.items():
+        module._buffers[name] = module._buffers[name].view(as_int)
+    try:
+        return apply()
+    finally:
+        for name, (dtype, _) in hidden.items():
+            module._buffers[name] = module._buffers[name].view(dtype)
+
+
 def _check_features(in_features: int, out_features: int, *, where: str = "FP8Linear") -> None:
     """The kernels' alignment rules, as ValueErrors naming the argument (see README, "Shapes")."""
     if in_features % 16 != 0:
@@ -245,14 +262,7 @@ class FP8Linear(nn.Linear):
         """
         if not getattr(self, "inference", False):  # also while nn.Linear.__init__ runs
             return super()._apply(fn, recurse)
-        hidden = {"weight": (_FP8, torch.uint8), "weight_scale_inv": (torch.float32, torch.int32)}
-        for name, (_, as_int) in hidden.items():
-            self._buffers[name] = self._buffers[name].view(as_int)
-        try:
-            return super()._apply(fn, recurse)
-        finally:
-            for name, (dtype, _) in hidden.items():
-                self._buffers[name] = self._buffers[name].view(dtype)
+        return apply_keeping_quantized_dtypes(self, lambda: super(FP8Linear, self)._apply(fn, recurse), ("weight",))
 
 
 # --------------------------------------------------------------------------------------------

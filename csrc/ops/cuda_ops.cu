@@ -174,16 +174,21 @@ std::tuple<at::Tensor, at::Tensor> quantize_128x128_cuda(const at::Tensor& w) {
   return quantize_128x128_op(w);
 }
 
+// Forces configuration `config` (-1: the heuristic) on this thread for the scope of one private op.
+struct ForcedConfig {
+  ForcedConfig(const char* op, int64_t config, int num_configs) {
+    TORCH_CHECK_VALUE(config >= -1 && config < num_configs, op, ": expected `config` in [-1, ", num_configs,
+                      "), got ", config);
+    forced_config = static_cast<int>(config);
+  }
+  ~ForcedConfig() { forced_config = -1; }
+};
+
 // Private, for tests and tuning: fp8gemm::dense with configuration `config` forced.
 at::Tensor dense_forced_cuda(const at::Tensor& a, const at::Tensor& b, const at::Tensor& a_scale,
                              const at::Tensor& b_scale, const std::optional<at::Tensor>& bias,
                              std::optional<at::ScalarType> out_dtype, int64_t config) {
-  TORCH_CHECK_VALUE(config >= -1 && config < sm90_fp8_gemm_num_configs(), "fp8gemm::_sm90_dense_forced: expected "
-                    "`config` in [-1, ", sm90_fp8_gemm_num_configs(), "), got ", config);
-  forced_config = static_cast<int>(config);
-  struct Reset {
-    ~Reset() { forced_config = -1; }
-  } reset;
+  const ForcedConfig forced("fp8gemm::_sm90_dense_forced", config, sm90_fp8_gemm_num_configs());
   return dense_cuda(a, b, a_scale, b_scale, bias, out_dtype);
 }
 
@@ -191,13 +196,8 @@ at::Tensor dense_forced_cuda(const at::Tensor& a, const at::Tensor& b, const at:
 at::Tensor grouped_moe_kernel_cuda(const at::Tensor& a, const at::Tensor& b, const at::Tensor& group_offsets,
                                    const std::optional<at::Tensor>& a_scale, const std::optional<at::Tensor>& b_scale,
                                    std::optional<at::ScalarType> out_dtype, int64_t config) {
-  TORCH_CHECK_VALUE(config >= -1 && config < sm90_fp8_gemm_num_grouped_configs(), "fp8gemm::_sm90_grouped_moe: "
-                    "expected `config` in [-1, ", sm90_fp8_gemm_num_grouped_configs(), "), got ", config);
+  const ForcedConfig forced("fp8gemm::_sm90_grouped_moe", config, sm90_fp8_gemm_num_grouped_configs());
   const c10::cuda::CUDAGuard guard(a.device());
-  forced_config = static_cast<int>(config);
-  struct Reset {
-    ~Reset() { forced_config = -1; }
-  } reset;
   return grouped_moe_op(a, b, group_offsets, a_scale, b_scale, out_dtype, &grouped_moe_sm90);
 }
 
@@ -205,13 +205,8 @@ at::Tensor grouped_moe_masked_kernel_cuda(const at::Tensor& a, const at::Tensor&
                                           int64_t expected_m, const std::optional<at::Tensor>& a_scale,
                                           const std::optional<at::Tensor>& b_scale,
                                           std::optional<at::ScalarType> out_dtype, int64_t config) {
-  TORCH_CHECK_VALUE(config >= -1 && config < sm90_fp8_gemm_num_grouped_configs(), "fp8gemm::_sm90_grouped_moe_masked: "
-                    "expected `config` in [-1, ", sm90_fp8_gemm_num_grouped_configs(), "), got ", config);
+  const ForcedConfig forced("fp8gemm::_sm90_grouped_moe_masked", config, sm90_fp8_gemm_num_grouped_configs());
   const c10::cuda::CUDAGuard guard(a.device());
-  forced_config = static_cast<int>(config);
-  struct Reset {
-    ~Reset() { forced_config = -1; }
-  } reset;
   return grouped_moe_masked_op(a, b, masked_m, expected_m, a_scale, b_scale, out_dtype, &grouped_moe_masked_sm90);
 }
 
