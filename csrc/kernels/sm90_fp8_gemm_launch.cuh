@@ -72,6 +72,28 @@ struct DenseConfig {
   static_assert(kSmemBytes <= kMaxSmemBytes, "shared storage exceeds the 227 KB opt-in limit");
 };
 
+// Launch configuration of `grid_ctas` CTAs in clusters of `cluster_size` along x (no cluster
+// attribute when 1). cfg.attrs points into this object, so it is neither copied nor moved.
+struct ClusterLaunch {
+  cudaLaunchConfig_t cfg = {};
+  cudaLaunchAttribute attr[1];
+
+  ClusterLaunch(unsigned grid_ctas, int threads, size_t smem_bytes, int cluster_size, cudaStream_t stream) {
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = cluster_size;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.gridDim = dim3(grid_ctas, 1, 1);
+    cfg.blockDim = dim3(threads, 1, 1);
+    cfg.dynamicSmemBytes = smem_bytes;
+    cfg.stream = stream;
+    cfg.attrs = attr;
+    cfg.numAttrs = cluster_size > 1 ? 1 : 0;
+  }
+  ClusterLaunch(const ClusterLaunch&) = delete;
+  ClusterLaunch& operator=(const ClusterLaunch&) = delete;
+};
+
 inline int64_t num_tiles(int64_t m, int64_t n, int block_m, int block_n) {
   return ceil_div<int64_t>(m, block_m) * ceil_div<int64_t>(n, block_n);
 }
@@ -124,18 +146,8 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped) {
                "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
     int count = 1 << 30;
     if constexpr (Cfg::kClusterSize > 1) {
-      cudaLaunchConfig_t qcfg = {};
-      cudaLaunchAttribute qattr[1];
-      qattr[0].id = cudaLaunchAttributeClusterDimension;
-      qattr[0].val.clusterDim.x = Cfg::kClusterSize;
-      qattr[0].val.clusterDim.y = 1;
-      qattr[0].val.clusterDim.z = 1;
-      qcfg.gridDim = dim3(Cfg::kClusterSize * 66, 1, 1);
-      qcfg.blockDim = dim3(Cfg::kThreads, 1, 1);
-      qcfg.dynamicSmemBytes = Cfg::kSmemBytes;
-      qcfg.attrs = qattr;
-      qcfg.numAttrs = 1;
-      check_cuda(cudaOccupancyMaxActiveClusters(&count, kernel, &qcfg), "cudaOccupancyMaxActiveClusters");
+      const ClusterLaunch query(Cfg::kClusterSize * 66, Cfg::kThreads, Cfg::kSmemBytes, Cfg::kClusterSize, nullptr);
+      check_cuda(cudaOccupancyMaxActiveClusters(&count, kernel, &query.cfg), "cudaOccupancyMaxActiveClusters");
       if (count < 1) throw_error("no cluster of this config fits on the device");
     }
     max_clusters[device] = count;
@@ -156,19 +168,9 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped) {
                  static_cast<long long>(clusters * Cfg::kClusterSize), max_clusters[device]);
   }
 
-  cudaLaunchConfig_t cfg = {};
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = Cfg::kClusterSize;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.gridDim = dim3(static_cast<unsigned>(clusters * Cfg::kClusterSize), 1, 1);
-  cfg.blockDim = dim3(Cfg::kThreads, 1, 1);
-  cfg.dynamicSmemBytes = Cfg::kSmemBytes;
-  cfg.stream = p.stream;
-  cfg.attrs = attr;
-  cfg.numAttrs = Cfg::kClusterSize > 1 ? 1 : 0;
-  check_cuda(cudaLaunchKernelEx(&cfg, kernel, tmap_a, tmap_b, tmap_sfa, args), "cudaLaunchKernelEx");
+  const ClusterLaunch launch(static_cast<unsigned>(clusters * Cfg::kClusterSize), Cfg::kThreads, Cfg::kSmemBytes,
+                             Cfg::kClusterSize, p.stream);
+  check_cuda(cudaLaunchKernelEx(&launch.cfg, kernel, tmap_a, tmap_b, tmap_sfa, args), "cudaLaunchKernelEx");
 }
 
 template <int kBlockM, int kBlockN, int kClusterM, int kClusterN>
