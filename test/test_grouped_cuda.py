@@ -10,7 +10,7 @@ from conftest import HAS_SM90
 
 pytestmark = pytest.mark.skipif(not HAS_SM90, reason="needs an sm_90 GPU")
 
-# "op": the public ops (the ATen reference on CUDA until the grouped kernels are switched on);
+# "op": the public ops (the sm_90a grouped kernels with the heuristic's configuration);
 # "kernel:<config>": the sm_90a grouped kernels through the private ops, each configuration forced.
 IMPLS = ["op", "kernel:-1", "kernel:0", "kernel:1"]
 
@@ -111,21 +111,8 @@ def test_masked(impl, groups, max_m):
         _check(out, expected, out_dtype, f"{impl} G={groups} max_m={max_m} {out_dtype}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="grouped_moe still runs the ATen reference on CUDA, which reads the offsets on the host and so "
-    "cannot be captured; the grouped kernels of issue 4 make it capturable (remove this mark then)",
-)
-def test_cuda_graph_replay_with_new_offsets_and_masks():
-    _graph_replay("op")
-
-
-@pytest.mark.parametrize("impl", IMPLS[1:])
-def test_kernel_cuda_graph_replay_with_new_offsets_and_masks(impl):
-    _graph_replay(impl)
-
-
-def _graph_replay(impl):
+@pytest.mark.parametrize("impl", IMPLS)
+def test_cuda_graph_replay_with_new_offsets_and_masks(impl):
     groups, n, k, m = 4, 576, 512, 300
     a, sa, b, sb = operands(m, n, k, groups)
     offs = torch.tensor([50, 100, 200, 290], dtype=torch.int32, device="cuda")

@@ -8,7 +8,7 @@ from torch._dynamo.testing import CompileCounterWithBackend
 from torch_fp8gemm import testing as T
 from torch_fp8gemm.moe import FP8MoEExperts
 
-from conftest import requires_cuda
+from conftest import requires_cuda, requires_sm90
 
 E, H, I = 4, 256, 144  # I = 144: the gate/up boundary falls inside a 128-row scale block
 
@@ -154,12 +154,7 @@ def test_export_dynamic_tokens():
         torch.testing.assert_close(exported.module()(x, index, weights), experts(x, index, weights))
 
 
-@requires_cuda
-@pytest.mark.xfail(
-    strict=True,
-    reason="fp8gemm::grouped_moe still runs the ATen reference on CUDA, which reads the offsets on the host "
-    "and cannot be captured in a CUDA graph; the grouped kernels of issue 4 fix this (remove this mark then)",
-)
+@requires_sm90
 def test_cuda_graphs_reduce_overhead():
     experts = FP8MoEExperts(8, 512, 256, device="cuda", dtype=torch.bfloat16, inference=True)
     compiled = torch.compile(experts, mode="reduce-overhead", fullgraph=True)

@@ -34,15 +34,25 @@ constexpr int kMaxSfbKBlocks = 128;
 
 // Shared memory of one CTA. The host takes sizeof() of this struct, so device offsets and the
 // launch's smem size come from one definition.
-template <int kBlockM, int kBlockN, int kNumStages>
+// A-scale rows are loaded by TMA from [kb, m] fp32 at column m0, whose byte offset must be 16-byte
+// aligned. Dense tiles start at multiples of 64 rows; grouped tiles start at an expert's first row
+// (any row: no padding of group sizes), so their box starts at m0 rounded down to 4 rows and is
+// kSfaSlack = 4 floats wider; the math warpgroups read it shifted by m0 % 4.
+template <GemmKind kKind>
+inline constexpr int kSfaSlackOf = kKind == GemmKind::kDense ? 0 : 4;
+
+template <int kBlockM, int kBlockN, int kNumStages, int kSfaSlack = 0>
 struct SharedStorage {
   static_assert(kBlockN % 8 == 0, "BLOCK_N must be a multiple of 8 so B stages stay 1024-B aligned");
   static_assert(kBlockM % 64 == 0, "BLOCK_M is a multiple of the 64-row wgmma");
   // 128B-swizzled operand tiles: [rows][128 bytes], 8-row atoms of 1024 B, atoms 1024-B aligned.
   alignas(1024) uint8_t a[kNumStages][kBlockM * kBlockK];
   alignas(1024) uint8_t b[kNumStages][kBlockN * kBlockK];
-  // A scales of the stage's K block: sfa[s][r] = a_scale[kb, m0 + r] (TMA, same barrier as A/B).
-  alignas(128) float sfa[kNumStages][kBlockM];
+  // A scales of the stage's K block: sfa[s][r] = a_scale[kb, (m0 & ~3) + r] (TMA, same barrier as
+  // A/B); (m0 & ~3) == m0 without slack. Rows are padded to 128 B: a TMA destination must be
+  // 128-byte aligned.
+  static constexpr int kSfaRowFloats = (kBlockM + kSfaSlack + 31) / 32 * 32;
+  alignas(128) float sfa[kNumStages][kSfaRowFloats];
   // B scales of a tile, per math warpgroup, double-buffered across tiles: sfb[buf][wg][row][kb],
   // row 0 = scale block n0 / 128, row 1 = the block the tile's last valid column falls in.
   float sfb[2][kBlockM / 64][2][kMaxSfbKBlocks];
@@ -51,9 +61,9 @@ struct SharedStorage {
 };
 
 // Largest stage count whose SharedStorage fits the opt-in limit, capped.
-template <int kBlockM, int kBlockN, int kCap = 12>
+template <int kBlockM, int kBlockN, int kSfaSlack = 0, int kCap = 12>
 constexpr int max_stages() {
-  constexpr int per_stage = kBlockM * kBlockK + kBlockN * kBlockK + kBlockM * 4 + 16;
+  constexpr int per_stage = kBlockM * kBlockK + kBlockN * kBlockK + (kBlockM + kSfaSlack + 31) / 32 * 128 + 16;
   constexpr int fixed = 2 * (kBlockM / 64) * 2 * kMaxSfbKBlocks * 4 + 1024;  // sfb + alignment padding
   int s = (kMaxSmemBytes - fixed) / per_stage;
   return s > kCap ? kCap : s;
@@ -235,7 +245,7 @@ template <int kBlockM, int kBlockN, int kNumStages, int kClusterM, int kClusterN
 __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1)
     sm90_fp8_gemm_kernel(const __grid_constant__ CUtensorMap tmap_a,    // A   [m, k] fp8, box {128, BM / kClusterN}, 128B swizzle
                          const __grid_constant__ CUtensorMap tmap_b,    // B   [n, k] fp8, box {128, BN / kClusterM}, 128B swizzle
-                         const __grid_constant__ CUtensorMap tmap_sfa,  // SFA [kb, m] fp32, box {BM, 1}
+                         const __grid_constant__ CUtensorMap tmap_sfa,  // SFA [kb, m] fp32, box {BM + slack, 1}
                          const KernelArgs args) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
   constexpr int kNumMathWG = kBlockM / 64;
@@ -248,11 +258,12 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
   constexpr int kRowsB = kMulticastB ? kBlockN / 2 : kBlockN;
   static_assert(kRowsA % 8 == 0 && kRowsB % 8 == 0, "multicast halves must stay 1024-B aligned");
   // Bytes that land in this CTA's stage per K block (own loads + the peer's multicast half).
-  constexpr uint32_t kStageBytes = kBlockM * kBlockK + kBlockN * kBlockK + kBlockM * 4;
+  constexpr int kSfaSlack = kSfaSlackOf<kKind>;
+  constexpr uint32_t kStageBytes = kBlockM * kBlockK + kBlockN * kBlockK + (kBlockM + kSfaSlack) * 4;
   // 128 % BN == 0: a tile never straddles two 128-row scale blocks of B.
   constexpr bool kSingleScaleRow = (kBlockN <= 128) && (128 % kBlockN == 0);
   using Mma = ptx::WgmmaFp8<kBlockN>;
-  using Storage = SharedStorage<kBlockM, kBlockN, kNumStages>;
+  using Storage = SharedStorage<kBlockM, kBlockN, kNumStages, kSfaSlack>;
   static_assert(kKind == GemmKind::kDense || kClusterSize == 1, "grouped kinds run without clusters");
 
   // The dynamic smem window starts 1024-B aligned when the kernel has no static shared memory
@@ -327,7 +338,7 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
           } else {
             ptx::tma_load_2d(ss.b[stage], &tmap_b, &ss.full[stage], k0, n0);
           }
-          ptx::tma_load_2d(ss.sfa[stage], &tmap_sfa, &ss.full[stage], m0, kb);
+          ptx::tma_load_2d(ss.sfa[stage], &tmap_sfa, &ss.full[stage], kSfaSlack > 0 ? (m0 & ~3) : m0, kb);
           if (++stage == kNumStages) stage = 0, phase ^= 1;
         }
       }
@@ -417,6 +428,7 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
       int64_t m0 = static_cast<int64_t>(tile.m_block) * kBlockM;
       const int64_t n0 = static_cast<int64_t>(tile.n_block) * kBlockN;
       if constexpr (kKind != GemmKind::kDense) m0 += tile.row0;
+      const int sfa_shift = kSfaSlack > 0 ? static_cast<int>(m0 & 3) : 0;  // see kSfaSlackOf
       // Rows at or past row_end are never stored (dense: m; grouped: the expert's end).
       auto row_end_of = [&]() -> int64_t {
         if constexpr (kKind == GemmKind::kDense) {
@@ -466,7 +478,7 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
         int cur_stage, nxt_stage;
         auto wait_and_issue = [&](float* t, float& a0, float& a1, int& s_out) {
           ptx::mbarrier_wait_parity(&ss.full[stage], phase);
-          a0 = ss.sfa[stage][sfa_row], a1 = ss.sfa[stage][sfa_row + 8];
+          a0 = ss.sfa[stage][sfa_shift + sfa_row], a1 = ss.sfa[stage][sfa_shift + sfa_row + 8];
           issue_k_block<Mma>(a_addr(stage), b_addr(stage), t);
           s_out = stage;
           advance();
@@ -504,7 +516,7 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
           next_b_scales(kb, sb0, sb1);
           ptx::mbarrier_wait_parity(&ss.full[stage], phase);
           // Read the A scales before the stage can be released.
-          const float sa0 = ss.sfa[stage][sfa_row], sa1 = ss.sfa[stage][sfa_row + 8];
+          const float sa0 = ss.sfa[stage][sfa_shift + sfa_row], sa1 = ss.sfa[stage][sfa_shift + sfa_row + 8];
           issue_k_block<Mma>(a_addr(stage), b_addr(stage), tmp0);
           ptx::wgmma_wait_group<0>();
 #pragma unroll

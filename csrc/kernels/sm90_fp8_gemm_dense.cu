@@ -28,7 +28,7 @@ struct ConfigEntry {
 };
 
 #define TORCH_FP8GEMM_CONFIG_ENTRY(BM, BN, CM, CN) \
-  {BM, BN, CM, CN, DenseConfig<BM, BN, CM, CN>::kStages, &launch_dense<BM, BN, CM, CN>},
+  {BM, BN, CM, CN, KernelConfig<BM, BN, CM, CN, GemmKind::kDense>::kStages, &launch_dense<BM, BN, CM, CN>},
 constexpr ConfigEntry kConfigs[] = {TORCH_FP8GEMM_SM90_DENSE_CONFIGS(TORCH_FP8GEMM_CONFIG_ENTRY)};
 #undef TORCH_FP8GEMM_CONFIG_ENTRY
 constexpr int kNumConfigs = static_cast<int>(sizeof(kConfigs) / sizeof(kConfigs[0]));

@@ -62,12 +62,13 @@ inline CUtensorMap make_tensor_map_2d(const void* base, CUtensorMapDataType dtyp
   return map;
 }
 
-template <int kBlockM, int kBlockN, int kClusterM, int kClusterN>
-struct DenseConfig {
-  static constexpr int kStages = max_stages<kBlockM, kBlockN>();
+template <int kBlockM, int kBlockN, int kClusterM, int kClusterN, GemmKind kKind>
+struct KernelConfig {
+  static constexpr int kSfaSlack = kSfaSlackOf<kKind>;
+  static constexpr int kStages = max_stages<kBlockM, kBlockN, kSfaSlack>();
   static constexpr int kThreads = num_threads<kBlockM, kBlockN, kStages>();
   static constexpr int kClusterSize = kClusterM * kClusterN;
-  static constexpr size_t kSmemBytes = sizeof(SharedStorage<kBlockM, kBlockN, kStages>);
+  static constexpr size_t kSmemBytes = sizeof(SharedStorage<kBlockM, kBlockN, kStages, kSfaSlack>);
   static_assert(kStages >= 3, "fewer than 3 stages cannot hide TMA latency");
   static_assert(kSmemBytes <= kMaxSmemBytes, "shared storage exceeds the 227 KB opt-in limit");
 };
@@ -102,7 +103,7 @@ inline int64_t num_tiles(int64_t m, int64_t n, int block_m, int block_n) {
 // experts for the grouped kinds (then p.b is [G * n, k] and p.b_scale [G, ceil(n/128), ceil(k/128)]).
 template <int kBlockM, int kBlockN, int kClusterM, int kClusterN, GemmKind kKind>
 void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped) {
-  using Cfg = DenseConfig<kBlockM, kBlockN, kClusterM, kClusterN>;
+  using Cfg = KernelConfig<kBlockM, kBlockN, kClusterM, kClusterN, kKind>;
   auto kernel = sm90_fp8_gemm_kernel<kBlockM, kBlockN, Cfg::kStages, kClusterM, kClusterN, kKind>;
   const int64_t b_rows = grouped != nullptr ? grouped->num_groups * p.n : p.n;
 
@@ -115,7 +116,8 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped) {
                          CU_TENSOR_MAP_SWIZZLE_128B, "b");
   const int num_k_blocks = static_cast<int>(ceil_div<int64_t>(p.k, kBlockK));
   const CUtensorMap tmap_sfa =
-      make_tensor_map_2d(p.a_scale, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, p.m, num_k_blocks, p.a_scale_ld * 4, kBlockM, 1,
+      make_tensor_map_2d(p.a_scale, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, p.m, num_k_blocks, p.a_scale_ld * 4,
+                         kBlockM + Cfg::kSfaSlack, 1,
                          CU_TENSOR_MAP_SWIZZLE_NONE, "a_scale");
 
   KernelArgs args;

@@ -1,6 +1,6 @@
 // CUDA registrations of the fp8gemm ops. Every op runs on the current stream of its inputs' device
-// under a device guard. GEMMs go to the sm_90a kernels where they apply; elsewhere (other GPUs,
-// grouped layouts until their kernels land) the ATen reference runs on the GPU.
+// under a device guard. GEMMs go to the sm_90a kernels on compute capability 9.0; on other GPUs the
+// ATen reference runs on the GPU.
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
@@ -152,7 +152,7 @@ at::Tensor grouped_moe_cuda(const at::Tensor& a, const at::Tensor& b, const at::
                             const std::optional<at::Tensor>& a_scale, const std::optional<at::Tensor>& b_scale,
                             std::optional<at::ScalarType> out_dtype) {
   const c10::cuda::CUDAGuard guard(a.device());
-  return grouped_moe_op(a, b, group_offsets, a_scale, b_scale, out_dtype, &grouped_moe_reference);
+  return grouped_moe_op(a, b, group_offsets, a_scale, b_scale, out_dtype, &grouped_moe_sm90);
 }
 
 at::Tensor grouped_moe_masked_cuda(const at::Tensor& a, const at::Tensor& b, const at::Tensor& masked_m,
@@ -160,8 +160,7 @@ at::Tensor grouped_moe_masked_cuda(const at::Tensor& a, const at::Tensor& b, con
                                    const std::optional<at::Tensor>& b_scale,
                                    std::optional<at::ScalarType> out_dtype) {
   const c10::cuda::CUDAGuard guard(a.device());
-  return grouped_moe_masked_op(a, b, masked_m, expected_m, a_scale, b_scale, out_dtype,
-                               &grouped_moe_masked_reference);
+  return grouped_moe_masked_op(a, b, masked_m, expected_m, a_scale, b_scale, out_dtype, &grouped_moe_masked_sm90);
 }
 
 std::tuple<at::Tensor, at::Tensor> quantize_1x128_cuda(const at::Tensor& x) {
@@ -192,7 +191,7 @@ at::Tensor dense_forced_cuda(const at::Tensor& a, const at::Tensor& b, const at:
   return dense_cuda(a, b, a_scale, b_scale, bias, out_dtype);
 }
 
-// Private, until the grouped kernels have passed the GPU tests: the grouped ops on the sm_90a kernels.
+// Private, for tests and tuning: the grouped ops with grouped configuration `config` forced.
 at::Tensor grouped_moe_kernel_cuda(const at::Tensor& a, const at::Tensor& b, const at::Tensor& group_offsets,
                                    const std::optional<at::Tensor>& a_scale, const std::optional<at::Tensor>& b_scale,
                                    std::optional<at::ScalarType> out_dtype, int64_t config) {
