@@ -20,11 +20,14 @@ def _fp8_samples(device):
     offs = torch.tensor([10, 10, 33], dtype=torch.int32, device=device)
     ma, mas, mb, mbs = [t.to(device) for t in T.random_fp8_operands(16, 136, 256, a_lead=(2,), b_lead=(2,))]
     masked = torch.tensor([0, 9], dtype=torch.int32, device=device)
+    r1, r1_scale = T.quantize_1x128_torch(torch.randn(33, 384, device=device))
+    r2, r2_scale = T.quantize_1x128_torch(torch.randn(136, 384, device=device))
     return [
         (torch.ops.fp8gemm.dense.default, (a, b, a_scale, b_scale), {}),
         (torch.ops.fp8gemm.dense.default, (a, b), {"a_scale": a_scale, "b_scale": b_scale, "out_dtype": torch.float32}),
         (torch.ops.fp8gemm.grouped_moe.default, (ga, gb, offs, gas, gbs), {}),
         (torch.ops.fp8gemm.grouped_moe_masked.default, (ma, mb, masked, 8, mas, mbs), {}),
+        (torch.ops.fp8gemm.dense_1x128.default, (r1, r2, r1_scale, r2_scale), {}),
     ]
 
 
@@ -39,6 +42,10 @@ def _high_precision_samples(device, requires_grad):
         (torch.ops.fp8gemm.dense.default, (hp(7, 128), hp(8, 128)), {"out_dtype": torch.float32}),
         (torch.ops.fp8gemm.grouped_moe.default, (hp(40, 256), hp(3, 136, 256), offs), {}),
         (torch.ops.fp8gemm.grouped_moe_masked.default, (hp(2, 16, 256), hp(2, 136, 256), masked, 8), {}),
+        (torch.ops.fp8gemm.dense_1x128.default, (hp(33, 256), hp(136, 256)), {"out_dtype": torch.float32}),
+        # a backward-only op (no double backward): inputs never require grad
+        (torch.ops.fp8gemm.grouped_moe_wgrad.default,
+         (torch.randn(40, 136, device=device), torch.randn(40, 256, device=device), offs, 3), {}),
         (torch.ops.fp8gemm.quantize_1x128.default, (torch.randn(3, 5, 300, device=device),), {}),
         (torch.ops.fp8gemm.quantize_128x128.default, (torch.randn(2, 200, 300, device=device),), {}),
     ]

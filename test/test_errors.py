@@ -125,3 +125,25 @@ def test_grouped_moe_masked_rejects(desc, kwargs, fragment):
 def test_quantize_rejects(op, arg, fragment):
     with pytest.raises(ValueError, match=_re(fragment)):
         op(arg)
+
+
+def _dense_1x128_args(m=8, n=136, k=256):
+    a, a_scale = T.quantize_1x128_torch(torch.randn(m, k))
+    b, b_scale = T.quantize_1x128_torch(torch.randn(n, k))
+    return dict(a=a, b=b, a_scale=a_scale, b_scale=b_scale)
+
+
+_base_1x128 = _dense_1x128_args()
+DENSE_1X128_CASES = [
+    ("b_scale per block", dict(_base_1x128, b_scale=torch.ones(2, 2)), "`b_scale` of shape [136, 2] ([N, ceil(K/128)]"),
+    ("a_scale wrong shape", dict(_base_1x128, a_scale=torch.ones(8, 1)), "`a_scale` of shape [8, 2]"),
+    ("K not multiple of 16", _dense_1x128_args(k=136), "K (the last dim of `a` and `b`) to be a multiple of 16"),
+    ("N not multiple of 8", _dense_1x128_args(n=130), "N (`b`.size(-2)) to be a multiple of 8"),
+    ("fp8 b without scale", dict(_base_1x128, b_scale=None), "`b_scale` when `b` is float8_e4m3fn"),
+]
+
+
+@pytest.mark.parametrize("desc,kwargs,fragment", DENSE_1X128_CASES, ids=[c[0] for c in DENSE_1X128_CASES])
+def test_dense_1x128_rejects(desc, kwargs, fragment):
+    with pytest.raises(ValueError, match=r"^fp8gemm::dense_1x128: expected .*" + _re(fragment)):
+        torch.ops.fp8gemm.dense_1x128(**kwargs)

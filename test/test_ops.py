@@ -179,3 +179,15 @@ def test_the_reference_detects_wrong_answers():
     expected = T.reference_dense(a, a_scale, b, b_scale)
     wrong = fg.dense(a, b, a_scale, b_scale.t().contiguous(), out_dtype=torch.float32)
     assert T.relative_error(wrong, expected) > 1e-2
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_quantizers_return_contiguous_fp8_for_transposed_inputs(device):
+    # multiples of 128: nothing pads, so a strided view could leak through
+    w = torch.randn(256, 384, device=device).t()
+    for quantize in (fg.quantize_1x128, fg.quantize_128x128):
+        data, _ = quantize(w)
+        assert data.is_contiguous(), quantize.__name__
+        ref, _ = quantize(w.contiguous())
+        assert torch.equal(data.view(torch.uint8), ref.view(torch.uint8))
+

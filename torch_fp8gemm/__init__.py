@@ -19,8 +19,10 @@ except ImportError as exc:  # pragma: no cover - only without a build
 from .ops import (  # noqa: E402
     cuda_kernels_built,
     dense,
+    dense_1x128,
     grouped_moe,
     grouped_moe_masked,
+    grouped_moe_wgrad,
     quantize_1x128,
     quantize_128x128,
 )
@@ -34,8 +36,10 @@ __all__ = [
     "convert",
     "cuda_kernels_built",
     "dense",
+    "dense_1x128",
     "grouped_moe",
     "grouped_moe_masked",
+    "grouped_moe_wgrad",
     "quantize_1x128",
     "quantize_128x128",
 ]

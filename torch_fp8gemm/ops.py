@@ -20,8 +20,10 @@ from . import _C  # noqa: F401  (registers the schemas before the registrations 
 __all__ = [
     "cuda_kernels_built",
     "dense",
+    "dense_1x128",
     "grouped_moe",
     "grouped_moe_masked",
+    "grouped_moe_wgrad",
     "quantize_1x128",
     "quantize_128x128",
 ]
@@ -61,6 +63,23 @@ def dense(
     Output: bf16 (default) or float32 (``out_dtype``).
     """
     return torch.ops.fp8gemm.dense(a, b, a_scale, b_scale, bias, out_dtype)
+
+
+def dense_1x128(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    a_scale: Optional[torch.Tensor] = None,
+    b_scale: Optional[torch.Tensor] = None,
+    out_dtype: Optional[torch.dtype] = None,
+) -> torch.Tensor:
+    """``out[M, N] = deq(a)[M, K] @ deq(b)[N, K].T`` with BOTH operands scaled per 1x128 group along K.
+
+    The weight-gradient GEMM of the training recipe (dW = dy^T x, both operands quantized along the
+    token dim). ``a_scale`` [M, ceil(K/128)], ``b_scale`` [N, ceil(K/128)] float32 (the M-major views
+    that :func:`quantize_1x128` returns are used without a copy); high-precision operands are quantized
+    per 1x128 group by the op. Rules as for :func:`dense` (K % 16 == 0, N % 8 == 0); no bias.
+    """
+    return torch.ops.fp8gemm.dense_1x128(a, b, a_scale, b_scale, out_dtype)
 
 
 def grouped_moe(
@@ -140,6 +159,17 @@ def _dense_fake(a, b, a_scale=None, b_scale=None, bias=None, out_dtype=None):
     return a.new_empty((a.shape[0], b.shape[0]), dtype=_out_dtype(out_dtype))
 
 
+@torch.library.register_fake("fp8gemm::dense_1x128")
+def _dense_1x128_fake(a, b, a_scale=None, b_scale=None, out_dtype=None):
+    _check_same_device("fp8gemm::dense_1x128", a, b=b, a_scale=a_scale, b_scale=b_scale)
+    torch._check_value(a.dim() == 2 and b.dim() == 2, lambda: "fp8gemm::dense_1x128: expected 2-D `a` and `b`")
+    torch._check_value(
+        a.shape[1] == b.shape[1],
+        lambda: f"fp8gemm::dense_1x128: expected `b` of shape [N, K] with K = {a.shape[1]}, got {tuple(b.shape)}",
+    )
+    return a.new_empty((a.shape[0], b.shape[0]), dtype=_out_dtype(out_dtype))
+
+
 @torch.library.register_fake("fp8gemm::grouped_moe")
 def _grouped_moe_fake(a, b, group_offsets, a_scale=None, b_scale=None, out_dtype=None):
     _check_same_device("fp8gemm::grouped_moe", a, b=b, group_offsets=group_offsets, a_scale=a_scale, b_scale=b_scale)
@@ -183,29 +213,31 @@ def _quantize_128x128_fake(w):
 
 
 # --------------------------------------------------------------------------------------------
-# Autograd. Gradients flow to high-precision a, b and bias (straight-through the quantization);
-# float8 operands are constants. Backward GEMMs run on the op itself, so they use the FP8 kernels:
-# dgrad quantizes dy per 1x128 along N and W^T per 128x128; wgrad quantizes dy^T per 1x128 along M.
+# Autograd: the DeepSeek-V3 FP8 training recipe. With y = x W^T, x [M, K], W [N, K], dy [M, N]:
+#   dgrad  dx = dy W:     dy quantized per 1x128 along N (its reduction dim); W^T [K, N] keeps W's
+#                         128x128 blocks (the FP8 W transposed, or W^T quantized per block, which is
+#                         the same values and scales) -> fp8gemm::dense / grouped_moe(_masked).
+#   wgrad  dW = dy^T x:   dy^T [N, M] and x^T [K, M] both quantized per 1x128 along M (the tokens, the
+#                         reduction dim) -> fp8gemm::dense_1x128, FP32 out, cast to W's dtype.
+# Gradients flow to high-precision a, b and bias (straight through the quantization); float8
+# operands are constants. Every backward GEMM runs on an FP8 kernel.
 
 
 def _pad_dim(x: torch.Tensor, dim: int, multiple: int) -> torch.Tensor:
+    """Zero-pads `dim` of x up to a multiple (float8 too: F.pad has no float8 kernels)."""
+    dim = dim % x.dim()
     size = x.shape[dim]
-    extra = _ceil_div(size, multiple) * multiple - size
-    if extra == 0:
+    padded = _ceil_div(size, multiple) * multiple
+    if padded == size:
         return x
-    pad = [0, 0] * (x.dim() - 1 - (dim % x.dim())) + [0, extra]
+    if x.dtype == _FP8:
+        shape = list(x.shape)
+        shape[dim] = padded
+        out = torch.zeros(shape, dtype=_FP8, device=x.device)
+        out.narrow(dim, 0, size).copy_(x)
+        return out
+    pad = [0, 0] * (x.dim() - 1 - dim) + [0, padded - size]
     return F.pad(x, pad)
-
-
-def _hp_gemm_nt(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """float32 x [M, R] @ y [N, R].T through fp8gemm::dense on high-precision operands.
-
-    The reduction dim is zero-padded to 16 and N to 8 (the kernels' alignment); zeros add nothing.
-    """
-    n = y.shape[0]
-    x = _pad_dim(x, 1, 16)
-    y = _pad_dim(_pad_dim(y, 1, 16), 0, 8)
-    return dense(x.contiguous(), y.contiguous(), out_dtype=torch.float32)[:, :n]
 
 
 def _dequantize_activation(a, a_scale):
@@ -215,13 +247,38 @@ def _dequantize_activation(a, a_scale):
     return a.to(torch.float32) * scale
 
 
-def _dequantize_weight(b, b_scale):
-    if b.dtype != _FP8:
-        return b
-    scale = b_scale.repeat_interleave(SCALE_BLOCK, dim=-2)[..., : b.shape[-2], :]
-    scale = scale.repeat_interleave(SCALE_BLOCK, dim=-1)[..., : b.shape[-1]]
-    return b.to(torch.float32) * scale
+def _transposed_weight(b, b_scale):
+    """W^T [..., K, N] as an FP8 operand with 128x128 scales [..., ceil(K/128), ceil(N/128)]."""
+    if b.dtype == _FP8:
+        return b.transpose(-2, -1).contiguous(), b_scale.transpose(-2, -1).contiguous()
+    return quantize_128x128(b.transpose(-2, -1))
 
+
+def _quantize_tokens_t(x: torch.Tensor):
+    """x [M, R] -> x^T [R, M] quantized per 1x128 group along M (M zero-padded to 16)."""
+    x = _pad_dim(x, 0, 16)
+    transposed = getattr(torch.ops.fp8gemm, "quantize_1x128_transposed", None)
+    if transposed is not None:
+        return transposed(x)
+    return quantize_1x128(x.t().contiguous())
+
+
+def _grad_dtype_out(dtype: torch.dtype) -> torch.dtype:
+    return dtype if dtype in (torch.bfloat16, torch.float32) else torch.float32
+
+
+def _dgrad(grad, wt, wt_scale, dtype):
+    """dx [M, K] = dy [M, N] @ W [N, K] as dy @ (W^T)^T: N (the reduction) zero-padded to 16."""
+    grad = _pad_dim(grad, -1, 16)
+    wt, wt_scale = _pad_dim(wt, -1, 16), wt_scale
+    return dense(grad.contiguous(), wt, None, wt_scale, out_dtype=_grad_dtype_out(dtype)).to(dtype)
+
+
+def _wgrad(grad, x, dtype):
+    """dW [N, K] = dy^T [N, M] @ x [M, K], both operands quantized per 1x128 along M."""
+    dyt, dyt_scale = _quantize_tokens_t(grad)
+    xt, xt_scale = _quantize_tokens_t(x)
+    return dense_1x128(dyt, xt, dyt_scale, xt_scale, out_dtype=torch.float32).to(dtype)
 
 
 def _with_defaults(inputs, count):
@@ -239,18 +296,72 @@ def _dense_backward(ctx, grad):
     a, b, a_scale, b_scale = ctx.saved_tensors
     need_a, need_b, _, _, need_bias, _ = _with_defaults(ctx.needs_input_grad, 6)
     grad_a = grad_b = grad_bias = None
-    if need_a:  # dx [M, K] = dy [M, N] @ W [N, K]
-        w = _dequantize_weight(b, b_scale)
-        grad_a = _hp_gemm_nt(grad, w.t()).to(a.dtype)
-    if need_b:  # dW [N, K] = dy^T [N, M] @ x [M, K]
-        x = _dequantize_activation(a, a_scale)
-        grad_b = _hp_gemm_nt(grad.t(), x.t()).to(b.dtype)
+    if need_a:
+        wt, wt_scale = _transposed_weight(b, b_scale)
+        grad_a = _dgrad(grad, wt, wt_scale, a.dtype)
+    if need_b:
+        grad_b = _wgrad(grad, _dequantize_activation(a, a_scale), b.dtype)
     if need_bias:
         grad_bias = grad.sum(0, dtype=torch.float32).to(ctx.bias_dtype)
     return grad_a, grad_b, None, None, grad_bias, None
 
 
 torch.library.register_autograd("fp8gemm::dense", _dense_backward, setup_context=_dense_setup_context)
+
+
+def _dense_1x128_setup_context(ctx, inputs, output):
+    a, b, a_scale, b_scale, _ = _with_defaults(inputs, 5)
+    ctx.save_for_backward(a, b, a_scale, b_scale)
+
+
+def _dense_1x128_backward(ctx, grad):
+    a, b, a_scale, b_scale = ctx.saved_tensors
+    need_a, need_b = ctx.needs_input_grad[:2]
+    grad_a = grad_b = None
+    if need_a:  # dx = dy @ b: dy per 1x128 along N, b^T [K, N] per 1x128 along N
+        bt = _pad_dim(_dequantize_activation(b, b_scale).t(), -1, 16).contiguous()
+        grad_a = dense_1x128(_pad_dim(grad, -1, 16).contiguous(), bt, out_dtype=torch.float32).to(a.dtype)
+    if need_b:
+        grad_b = _wgrad(grad, _dequantize_activation(a, a_scale), b.dtype)
+    return grad_a, grad_b, None, None, None
+
+
+torch.library.register_autograd(
+    "fp8gemm::dense_1x128", _dense_1x128_backward, setup_context=_dense_1x128_setup_context
+)
+
+
+@torch.library.custom_op("fp8gemm::grouped_moe_wgrad", mutates_args=())
+def grouped_moe_wgrad(grad: torch.Tensor, x: torch.Tensor, group_offsets: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """dW [G, N, K] float32 of grouped_moe: dW_g = dy_g^T x_g over expert g's own rows.
+
+    grad [M, N] and x [M, K] in high precision, ``group_offsets`` int32 [G] cumulative row ends.
+    Each expert's rows are quantized per 1x128 group along the tokens (groups start at the expert's
+    first row) and multiplied on the FP8 row-scaled kernel (fp8gemm::dense_1x128). The offsets are
+    read on the host (one sync per call, so not CUDA-graph capturable); a K-grouped kernel that
+    schedules the experts on the device is future work.
+    """
+    n, k = grad.shape[1], x.shape[1]
+    out = torch.zeros((num_groups, n, k), dtype=torch.float32, device=grad.device)
+    start = 0
+    for g, end in enumerate(group_offsets.tolist()):
+        end = min(max(end, start), grad.shape[0])
+        if end > start:
+            out[g] = _wgrad(grad[start:end], x[start:end], torch.float32)
+        start = end
+    return out
+
+
+@grouped_moe_wgrad.register_fake
+def _grouped_moe_wgrad_fake(grad, x, group_offsets, num_groups):
+    return grad.new_empty((num_groups, grad.shape[1], x.shape[1]), dtype=torch.float32)
+
+
+def _grouped_moe_wgrad_backward(ctx, grad):
+    raise NotImplementedError("fp8gemm::grouped_moe_wgrad: double backward through grouped_moe is not supported")
+
+
+grouped_moe_wgrad.register_autograd(_grouped_moe_wgrad_backward)
 
 
 def _grouped_setup_context(ctx, inputs, output):
@@ -262,17 +373,14 @@ def _grouped_backward(ctx, grad):
     a, b, offsets, a_scale, b_scale = ctx.saved_tensors
     need_a, need_b = ctx.needs_input_grad[:2]
     grad_a = grad_b = None
-    if need_a:  # da = dy @ W_g for each expert's rows: a grouped GEMM on W^T [G, K, N]
-        w_t = _pad_dim(_dequantize_weight(b, b_scale).transpose(1, 2), 2, 16).contiguous()
-        grad_a = grouped_moe(_pad_dim(grad, 1, 16).contiguous(), w_t, offsets, out_dtype=torch.float32).to(a.dtype)
+    if need_a:  # dx = dy @ W_g for each expert's rows: the grouped kernel on W^T [G, K, N]
+        wt, wt_scale = _transposed_weight(b, b_scale)
+        wt = _pad_dim(wt, -1, 16)
+        grad_a = grouped_moe(_pad_dim(grad, -1, 16).contiguous(), wt, offsets, None, wt_scale,
+                             out_dtype=_grad_dtype_out(a.dtype)).to(a.dtype)
     if need_b:
-        # dW_g = dy_g^T @ x_g over each expert's own rows. A K-grouped FP8 kernel is future work;
-        # this runs in float32 through a one-hot expert map (memory O(M * G * N)).
-        rows = torch.arange(a.shape[0], device=a.device, dtype=torch.int32)
-        expert = torch.searchsorted(offsets, rows, right=True)
-        one_hot = (expert.unsqueeze(1) == torch.arange(b.shape[0], device=a.device).unsqueeze(0)).to(torch.float32)
-        x = _dequantize_activation(a, a_scale).to(torch.float32)
-        grad_b = torch.einsum("mg,mn,mk->gnk", one_hot, grad.to(torch.float32), x).to(b.dtype)
+        x = _dequantize_activation(a, a_scale)
+        grad_b = grouped_moe_wgrad(grad, x, offsets, b.shape[0]).to(b.dtype)
     return grad_a, grad_b, None, None, None, None
 
 
@@ -289,16 +397,21 @@ def _masked_backward(ctx, grad):
     a, b, masked_m, a_scale, b_scale = ctx.saved_tensors
     need_a, need_b = ctx.needs_input_grad[:2]
     grad_a = grad_b = None
+    groups, max_m = a.shape[0], a.shape[1]
     if need_a:
-        w_t = _pad_dim(_dequantize_weight(b, b_scale).transpose(1, 2), 2, 16).contiguous()
-        grad_a = grouped_moe_masked(
-            _pad_dim(grad, 2, 16).contiguous(), w_t, masked_m, ctx.expected_m, out_dtype=torch.float32
-        ).to(a.dtype)
-    if need_b:  # rows at or past masked_m[g] produced constant zeros: they carry no gradient
-        valid = torch.arange(a.shape[1], device=a.device).unsqueeze(0) < masked_m.unsqueeze(1)
-        dy = grad.to(torch.float32) * valid.unsqueeze(-1)
-        x = _dequantize_activation(a, a_scale).to(torch.float32)
-        grad_b = torch.bmm(dy.transpose(1, 2), x).to(b.dtype)
+        wt, wt_scale = _transposed_weight(b, b_scale)
+        wt = _pad_dim(wt, -1, 16)
+        grad_a = grouped_moe_masked(_pad_dim(grad, -1, 16).contiguous(), wt, masked_m, ctx.expected_m, None,
+                                    wt_scale, out_dtype=_grad_dtype_out(a.dtype)).to(a.dtype)
+    if need_b:
+        # Rows at or past masked_m[g] produced constant zeros: they carry no gradient. With their dy
+        # and x zeroed (zeros leave the 1x128 token groups' scales as if the rows were absent),
+        # expert g's block of max_m rows is its group.
+        valid = (torch.arange(max_m, device=a.device).unsqueeze(0) < masked_m.unsqueeze(1)).unsqueeze(-1)
+        dy = (grad * valid).reshape(groups * max_m, -1)
+        x = (_dequantize_activation(a, a_scale) * valid).reshape(groups * max_m, -1)
+        ends = torch.arange(1, groups + 1, device=a.device, dtype=torch.int32) * max_m
+        grad_b = grouped_moe_wgrad(dy, x, ends, groups).to(b.dtype)
     return grad_a, grad_b, None, None, None, None, None
 
 

@@ -64,6 +64,22 @@ def reference_dense(a, a_scale, b, b_scale, bias=None) -> torch.Tensor:
     return out if bias is None else out + bias.double()
 
 
+def reference_dense_1x128(a, a_scale, b, b_scale) -> torch.Tensor:
+    """float64 deq(a) @ deq(b).T with both operands scaled per 1x128 group along K."""
+    return dequantize_1x128_f64(a, a_scale) @ dequantize_1x128_f64(b, b_scale).T
+
+
+def emulated_dgrad(dy: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """float64 dx = dy @ W of the training recipe: dy per 1x128 along N, W per 128x128 block."""
+    return reference_dense(*quantize_1x128_torch(dy.float()), *quantize_128x128_torch(w.float().T.contiguous()))
+
+
+def emulated_wgrad(dy: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """float64 dW = dy^T @ x of the training recipe: dy^T and x^T both per 1x128 along M (tokens)."""
+    return reference_dense_1x128(*quantize_1x128_torch(dy.float().T.contiguous()),
+                                 *quantize_1x128_torch(x.float().T.contiguous()))
+
+
 def reference_grouped_moe(a, a_scale, b, b_scale, group_offsets) -> torch.Tensor:
     m, n = a.shape[0], b.shape[1]
     out = torch.zeros(m, n, dtype=torch.float64, device=a.device)

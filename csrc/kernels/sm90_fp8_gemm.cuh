@@ -39,19 +39,25 @@ constexpr int kMaxSfbKBlocks = 128;
 // (any row: no padding of group sizes), so their box starts at m0 rounded down to 4 rows and is
 // kSfaSlack = 4 floats wider; the math warpgroups read it shifted by m0 % 4.
 template <GemmKind kKind>
-inline constexpr int kSfaSlackOf = kKind == GemmKind::kDense ? 0 : 4;
+inline constexpr int kSfaSlackOf = is_grouped(kKind) ? 4 : 0;
 
-template <int kBlockM, int kBlockN, int kNumStages, int kSfaSlack = 0>
+// Floats of scales that TMA loads into one stage: the A scales of the tile's rows (+ slack) and,
+// for row-scaled B, the B scales of the tile's columns (stored right after, at offset kBlockM).
+template <GemmKind kKind, int kBlockM, int kBlockN>
+inline constexpr int kStageScaleFloatsOf =
+    kBlockM + kSfaSlackOf<kKind> + (kKind == GemmKind::kDenseRowScaledB ? kBlockN : 0);
+
+template <int kBlockM, int kBlockN, int kNumStages, int kStageScaleFloats = kBlockM>
 struct SharedStorage {
   static_assert(kBlockN % 8 == 0, "BLOCK_N must be a multiple of 8 so B stages stay 1024-B aligned");
   static_assert(kBlockM % 64 == 0, "BLOCK_M is a multiple of the 64-row wgmma");
   // 128B-swizzled operand tiles: [rows][128 bytes], 8-row atoms of 1024 B, atoms 1024-B aligned.
   alignas(1024) uint8_t a[kNumStages][kBlockM * kBlockK];
   alignas(1024) uint8_t b[kNumStages][kBlockN * kBlockK];
-  // A scales of the stage's K block: sfa[s][r] = a_scale[kb, (m0 & ~3) + r] (TMA, same barrier as
-  // A/B); (m0 & ~3) == m0 without slack. Rows are padded to 128 B: a TMA destination must be
-  // 128-byte aligned.
-  static constexpr int kSfaRowFloats = (kBlockM + kSfaSlack + 31) / 32 * 32;
+  // Scales of the stage's K block: sfa[s][r] = a_scale[kb, (m0 & ~3) + r] (TMA, same barrier as
+  // A/B); (m0 & ~3) == m0 without slack. Row-scaled B: sfa[s][kBlockM + c] = b_scale[kb, n0 + c].
+  // Rows are padded to 128 B: a TMA destination must be 128-byte aligned.
+  static constexpr int kSfaRowFloats = (kStageScaleFloats + 31) / 32 * 32;
   alignas(128) float sfa[kNumStages][kSfaRowFloats];
   // B scales of a tile, per math warpgroup, double-buffered across tiles: sfb[buf][wg][row][kb],
   // row 0 = scale block n0 / 128, row 1 = the block the tile's last valid column falls in.
@@ -61,16 +67,16 @@ struct SharedStorage {
 };
 
 // Largest stage count whose SharedStorage fits the opt-in limit, capped.
-template <int kBlockM, int kBlockN, int kSfaSlack = 0, int kCap = 12>
+template <int kBlockM, int kBlockN, int kStageScaleFloats = kBlockM, int kCap = 12>
 constexpr int max_stages() {
-  constexpr int per_stage = kBlockM * kBlockK + kBlockN * kBlockK + (kBlockM + kSfaSlack + 31) / 32 * 128 + 16;
+  constexpr int per_stage = kBlockM * kBlockK + kBlockN * kBlockK + (kStageScaleFloats + 31) / 32 * 128 + 16;
   constexpr int fixed = 2 * (kBlockM / 64) * 2 * kMaxSfbKBlocks * 4 + 1024;  // sfb + alignment padding
   int s = (kMaxSmemBytes - fixed) / per_stage;
   return s > kCap ? kCap : s;
 }
 
 struct KernelArgs {
-  const float* b_scale;  // [ceil(n/128), num_k_blocks] row-major
+  const float* b_scale;  // [ceil(n/128), num_k_blocks] row-major (row-scaled B: TMA-loaded, unused here)
   const void* bias;      // [n] in the output dtype, or nullptr
   void* out;             // [m, n] row-major, row stride ldo (elements)
   int64_t m, n, k;
@@ -240,13 +246,31 @@ __device__ __forceinline__ void promote(float* acc, const float* t, float sa0, f
   }
 }
 
+// Promotion with B scaled per row (kDenseRowScaledB): column c of the fragment gets sa[row] * sb[c],
+// sb read from the stage's TMA-loaded row of B scales. A thread's columns 8i + 2q + {0, 1} are one
+// float2; the 4 quads of a warp read 4 distinct float2 (32 B), so the loads are conflict-free.
+template <int kBlockN>
+__device__ __forceinline__ void promote_row_scaled(float* acc, const float* t, float sa0, float sa1,
+                                                   const float* sb_row) {
+  const int q = threadIdx.x % 4;
+#pragma unroll
+  for (int i = 0; i < kBlockN / 8; ++i) {
+    const float2 sb = *reinterpret_cast<const float2*>(sb_row + 8 * i + 2 * q);
+    acc[4 * i + 0] = fmaf(sa0 * sb.x, t[4 * i + 0], acc[4 * i + 0]);
+    acc[4 * i + 1] = fmaf(sa0 * sb.y, t[4 * i + 1], acc[4 * i + 1]);
+    acc[4 * i + 2] = fmaf(sa1 * sb.x, t[4 * i + 2], acc[4 * i + 2]);
+    acc[4 * i + 3] = fmaf(sa1 * sb.y, t[4 * i + 3], acc[4 * i + 3]);
+  }
+}
+
 template <int kBlockM, int kBlockN, int kNumStages, int kClusterM, int kClusterN,
           GemmKind kKind = GemmKind::kDense>
 __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1)
     sm90_fp8_gemm_kernel(const __grid_constant__ CUtensorMap tmap_a,    // A   [m, k] fp8, box {128, BM / kClusterN}, 128B swizzle
                          const __grid_constant__ CUtensorMap tmap_b,    // B   [n, k] fp8, box {128, BN / kClusterM}, 128B swizzle
                          const __grid_constant__ CUtensorMap tmap_sfa,  // SFA [kb, m] fp32, box {BM + slack, 1}
-                         const KernelArgs args) {
+                         const KernelArgs args,
+                         const __grid_constant__ CUtensorMap tmap_sfb) {  // row-scaled B only: SFB [kb, n] fp32, box {BN, 1}
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
   constexpr int kNumMathWG = kBlockM / 64;
   constexpr int kNumMathWarps = kNumMathWG * 4;
@@ -258,13 +282,16 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
   constexpr int kRowsB = kMulticastB ? kBlockN / 2 : kBlockN;
   static_assert(kRowsA % 8 == 0 && kRowsB % 8 == 0, "multicast halves must stay 1024-B aligned");
   // Bytes that land in this CTA's stage per K block (own loads + the peer's multicast half).
+  constexpr bool kGrouped = is_grouped(kKind);
+  constexpr bool kRowScaledB = kKind == GemmKind::kDenseRowScaledB;
   constexpr int kSfaSlack = kSfaSlackOf<kKind>;
-  constexpr uint32_t kStageBytes = kBlockM * kBlockK + kBlockN * kBlockK + (kBlockM + kSfaSlack) * 4;
+  constexpr int kStageScaleFloats = kStageScaleFloatsOf<kKind, kBlockM, kBlockN>;
+  constexpr uint32_t kStageBytes = kBlockM * kBlockK + kBlockN * kBlockK + kStageScaleFloats * 4;
   // 128 % BN == 0: a tile never straddles two 128-row scale blocks of B.
   constexpr bool kSingleScaleRow = (kBlockN <= 128) && (128 % kBlockN == 0);
   using Mma = ptx::WgmmaFp8<kBlockN>;
-  using Storage = SharedStorage<kBlockM, kBlockN, kNumStages, kSfaSlack>;
-  static_assert(kKind == GemmKind::kDense || kClusterSize == 1, "grouped kinds run without clusters");
+  using Storage = SharedStorage<kBlockM, kBlockN, kNumStages, kStageScaleFloats>;
+  static_assert(kKind == GemmKind::kDense || kClusterSize == 1, "only the plain dense kind runs in clusters");
 
   // The dynamic smem window starts 1024-B aligned when the kernel has no static shared memory
   // (checked below); using the array directly keeps shared-space addressing (LDS, not generic LD).
@@ -290,6 +317,7 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
     ptx::prefetch_tensormap(&tmap_a);
     ptx::prefetch_tensormap(&tmap_b);
     ptx::prefetch_tensormap(&tmap_sfa);
+    if constexpr (kRowScaledB) ptx::prefetch_tensormap(&tmap_sfb);
   }
   if constexpr (kClusterSize > 1) {
     ptx::cluster_sync();  // the peer's barriers are initialised before any multicast targets them
@@ -298,7 +326,7 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
   }
 
   auto scheduler = [&] {
-    if constexpr (kKind == GemmKind::kDense) {
+    if constexpr (!kGrouped) {
       return DenseScheduler<kBlockM, kBlockN, kClusterM, kClusterN>(args.m, args.n, static_cast<int>(cta_rank));
     } else {
       return GroupedScheduler<kBlockM, kBlockN, kKind>(args.group_rows, args.num_groups, args.m, args.n,
@@ -318,7 +346,7 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
       while (scheduler.next(tile)) {
         int m0 = tile.m_block * kBlockM;
         int n0 = tile.n_block * kBlockN;
-        if constexpr (kKind != GemmKind::kDense) {
+        if constexpr (kGrouped) {
           m0 += static_cast<int>(tile.row0);                // the expert's first row
           n0 += tile.group * static_cast<int>(args.n);      // its weight rows in B [G * n, k]
         }
@@ -339,6 +367,7 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
             ptx::tma_load_2d(ss.b[stage], &tmap_b, &ss.full[stage], k0, n0);
           }
           ptx::tma_load_2d(ss.sfa[stage], &tmap_sfa, &ss.full[stage], kSfaSlack > 0 ? (m0 & ~3) : m0, kb);
+          if constexpr (kRowScaledB) ptx::tma_load_2d(ss.sfa[stage] + kBlockM, &tmap_sfb, &ss.full[stage], n0, kb);
           if (++stage == kNumStages) stage = 0, phase ^= 1;
         }
       }
@@ -370,7 +399,7 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
     // promote. That needs three fragments (acc + 2 tmp) of BN/2 registers: BN <= 128 here; wider
     // tiles wait for each block's wgmmas before promoting it and rely on the other warpgroup.
     constexpr int kRegBudget = kNumMathWG == 2 ? 232 : 248;
-    constexpr bool kPipelined = 3 * Mma::kNumAccum + 40 <= kRegBudget;
+    constexpr bool kPipelined = 3 * Mma::kNumAccum + 40 + (kRowScaledB ? kBlockN / 4 : 0) <= kRegBudget;
     float acc[Mma::kNumAccum];
     float tmp0[Mma::kNumAccum];
     float tmp1[kPipelined ? Mma::kNumAccum : 1];
@@ -385,12 +414,12 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
     // B scales: with K <= 16384 each warpgroup stages the tile's two scale rows in shared memory.
     // The rows of the next tile are loaded into registers while this tile runs, stored at the start
     // of the next tile, and published with a warpgroup barrier (double buffer: no overwrite race).
-    const bool sfb_in_smem = num_k_blocks <= kMaxSfbKBlocks;
+    const bool sfb_in_smem = !kRowScaledB && num_k_blocks <= kMaxSfbKBlocks;
     const int wg_thread = static_cast<int>(threadIdx.x % 128);
     const int64_t num_n_scale_blocks = ceil_div<int64_t>(args.n, 128);
     // The expert's [ceil(n/128), num_k_blocks] block of B scales.
     auto b_scales_of = [&](const Tile& t) {
-      if constexpr (kKind == GemmKind::kDense) {
+      if constexpr (!kGrouped) {
         return args.b_scale;
       } else {
         return args.b_scale + t.group * args.b_scale_group_stride;
@@ -427,11 +456,11 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
       }
       int64_t m0 = static_cast<int64_t>(tile.m_block) * kBlockM;
       const int64_t n0 = static_cast<int64_t>(tile.n_block) * kBlockN;
-      if constexpr (kKind != GemmKind::kDense) m0 += tile.row0;
+      if constexpr (kGrouped) m0 += tile.row0;
       const int sfa_shift = kSfaSlack > 0 ? static_cast<int>(m0 & 3) : 0;  // see kSfaSlackOf
       // Rows at or past row_end are never stored (dense: m; grouped: the expert's end).
       auto row_end_of = [&]() -> int64_t {
-        if constexpr (kKind == GemmKind::kDense) {
+        if constexpr (!kGrouped) {
           return args.m;
         } else {
           return tile.row_end;
@@ -486,9 +515,14 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
         auto retire = [&](int kb, float* t, int s, float a0, float a1) {
 #pragma unroll
           for (int i = 0; i < Mma::kNumAccum; ++i) ptx::fence_operand(t[i]);
-          release(s);
-          next_b_scales(kb, sb0, sb1);
-          promote<kBlockN, kSingleScaleRow>(acc, t, a0, a1, sb0, sb1, num_former);
+          if constexpr (kRowScaledB) {  // the B scales live in the stage: promote, then release it
+            promote_row_scaled<kBlockN>(acc, t, a0, a1, ss.sfa[s] + kBlockM);
+            release(s);
+          } else {
+            release(s);
+            next_b_scales(kb, sb0, sb1);
+            promote<kBlockN, kSingleScaleRow>(acc, t, a0, a1, sb0, sb1, num_former);
+          }
         };
         wait_and_issue(tmp0, sa0, sa1, cur_stage);  // block 0 -> tmp0
         int kb = 0;
@@ -521,8 +555,13 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
           ptx::wgmma_wait_group<0>();
 #pragma unroll
           for (int i = 0; i < Mma::kNumAccum; ++i) ptx::fence_operand(tmp0[i]);
-          release(stage);
-          promote<kBlockN, kSingleScaleRow>(acc, tmp0, sa0, sa1, sb0, sb1, num_former);
+          if constexpr (kRowScaledB) {
+            promote_row_scaled<kBlockN>(acc, tmp0, sa0, sa1, ss.sfa[stage] + kBlockM);
+            release(stage);
+          } else {
+            release(stage);
+            promote<kBlockN, kSingleScaleRow>(acc, tmp0, sa0, sa1, sb0, sb1, num_former);
+          }
           advance();
         }
       }

@@ -16,6 +16,7 @@ struct DenseGemmParams {
   int num_sms;           // SMs to use for the persistent grid (device multiProcessorCount normally)
   int forced_config;     // -1: heuristic picks; otherwise index into the config list (for tests)
   cudaStream_t stream;
+  int64_t b_scale_ld;    // sm90_fp8_gemm_dense_row_scaled only (see there); ignored elsewhere
 };
 int sm90_fp8_gemm_num_configs();                 // size of the compiled config list
 const char* sm90_fp8_gemm_config_name(int idx);  // e.g. "bm128_bn128_s6_mc2"
@@ -23,6 +24,15 @@ int sm90_fp8_gemm_pick_config(const DenseGemmParams& p);  // the heuristic's cho
 // Launches on p.stream. No host sync, no allocation (must be CUDA-graph capturable).
 // Reports failures by throwing std::runtime_error with a clear message (never exit/abort).
 void sm90_fp8_gemm_dense(const DenseGemmParams& p);
+
+// The dense GEMM with B scaled per 1x128 group along K as well (weight gradients: both operands are
+// quantized along the token dim). b_scale is then M-major like a_scale: the scale of (row r of b,
+// k-block kb) at b_scale[kb * b_scale_ld + r], b_scale_ld >= n, b_scale_ld % 4 == 0, base 16B
+// aligned. bias must be nullptr. forced_config indexes the row-scaled config list.
+int sm90_fp8_gemm_num_row_scaled_configs();
+const char* sm90_fp8_gemm_row_scaled_config_name(int idx);
+int sm90_fp8_gemm_pick_row_scaled_config(const DenseGemmParams& p);
+void sm90_fp8_gemm_dense_row_scaled(const DenseGemmParams& p);
 
 // Mixture-of-Experts GEMMs on the same kernel; experts share n and k.
 enum class GroupedLayout : int { kContiguous = 1, kMasked = 2 };

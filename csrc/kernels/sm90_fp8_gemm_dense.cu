@@ -56,7 +56,10 @@ void require(bool cond, const DenseGemmParams& p, const std::string& what) {
 
 bool aligned(const void* ptr, uintptr_t bytes) { return (reinterpret_cast<uintptr_t>(ptr) % bytes) == 0; }
 
-void validate(const DenseGemmParams& p) {
+}  // namespace
+
+// Shared by the dense and the row-scaled entry points (the latter checks its b_scale on top).
+void validate_dense_params(const DenseGemmParams& p, int num_configs) {
   constexpr int64_t kMaxDim = (int64_t(1) << 31) - 1;  // TMA coordinates are int32
   require(p.m >= 1 && p.m <= kMaxDim, p, "1 <= m < 2^31, got m=" + std::to_string(p.m));
   require(p.n >= 8 && p.n % 8 == 0 && p.n <= kMaxDim, p, "n >= 8 and n % 8 == 0, got n=" + std::to_string(p.n));
@@ -77,9 +80,11 @@ void validate(const DenseGemmParams& p) {
               " == 0, got ldo=" + std::to_string(p.ldo));
   require(p.bias == nullptr || aligned(p.bias, fp32 ? 8 : 4), p, "bias aligned to two elements");
   require(p.num_sms >= 1, p, "num_sms >= 1, got " + std::to_string(p.num_sms));
-  require(p.forced_config >= -1 && p.forced_config < kNumConfigs, p,
-          "forced_config in [-1, " + std::to_string(kNumConfigs) + "), got " + std::to_string(p.forced_config));
+  require(p.forced_config >= -1 && p.forced_config < num_configs, p,
+          "forced_config in [-1, " + std::to_string(num_configs) + "), got " + std::to_string(p.forced_config));
 }
+
+namespace {
 
 // Cost model (microseconds) used to rank configs, fitted to H200 measurements of the 19
 // DeepSeek-V3 shapes plus all configs (bench/standalone/RESULTS_kernel.md):
@@ -141,7 +146,7 @@ int sm90_fp8_gemm_pick_config(const DenseGemmParams& p) {
 }
 
 void sm90_fp8_gemm_dense(const DenseGemmParams& p) {
-  sm90::validate(p);
+  sm90::validate_dense_params(p, sm90::kNumConfigs);
   const int idx = p.forced_config >= 0 ? p.forced_config : sm90_fp8_gemm_pick_config(p);
   sm90::kConfigs[idx].launch(p);
 }

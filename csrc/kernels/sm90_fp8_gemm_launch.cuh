@@ -65,10 +65,11 @@ inline CUtensorMap make_tensor_map_2d(const void* base, CUtensorMapDataType dtyp
 template <int kBlockM, int kBlockN, int kClusterM, int kClusterN, GemmKind kKind>
 struct KernelConfig {
   static constexpr int kSfaSlack = kSfaSlackOf<kKind>;
-  static constexpr int kStages = max_stages<kBlockM, kBlockN, kSfaSlack>();
+  static constexpr int kStageScaleFloats = kStageScaleFloatsOf<kKind, kBlockM, kBlockN>;
+  static constexpr int kStages = max_stages<kBlockM, kBlockN, kStageScaleFloats>();
   static constexpr int kThreads = num_threads<kBlockM, kBlockN, kStages>();
   static constexpr int kClusterSize = kClusterM * kClusterN;
-  static constexpr size_t kSmemBytes = sizeof(SharedStorage<kBlockM, kBlockN, kStages, kSfaSlack>);
+  static constexpr size_t kSmemBytes = sizeof(SharedStorage<kBlockM, kBlockN, kStages, kStageScaleFloats>);
   static_assert(kStages >= 3, "fewer than 3 stages cannot hide TMA latency");
   static_assert(kSmemBytes <= kMaxSmemBytes, "shared storage exceeds the 227 KB opt-in limit");
 };
@@ -119,6 +120,12 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped) {
       make_tensor_map_2d(p.a_scale, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, p.m, num_k_blocks, p.a_scale_ld * 4,
                          kBlockM + Cfg::kSfaSlack, 1,
                          CU_TENSOR_MAP_SWIZZLE_NONE, "a_scale");
+  // Row-scaled B: B scales [kb, n] fp32, row stride b_scale_ld; the other kinds never read it.
+  const CUtensorMap tmap_sfb =
+      kKind == GemmKind::kDenseRowScaledB
+          ? make_tensor_map_2d(p.b_scale, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, p.n, num_k_blocks, p.b_scale_ld * 4,
+                               kBlockN, 1, CU_TENSOR_MAP_SWIZZLE_NONE, "b_scale")
+          : tmap_sfa;
 
   KernelArgs args;
   args.b_scale = p.b_scale;
@@ -172,12 +179,17 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped) {
 
   const ClusterLaunch launch(static_cast<unsigned>(clusters * Cfg::kClusterSize), Cfg::kThreads, Cfg::kSmemBytes,
                              Cfg::kClusterSize, p.stream);
-  check_cuda(cudaLaunchKernelEx(&launch.cfg, kernel, tmap_a, tmap_b, tmap_sfa, args), "cudaLaunchKernelEx");
+  check_cuda(cudaLaunchKernelEx(&launch.cfg, kernel, tmap_a, tmap_b, tmap_sfa, args, tmap_sfb), "cudaLaunchKernelEx");
 }
 
 template <int kBlockM, int kBlockN, int kClusterM, int kClusterN>
 void launch_dense(const DenseGemmParams& p) {
   launch_kernel<kBlockM, kBlockN, kClusterM, kClusterN, GemmKind::kDense>(p, nullptr);
+}
+
+template <int kBlockM, int kBlockN>
+void launch_dense_row_scaled(const DenseGemmParams& p) {
+  launch_kernel<kBlockM, kBlockN, 1, 1, GemmKind::kDenseRowScaledB>(p, nullptr);
 }
 
 template <int kBlockM, int kBlockN, GemmKind kKind>

@@ -37,6 +37,30 @@ int64_t row_stride(const at::Tensor& t) {
   return t.size(0) == 1 ? t.size(1) : t.stride(0);
 }
 
+// Kernel parameters of out [m, n] = a [m, k] . b [n, k]^T with M-major a scales; no bias.
+DenseGemmParams dense_params(const at::Tensor& a, const at::Tensor& a_scale, const at::Tensor& b,
+                             const at::Tensor& b_scale, at::Tensor& out) {
+  DenseGemmParams params{};
+  params.a = a.data_ptr();
+  params.b = b.data_ptr();
+  params.a_scale = a_scale.data_ptr<float>();
+  params.b_scale = b_scale.data_ptr<float>();
+  params.bias = nullptr;
+  params.out = out.data_ptr();
+  params.m = a.size(0);
+  params.n = b.size(0);
+  params.k = a.size(1);
+  params.lda = row_stride(a);
+  params.ldb = row_stride(b);
+  params.a_scale_ld = a_scale.size(1) == 1 ? ceil_div(params.m, 4) * 4 : a_scale.stride(1);
+  params.ldo = params.n;
+  params.out_kind = out.scalar_type() == at::kFloat ? OutKind::kFP32 : OutKind::kBF16;
+  params.num_sms = at::cuda::getDeviceProperties(a.device().index())->multiProcessorCount;
+  params.forced_config = forced_config;
+  params.stream = at::cuda::getCurrentCUDAStream(a.device().index()).stream();
+  return params;
+}
+
 at::Tensor dense_sm90(const QuantizedOperand& a, const QuantizedOperand& b, const std::optional<at::Tensor>& bias,
                       at::ScalarType out_dtype) {
   if (!has_sm90_kernels(a.data.device())) {
@@ -44,30 +68,27 @@ at::Tensor dense_sm90(const QuantizedOperand& a, const QuantizedOperand& b, cons
                     "running the ATen reference path");
     return dense_reference(a, b, bias, out_dtype);
   }
-  const int64_t m = a.data.size(0), n = b.data.size(0), k = a.data.size(1);
   auto a_scale = m_major_scales(a.scale);
   auto b_scale = b.scale.contiguous();
-  auto out = at::empty({m, n}, a.data.options().dtype(out_dtype));
-
-  DenseGemmParams params{};
-  params.a = a.data.data_ptr();
-  params.b = b.data.data_ptr();
-  params.a_scale = a_scale.data_ptr<float>();
-  params.b_scale = b_scale.data_ptr<float>();
+  auto out = at::empty({a.data.size(0), b.data.size(0)}, a.data.options().dtype(out_dtype));
+  DenseGemmParams params = dense_params(a.data, a_scale, b.data, b_scale, out);
   params.bias = bias.has_value() ? bias->data_ptr() : nullptr;
-  params.out = out.data_ptr();
-  params.m = m;
-  params.n = n;
-  params.k = k;
-  params.lda = row_stride(a.data);
-  params.ldb = row_stride(b.data);
-  params.a_scale_ld = a_scale.size(1) == 1 ? ceil_div(m, 4) * 4 : a_scale.stride(1);
-  params.ldo = n;
-  params.out_kind = out_dtype == at::kFloat ? OutKind::kFP32 : OutKind::kBF16;
-  params.num_sms = at::cuda::getDeviceProperties(a.data.device().index())->multiProcessorCount;
-  params.forced_config = forced_config;
-  params.stream = at::cuda::getCurrentCUDAStream(a.data.device().index()).stream();
   sm90_fp8_gemm_dense(params);
+  return out;
+}
+
+at::Tensor dense_1x128_sm90(const QuantizedOperand& a, const QuantizedOperand& b, at::ScalarType out_dtype) {
+  if (!has_sm90_kernels(a.data.device())) {
+    TORCH_WARN_ONCE("fp8gemm::dense_1x128: no sm_90a kernel for this GPU (compute capability 9.0 needed); "
+                    "running the ATen reference path");
+    return dense_1x128_reference(a, b, out_dtype);
+  }
+  auto a_scale = m_major_scales(a.scale);
+  auto b_scale = m_major_scales(b.scale);  // B rows scaled like activations: M-major as well
+  auto out = at::empty({a.data.size(0), b.data.size(0)}, a.data.options().dtype(out_dtype));
+  DenseGemmParams params = dense_params(a.data, a_scale, b.data, b_scale, out);
+  params.b_scale_ld = b_scale.size(1) == 1 ? ceil_div(params.n, 4) * 4 : b_scale.stride(1);
+  sm90_fp8_gemm_dense_row_scaled(params);
   return out;
 }
 
@@ -148,6 +169,12 @@ at::Tensor dense_cuda(const at::Tensor& a, const at::Tensor& b, const std::optio
   return dense_op(a, b, a_scale, b_scale, bias, out_dtype, &dense_sm90);
 }
 
+at::Tensor dense_1x128_cuda(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& a_scale,
+                            const std::optional<at::Tensor>& b_scale, std::optional<at::ScalarType> out_dtype) {
+  const c10::cuda::CUDAGuard guard(a.device());
+  return dense_1x128_op(a, b, a_scale, b_scale, out_dtype, &dense_1x128_sm90);
+}
+
 at::Tensor grouped_moe_cuda(const at::Tensor& a, const at::Tensor& b, const at::Tensor& group_offsets,
                             const std::optional<at::Tensor>& a_scale, const std::optional<at::Tensor>& b_scale,
                             std::optional<at::ScalarType> out_dtype) {
@@ -191,6 +218,14 @@ at::Tensor dense_forced_cuda(const at::Tensor& a, const at::Tensor& b, const at:
   return dense_cuda(a, b, a_scale, b_scale, bias, out_dtype);
 }
 
+// Private, for tests and tuning: fp8gemm::dense_1x128 with row-scaled configuration `config` forced.
+at::Tensor dense_1x128_forced_cuda(const at::Tensor& a, const at::Tensor& b, const at::Tensor& a_scale,
+                                   const at::Tensor& b_scale, std::optional<at::ScalarType> out_dtype,
+                                   int64_t config) {
+  const ForcedConfig forced("fp8gemm::_sm90_dense_1x128_forced", config, sm90_fp8_gemm_num_row_scaled_configs());
+  return dense_1x128_cuda(a, b, a_scale, b_scale, out_dtype);
+}
+
 // Private, for tests and tuning: the grouped ops with grouped configuration `config` forced.
 at::Tensor grouped_moe_kernel_cuda(const at::Tensor& a, const at::Tensor& b, const at::Tensor& group_offsets,
                                    const std::optional<at::Tensor>& a_scale, const std::optional<at::Tensor>& b_scale,
@@ -232,6 +267,8 @@ TORCH_LIBRARY_FRAGMENT(fp8gemm, m) {
   m.def("_sm90_dense_forced(Tensor a, Tensor b, Tensor a_scale, Tensor b_scale, Tensor? bias=None, "
         "ScalarType? out_dtype=None, int config=-1) -> Tensor");
   m.def("_sm90_dense_configs() -> str[]", &sm90_dense_configs);
+  m.def("_sm90_dense_1x128_forced(Tensor a, Tensor b, Tensor a_scale, Tensor b_scale, ScalarType? out_dtype=None, "
+        "int config=-1) -> Tensor");
   m.def("_sm90_dense_pick_config(int m, int n, int k, int num_sms) -> int", &sm90_dense_pick_config);
   m.def("_sm90_grouped_moe(Tensor a, Tensor b, Tensor group_offsets, Tensor? a_scale=None, Tensor? b_scale=None, "
         "ScalarType? out_dtype=None, int config=-1) -> Tensor");
@@ -241,9 +278,11 @@ TORCH_LIBRARY_FRAGMENT(fp8gemm, m) {
 
 TORCH_LIBRARY_IMPL(fp8gemm, CUDA, m) {
   m.impl("_sm90_dense_forced", &dense_forced_cuda);
+  m.impl("_sm90_dense_1x128_forced", &dense_1x128_forced_cuda);
   m.impl("_sm90_grouped_moe", &grouped_moe_kernel_cuda);
   m.impl("_sm90_grouped_moe_masked", &grouped_moe_masked_kernel_cuda);
   m.impl("dense", &dense_cuda);
+  m.impl("dense_1x128", &dense_1x128_cuda);
   m.impl("grouped_moe", &grouped_moe_cuda);
   m.impl("grouped_moe_masked", &grouped_moe_masked_cuda);
   m.impl("quantize_1x128", &quantize_1x128_cuda);

@@ -55,6 +55,10 @@ using MaskedBackend = at::Tensor (*)(const QuantizedOperand& a, const QuantizedO
 
 at::Tensor dense_reference(const QuantizedOperand& a, const QuantizedOperand& b,
                            const std::optional<at::Tensor>& bias, at::ScalarType out_dtype);
+// dense_1x128: like dense, but b's scales are per 1x128 group along K too ([N, Kb], any layout).
+using Dense1x128Backend = at::Tensor (*)(const QuantizedOperand& a, const QuantizedOperand& b,
+                                         at::ScalarType out_dtype);
+at::Tensor dense_1x128_reference(const QuantizedOperand& a, const QuantizedOperand& b, at::ScalarType out_dtype);
 at::Tensor grouped_moe_reference(const QuantizedOperand& a, const QuantizedOperand& b,
                                  const at::Tensor& group_offsets, at::ScalarType out_dtype);
 at::Tensor grouped_moe_masked_reference(const QuantizedOperand& a, const QuantizedOperand& b,
@@ -74,6 +78,9 @@ at::Tensor grouped_moe_masked_op(const at::Tensor& a, const at::Tensor& b, const
                                  int64_t expected_m, const std::optional<at::Tensor>& a_scale,
                                  const std::optional<at::Tensor>& b_scale,
                                  std::optional<at::ScalarType> out_dtype, MaskedBackend backend);
+at::Tensor dense_1x128_op(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& a_scale,
+                          const std::optional<at::Tensor>& b_scale, std::optional<at::ScalarType> out_dtype,
+                          Dense1x128Backend backend);
 std::tuple<at::Tensor, at::Tensor> quantize_1x128_op(const at::Tensor& x);
 std::tuple<at::Tensor, at::Tensor> quantize_128x128_op(const at::Tensor& w);
 

@@ -134,6 +134,29 @@ at::Tensor dense_op(const at::Tensor& a, const at::Tensor& b, const std::optiona
   return backend(activation_operand(a, a_scale), weight_operand(b, b_scale), bias_out, dtype);
 }
 
+at::Tensor dense_1x128_op(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& a_scale,
+                          const std::optional<at::Tensor>& b_scale, std::optional<at::ScalarType> out_dtype,
+                          Dense1x128Backend backend) {
+  constexpr const char* op = "fp8gemm::dense_1x128";
+  check_same_device(op, "a", a, "b", b);
+  if (a_scale) check_same_device(op, "a", a, "a_scale", *a_scale);
+  if (b_scale) check_same_device(op, "a", a, "b_scale", *b_scale);
+  check_operand(op, "a", a, 2, "a_scale", a_scale);
+  check_operand(op, "b", b, 2, "b_scale", b_scale);
+  const auto dtype = resolve_out_dtype(op, out_dtype);
+  const int64_t m = a.size(0), n = b.size(0), k = a.size(1);
+  FP8GEMM_CHECK_ARG(b.size(1) == k, op, "`b` of shape [N, K] with K = ", k,
+                    " (`a` is [M, K] and out = a @ b.T), got `b` of shape ", b.sizes());
+  check_gemm_dims(op, n, k);
+  const int64_t kb = ceil_div(k, kScaleBlock);
+  if (a_scale) check_scale(op, "a_scale", *a_scale, {m, kb}, "[M, ceil(K/128)]: one scale per 1x128 group of `a`");
+  if (b_scale) check_scale(op, "b_scale", *b_scale, {n, kb}, "[N, ceil(K/128)]: one scale per 1x128 group of `b`");
+  check_fp8_layout(op, "a", a);
+  check_fp8_layout(op, "b", b);
+  if (m == 0 || n == 0 || k == 0) return at::zeros({m, n}, a.options().dtype(dtype));
+  return backend(activation_operand(a, a_scale), activation_operand(b, b_scale), dtype);
+}
+
 at::Tensor grouped_moe_op(const at::Tensor& a, const at::Tensor& b, const at::Tensor& group_offsets,
                           const std::optional<at::Tensor>& a_scale,
                           const std::optional<at::Tensor>& b_scale,

@@ -49,7 +49,8 @@ std::tuple<at::Tensor, at::Tensor> quantize_1x128(const at::Tensor& x) {
   auto groups = pad_to_scale_blocks(x.to(at::kFloat).reshape({m, k}), {1}).view({m, kb, kScaleBlock});
   auto scale = groups.abs().amax(-1).clamp_min(kAmaxFloor).div(fp8_max_like(groups));  // [m, kb]
   auto values = groups.div(scale.unsqueeze(-1)).clamp(-kFp8Max, kFp8Max).view({m, kb * kScaleBlock});
-  auto x_fp8 = values.narrow(1, 0, k).to(at::kFloat8_e4m3fn).reshape(x.sizes());
+  // Contiguous whatever x's strides (a transposed x reshapes to a strided view when nothing pads).
+  auto x_fp8 = values.narrow(1, 0, k).to(at::kFloat8_e4m3fn).contiguous().reshape(x.sizes());
 
   // M-major storage [kb, round_up(m, 4)]: TMA needs 16-byte aligned rows of float32.
   const int64_t m_padded = ceil_div(m, 4) * 4;
@@ -74,7 +75,7 @@ std::tuple<at::Tensor, at::Tensor> quantize_128x128(const at::Tensor& w) {
   auto values = blocks.div(scale.view({batch, nb, 1, kb, 1}))
                     .clamp(-kFp8Max, kFp8Max)
                     .view({batch, nb * kScaleBlock, kb * kScaleBlock});
-  auto w_fp8 = values.narrow(1, 0, n).narrow(2, 0, k).to(at::kFloat8_e4m3fn).reshape(w.sizes());
+  auto w_fp8 = values.narrow(1, 0, n).narrow(2, 0, k).to(at::kFloat8_e4m3fn).contiguous().reshape(w.sizes());
 
   std::vector<int64_t> scale_sizes(lead.begin(), lead.end());
   scale_sizes.push_back(nb);
@@ -89,6 +90,10 @@ at::Tensor dequantize_1x128(const at::Tensor& x_fp8, const at::Tensor& scale) {
 at::Tensor dequantize_128x128(const at::Tensor& w_fp8, const at::Tensor& scale) {
   auto per_row = expand_block_scale(scale, -2, w_fp8.size(-2));
   return w_fp8.to(at::kFloat) * expand_block_scale(per_row, -1, w_fp8.size(-1));
+}
+
+at::Tensor dense_1x128_reference(const QuantizedOperand& a, const QuantizedOperand& b, at::ScalarType out_dtype) {
+  return at::matmul(dequantize_1x128(a.data, a.scale), dequantize_1x128(b.data, b.scale).t()).to(out_dtype);
 }
 
 at::Tensor dense_reference(const QuantizedOperand& a, const QuantizedOperand& b,

@@ -15,6 +15,11 @@ at::Tensor dense_cpu(const at::Tensor& a, const at::Tensor& b, const std::option
   return dense_op(a, b, a_scale, b_scale, bias, out_dtype, &dense_reference);
 }
 
+at::Tensor dense_1x128_cpu(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& a_scale,
+                           const std::optional<at::Tensor>& b_scale, std::optional<at::ScalarType> out_dtype) {
+  return dense_1x128_op(a, b, a_scale, b_scale, out_dtype, &dense_1x128_reference);
+}
+
 at::Tensor grouped_moe_cpu(const at::Tensor& a, const at::Tensor& b, const at::Tensor& group_offsets,
                            const std::optional<at::Tensor>& a_scale, const std::optional<at::Tensor>& b_scale,
                            std::optional<at::ScalarType> out_dtype) {
@@ -42,6 +47,10 @@ bool cuda_kernels_built() {
 TORCH_LIBRARY(fp8gemm, m) {
   m.def("dense(Tensor a, Tensor b, Tensor? a_scale=None, Tensor? b_scale=None, Tensor? bias=None, "
         "ScalarType? out_dtype=None) -> Tensor");
+  // a @ b.T with both operands scaled per 1x128 group along K (weight gradients: both operands are
+  // quantized along the token dim).
+  m.def("dense_1x128(Tensor a, Tensor b, Tensor? a_scale=None, Tensor? b_scale=None, "
+        "ScalarType? out_dtype=None) -> Tensor");
   m.def("grouped_moe(Tensor a, Tensor b, Tensor group_offsets, Tensor? a_scale=None, "
         "Tensor? b_scale=None, ScalarType? out_dtype=None) -> Tensor");
   m.def("grouped_moe_masked(Tensor a, Tensor b, Tensor masked_m, int expected_m, Tensor? a_scale=None, "
@@ -54,6 +63,7 @@ TORCH_LIBRARY(fp8gemm, m) {
 
 TORCH_LIBRARY_IMPL(fp8gemm, CPU, m) {
   m.impl("dense", &dense_cpu);
+  m.impl("dense_1x128", &dense_1x128_cpu);
   m.impl("grouped_moe", &grouped_moe_cpu);
   m.impl("grouped_moe_masked", &grouped_moe_masked_cpu);
   m.impl("quantize_1x128", &quantize_1x128_op);

@@ -1,0 +1,68 @@
+// Dense FP8 GEMM with B scaled per 1x128 group along K (sm90_fp8_gemm_api.h): the weight-gradient
+// GEMM dW = dy^T x, whose operands are both quantized along the token dim. The dense kernel
+// template with GemmKind::kDenseRowScaledB; two configs.
+#include <string>
+
+#include "sm90_fp8_gemm_api.h"
+#include "sm90_fp8_gemm_launch.cuh"
+
+namespace torch_fp8gemm {
+namespace sm90 {
+
+void validate_dense_params(const DenseGemmParams& p, int num_configs);  // sm90_fp8_gemm_dense.cu
+
+namespace {
+
+// BLOCK_N = 128 only: per-column scales make the promotion cost per element the same for every
+// BN, and 128 keeps the K loop software-pipelined. BLOCK_M = 64 where 128-row tiles would leave
+// SMs idle (weight gradients of small layers).
+struct RowScaledConfigEntry {
+  int block_m;
+  int block_n;
+  void (*launch)(const DenseGemmParams&);
+};
+
+constexpr RowScaledConfigEntry kRowScaledConfigs[] = {
+    {64, 128, &launch_dense_row_scaled<64, 128>},
+    {128, 128, &launch_dense_row_scaled<128, 128>},
+};
+constexpr int kNumRowScaledConfigs = static_cast<int>(sizeof(kRowScaledConfigs) / sizeof(kRowScaledConfigs[0]));
+
+void validate_row_scaled(const DenseGemmParams& p) {
+  validate_dense_params(p, kNumRowScaledConfigs);
+  const auto fail = [&](const std::string& what) {
+    throw_error("row-scaled GEMM: expected " + what + " for (m=" + std::to_string(p.m) + ", n=" +
+                std::to_string(p.n) + ", k=" + std::to_string(p.k) + ")");
+  };
+  if (p.bias != nullptr) fail("no bias");
+  if (reinterpret_cast<uintptr_t>(p.b_scale) % 16 != 0 || p.b_scale_ld < p.n || p.b_scale_ld % 4 != 0) {
+    fail("b_scale 16-byte aligned with b_scale_ld >= n and b_scale_ld % 4 == 0, got b_scale_ld=" +
+         std::to_string(p.b_scale_ld));
+  }
+}
+
+}  // namespace
+}  // namespace sm90
+
+int sm90_fp8_gemm_num_row_scaled_configs() { return sm90::kNumRowScaledConfigs; }
+
+const char* sm90_fp8_gemm_row_scaled_config_name(int idx) {
+  static const char* const kNames[] = {"row_scaled_bm64_bn128", "row_scaled_bm128_bn128"};
+  static_assert(sizeof(kNames) / sizeof(kNames[0]) == sm90::kNumRowScaledConfigs, "one name per config");
+  if (idx < 0 || idx >= sm90::kNumRowScaledConfigs) sm90::throw_error("row-scaled config index out of range");
+  return kNames[idx];
+}
+
+int sm90_fp8_gemm_pick_row_scaled_config(const DenseGemmParams& p) {
+  // 128-row tiles unless they would fill less than one wave of SMs.
+  const int64_t tiles_128 = sm90::ceil_div<int64_t>(p.m, 128) * sm90::ceil_div<int64_t>(p.n, 128);
+  return tiles_128 >= p.num_sms ? 1 : 0;
+}
+
+void sm90_fp8_gemm_dense_row_scaled(const DenseGemmParams& p) {
+  sm90::validate_row_scaled(p);
+  const int idx = p.forced_config >= 0 ? p.forced_config : sm90_fp8_gemm_pick_row_scaled_config(p);
+  sm90::kRowScaledConfigs[idx].launch(p);
+}
+
+}  // namespace torch_fp8gemm
