@@ -52,4 +52,7 @@ int sm90_fp8_gemm_pick_grouped_config(const GroupedGemmParams& p);  // index int
 const char* sm90_fp8_gemm_grouped_config_name(int idx);
 int sm90_fp8_gemm_num_grouped_configs();
 void sm90_fp8_gemm_grouped(const GroupedGemmParams& p);
+// Zeroes the rows of p.gemm.out that no expert owns (what sm90_fp8_gemm_grouped leaves unwritten),
+// reading the expert bounds on the device; launch it on the same stream before or after the GEMM.
+void grouped_zero_unowned_rows(const GroupedGemmParams& p);
 }  // namespace torch_fp8gemm

@@ -129,7 +129,8 @@ GroupedGemmParams grouped_params(const at::Tensor& rows, const at::Tensor& row_s
   return p;
 }
 
-// Grouped kernels; the output is zero-filled first because the kernels write only expert rows.
+// Grouped kernels. They write only expert rows; grouped_zero_unowned_rows clears the others (found on
+// the device) instead of a memset of the whole output.
 at::Tensor grouped_moe_sm90(const QuantizedOperand& a, const QuantizedOperand& b, const at::Tensor& group_offsets,
                             at::ScalarType out_dtype) {
   if (!has_sm90_kernels(a.data.device())) return grouped_moe_reference(a, b, group_offsets, out_dtype);
@@ -137,10 +138,13 @@ at::Tensor grouped_moe_sm90(const QuantizedOperand& a, const QuantizedOperand& b
   auto weight_scales = b.scale.contiguous();
   auto row_scales = m_major_scales(a.scale);
   auto offsets = group_offsets.contiguous();
-  auto out = at::zeros({a.data.size(0), b.data.size(1)}, a.data.options().dtype(out_dtype));
+  auto out = at::empty({a.data.size(0), b.data.size(1)}, a.data.options().dtype(out_dtype));
   const int64_t groups = b.data.size(0);
-  sm90_fp8_gemm_grouped(grouped_params(a.data, row_scales, weights, weight_scales, out, GroupedLayout::kContiguous,
-                                       offsets, 0, ceil_div(a.data.size(0), groups)));
+  const GroupedGemmParams params = grouped_params(a.data, row_scales, weights, weight_scales, out,
+                                                  GroupedLayout::kContiguous, offsets, 0,
+                                                  ceil_div(a.data.size(0), groups));
+  grouped_zero_unowned_rows(params);
+  sm90_fp8_gemm_grouped(params);
   return out;
 }
 
@@ -156,9 +160,11 @@ at::Tensor grouped_moe_masked_sm90(const QuantizedOperand& a, const QuantizedOpe
   auto weights = stacked_rows(b.data);
   auto weight_scales = b.scale.contiguous();
   auto counts = masked_m.contiguous();
-  auto out = at::zeros({groups * max_m, n}, a.data.options().dtype(out_dtype));
-  sm90_fp8_gemm_grouped(grouped_params(rows, row_scales, weights, weight_scales, out, GroupedLayout::kMasked, counts,
-                                       max_m, expected_m));
+  auto out = at::empty({groups * max_m, n}, a.data.options().dtype(out_dtype));
+  const GroupedGemmParams params =
+      grouped_params(rows, row_scales, weights, weight_scales, out, GroupedLayout::kMasked, counts, max_m, expected_m);
+  grouped_zero_unowned_rows(params);
+  sm90_fp8_gemm_grouped(params);
   return out.view({groups, max_m, n});
 }
 
