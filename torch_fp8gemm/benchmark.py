@@ -206,15 +206,21 @@ def verify(device: str, large: bool) -> tuple[str, bool]:
     return _format_table(["op", "shape", "rel err vs float64", "bar", "result"], rows), ok
 
 
-def benchmark_dense(shapes, iters: int) -> str:
-    device = "cuda"
-    timer = KernelTimer(device)
+def copy_bandwidth_gbs(timer: "KernelTimer", device: str = "cuda") -> float:
+    """Device-to-device copy rate of a 1 GiB buffer (bytes read + written per second), the yardstick
+    of the bandwidth-bound kernels, measured in the same run as they are."""
     copy_src = torch.empty(1 << 30, dtype=torch.uint8, device=device)
     copy_dst = torch.empty_like(copy_src)
     copy_us = timer.median_us(lambda: copy_dst.copy_(copy_src), iters=10)
     copy_gbs = 2 * copy_src.numel() / copy_us / 1e3
     _log(f"  device-to-device copy: {copy_gbs:.0f} GB/s (read + write)")
-    del copy_src, copy_dst
+    return copy_gbs
+
+
+def benchmark_dense(shapes, iters: int) -> str:
+    device = "cuda"
+    timer = KernelTimer(device)
+    copy_gbs = copy_bandwidth_gbs(timer, device)
 
     header = ["M", "N", "K", "ours µs", "ours TFLOP/s", "ours GB/s", "% copy BW", "torch block TFLOP/s",
               "per-tensor TFLOP/s", "bf16 TFLOP/s", "× torch block", "× per-tensor", "× bf16"]
@@ -479,7 +485,9 @@ def _environment() -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m torch_fp8gemm", description=__doc__)
     parser.add_argument("--shapes", choices=["dsv3", "quick"], default="dsv3", help="dense benchmark shape set")
-    parser.add_argument("--suite", choices=["dense", "moe", "all"], default="dense", help="which benchmarks to run")
+    parser.add_argument("--suite", choices=["dense", "moe", "quant", "all"], default="dense",
+                        help="which benchmarks to run (quant: the quantization kernels vs copy bandwidth)")
+    parser.add_argument("--skip-verify", action="store_true", help="skip the verification table")
     parser.add_argument("--iters", type=int, default=30, help="timed calls per measurement (median)")
     parser.add_argument("--skip-bench", action="store_true", help="only verify")
     parser.add_argument("--results", help="append the tables (markdown) to this file")
@@ -491,11 +499,13 @@ def main(argv=None) -> int:
     device = "cuda" if cuda else "cpu"
     if not cuda:
         _log("No CUDA device: verifying the CPU reference path on small shapes; the GPU kernels are absent here.")
-    _log(f"Verifying every op on {device} against float64 references ...")
-    verify_table, ok = verify(device, large=cuda)
-    _log("\n" + verify_table + "\n")
-    report = [f"### {env}", "", f"Command: `python -m torch_fp8gemm {' '.join(argv or sys.argv[1:])}`", "",
-              verify_table]
+    report = [f"### {env}", "", f"Command: `python -m torch_fp8gemm {' '.join(argv or sys.argv[1:])}`"]
+    ok = True
+    if not args.skip_verify:
+        _log(f"Verifying every op on {device} against float64 references ...")
+        verify_table, ok = verify(device, large=cuda)
+        _log("\n" + verify_table + "\n")
+        report += ["", verify_table]
     if cuda and not args.skip_bench and args.suite in ("dense", "all"):
         shapes = DSV3_DENSE_SHAPES if args.shapes == "dsv3" else QUICK_SHAPES
         _log(f"Benchmarking fp8gemm::dense on {len(shapes)} shapes (median of {args.iters}, L2 flushed) ...")
@@ -507,6 +517,14 @@ def main(argv=None) -> int:
         moe_table = benchmark_moe(args.iters)
         _log("\n" + moe_table + "\n")
         report += ["", moe_table]
+    if cuda and not args.skip_bench and args.suite in ("quant", "all"):
+        from .bench_quant import benchmark_quantize
+
+        _log(f"Benchmarking the quantization kernels (median of {args.iters}, L2 flushed) ...")
+        timer = KernelTimer("cuda")
+        quant_table = benchmark_quantize(args.iters, timer, copy_bandwidth_gbs(timer))
+        _log("\n" + quant_table + "\n")
+        report += ["", quant_table]
     if args.results:
         with open(args.results, "a") as f:
             f.write("\n" + "\n".join(report) + "\n")

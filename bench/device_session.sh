@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# One device call of a session: build on the GPU machine, then run the named stages, each under its
+# own time limit, logging to $OUT. Usage: bash bench/device_session.sh STAGE...
+#   tests      GPU tests of the quantizers, grouped ops, MoE, modules, autograd and a dense subset
+#   train      bench/train_compare.py (FP8 vs bf16 loss curves, 300 steps)
+#   moe        python -m torch_fp8gemm --suite moe
+#   quant      quantization kernels vs copy bandwidth
+#   forward    FP8Linear forward vs bf16 (eager and compiled)
+#   training   forward + backward of a linear and an MoE layer
+# Benchmark tables are appended to RESULTS.md, which is copied to $OUT.
+set -uo pipefail
+OUT="${OUT:-$PWD/gpu_logs}"
+mkdir -p "$OUT"
+export LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libstdc++.so.6 PYTHONUNBUFFERED=1 MAX_JOBS="${MAX_JOBS:-16}"
+ITERS="${ITERS:-10}"
+start=$(date +%s)
+if ! python3 -m pip install --no-build-isolation --no-deps -e . >"$OUT/build.log" 2>&1; then
+  tail -60 "$OUT/build.log"; exit 1
+fi
+echo "build: $(( $(date +%s) - start )) s"
+stage() {  # stage NAME LIMIT_S COMMAND...
+  local name=$1 limit=$2; shift 2
+  local t0=$(date +%s)
+  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "== $name: rc $rc, $(( $(date +%s) - t0 )) s"
+  tail -"${TAIL:-25}" "$OUT/$name.log"
+}
+for s in "$@"; do
+  case "$s" in
+    tests) stage tests 300 python3 -m pytest -q --timeout=120 -p no:cacheprovider test/test_quantize_cuda.py \
+             test/test_grouped_cuda.py test/test_moe.py test/test_nn.py test/test_bench_smoke.py test/test_ops.py \
+             test/test_autograd.py test/test_compile.py "test/test_dense_cuda.py::test_every_configuration_is_forced" "test/test_dense_cuda.py::test_side_stream_and_cuda_graph" ;;
+    train) stage train 240 python3 bench/train_compare.py --steps 300 --device cuda --out "$OUT/train_compare.md" ;;
+    moe) stage moe 300 python3 -m torch_fp8gemm --suite moe --iters "$ITERS" --results RESULTS.md ;;
+    quant) stage quant 120 python3 -m torch_fp8gemm --suite quant --iters "$ITERS" --skip-verify --results RESULTS.md ;;
+    forward) stage forward 300 python3 -m torch_fp8gemm.bench_layers --suite forward --iters "$ITERS" \
+               --layers "DeepSeek-V3 MLP,Llama-70B MLP gate" --results RESULTS.md ;;
+    training) stage training 300 python3 -m torch_fp8gemm.bench_layers --suite training --iters "$ITERS" --results RESULTS.md ;;
+    *) echo "unknown stage $s" ;;
+  esac
+done
+cp RESULTS.md "$OUT/RESULTS.md"
+echo "total: $(( $(date +%s) - start )) s"
