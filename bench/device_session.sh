@@ -7,6 +7,8 @@
 #   quant      quantization kernels vs copy bandwidth
 #   forward    FP8Linear forward vs bf16 (eager and compiled)
 #   training   forward + backward of a linear and an MoE layer
+#   quanttests GPU tests of the quantization kernels (and the ops that use them)
+#   example    examples/convert_transformers_model.py (Llama, tiny random config): logits and tokens/s
 # Benchmark tables are appended to RESULTS.md, which is copied to $OUT.
 set -uo pipefail
 OUT="${OUT:-$PWD/gpu_logs}"
@@ -39,10 +41,13 @@ for s in "$@"; do
         "test/test_dense_cuda.py::test_side_stream_and_cuda_graph" ;;
     train) stage train "${TRAIN_LIMIT:-240}" python3 bench/train_compare.py --steps 300 --device cuda --out "$OUT/train_compare.md" ;;
     moe) stage moe "${MOE_LIMIT:-300}" python3 -m torch_fp8gemm --suite moe --iters "$ITERS" --results RESULTS.md ;;
-    quant) stage quant 120 python3 -m torch_fp8gemm --suite quant --iters "$ITERS" --skip-verify --results RESULTS.md ;;
-    forward) stage forward 300 python3 -m torch_fp8gemm.bench_layers --suite forward --iters "$ITERS" \
+    quant) stage quant "${QUANT_LIMIT:-120}" python3 -m torch_fp8gemm --suite quant --iters "$ITERS" --skip-verify --results RESULTS.md ;;
+    forward) stage forward "${FORWARD_LIMIT:-300}" python3 -m torch_fp8gemm.bench_layers --suite forward --iters "$ITERS" \
                --layers "DeepSeek-V3 MLP,Llama-70B MLP gate" --results RESULTS.md ;;
-    training) stage training 300 python3 -m torch_fp8gemm.bench_layers --suite training --iters "$ITERS" --results RESULTS.md ;;
+    training) stage training "${TRAINING_LIMIT:-300}" python3 -m torch_fp8gemm.bench_layers --suite training --iters "$ITERS" --results RESULTS.md ;;
+    quanttests) stage quanttests 120 python3 -m pytest -q --timeout=120 -p no:cacheprovider test/test_quantize_cuda.py \
+                  test/test_autograd.py "test/test_nn.py::test_matches_linear" ;;
+    example) stage example "${EXAMPLE_LIMIT:-150}" python3 examples/convert_transformers_model.py --batch 8 --seq 512 ;;
     *) echo "unknown stage $s" ;;
   esac
 done
