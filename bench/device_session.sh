@@ -43,7 +43,7 @@ for s in "$@"; do
     moe) stage moe "${MOE_LIMIT:-300}" python3 -m torch_fp8gemm --suite moe --iters "$ITERS" --results RESULTS.md ;;
     quant) stage quant "${QUANT_LIMIT:-120}" python3 -m torch_fp8gemm --suite quant --iters "$ITERS" --skip-verify --results RESULTS.md ;;
     forward) stage forward "${FORWARD_LIMIT:-300}" python3 -m torch_fp8gemm.bench_layers --suite forward --iters "$ITERS" \
-               --layers "DeepSeek-V3 MLP,Llama-70B MLP gate" --results RESULTS.md ;;
+               --layers "${FORWARD_LAYERS:-DeepSeek-V3 MLP,Llama-70B MLP gate}" --results RESULTS.md ;;
     training) stage training "${TRAINING_LIMIT:-300}" python3 -m torch_fp8gemm.bench_layers --suite training --iters "$ITERS" --results RESULTS.md ;;
     quanttests) stage quanttests 120 python3 -m pytest -q --timeout=120 -p no:cacheprovider test/test_quantize_cuda.py \
                   test/test_autograd.py "test/test_nn.py::test_matches_linear" ;;

@@ -24,6 +24,7 @@ from .ops import (  # noqa: E402
     grouped_moe_masked,
     grouped_moe_wgrad,
     quantize_1x128,
+    quantize_1x128_transposed,
     quantize_128x128,
 )
 from . import moe, nn  # noqa: E402
@@ -41,6 +42,7 @@ __all__ = [
     "grouped_moe_masked",
     "grouped_moe_wgrad",
     "quantize_1x128",
+    "quantize_1x128_transposed",
     "quantize_128x128",
 ]
 __version__ = "0.1.0"

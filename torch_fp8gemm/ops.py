@@ -25,6 +25,7 @@ __all__ = [
     "grouped_moe_masked",
     "grouped_moe_wgrad",
     "quantize_1x128",
+    "quantize_1x128_transposed",
     "quantize_128x128",
 ]
 
@@ -126,6 +127,16 @@ def quantize_1x128(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.ops.fp8gemm.quantize_1x128(x)
 
 
+def quantize_1x128_transposed(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [M, K] -> x^T quantized per 1x128 group along M: (fp8 [K, M], float32 scales [K, ceil(M/128)]).
+
+    Equals ``quantize_1x128(x.t().contiguous())`` bit for bit, scale strides included (M-major:
+    strides (1, round_up(K, 4))), in one pass over x. For weight-gradient GEMMs (dW = dy^T x), whose
+    operands are quantized along the token dim M. Any M >= 0 and K >= 0; x of any strides.
+    """
+    return torch.ops.fp8gemm.quantize_1x128_transposed(x)
+
+
 def quantize_128x128(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-block quantization: w [..., N, K] -> (fp8 [..., N, K], float32 [..., ceil(N/128), ceil(K/128)])."""
     return torch.ops.fp8gemm.quantize_128x128(w)
@@ -205,6 +216,20 @@ def _quantize_1x128_fake(x):
     return torch.empty_like(x, dtype=_FP8, memory_format=torch.contiguous_format), scale
 
 
+@torch.library.register_fake("fp8gemm::quantize_1x128_transposed")
+def _quantize_1x128_transposed_fake(x):
+    torch._check_value(
+        x.dim() == 2,
+        lambda: f"fp8gemm::quantize_1x128_transposed: expected `x` to have 2 dims ([M, K]), got {x.dim()}",
+    )
+    m, k = x.shape
+    # x^T's scales as quantize_1x128 lays them out: M-major storage [ceil(M/128), round_up(K, 4)].
+    scale = torch.empty_strided(
+        (k, _ceil_div(m, SCALE_BLOCK)), (1, _ceil_div(k, 4) * 4), dtype=torch.float32, device=x.device
+    )
+    return x.new_empty((k, m), dtype=_FP8), scale
+
+
 @torch.library.register_fake("fp8gemm::quantize_128x128")
 def _quantize_128x128_fake(w):
     n, k = w.shape[-2], w.shape[-1]
@@ -249,9 +274,9 @@ def _dequantize_activation(a, a_scale):
 
 def _transposed_weight(b, b_scale):
     """W^T [..., K, N] as an FP8 operand with 128x128 scales [..., ceil(K/128), ceil(N/128)]."""
-    if b.dtype == _FP8:
-        return b.transpose(-2, -1).contiguous(), b_scale.transpose(-2, -1).contiguous()
-    return quantize_128x128(b.transpose(-2, -1))
+    if b.dtype != _FP8:  # quantizing W and transposing the fp8 bytes gives W^T's blocks, cheaper
+        b, b_scale = quantize_128x128(b)
+    return b.transpose(-2, -1).contiguous(), b_scale.transpose(-2, -1).contiguous()
 
 
 def _quantize_tokens_t(x: torch.Tensor):

@@ -6,6 +6,7 @@
 #include <torch/library.h>
 
 #include "fp8gemm.h"
+#include "kernels/quantize_api.h"
 #include "kernels/sm90_fp8_gemm_api.h"
 
 namespace torch_fp8gemm {
@@ -196,14 +197,126 @@ at::Tensor grouped_moe_masked_cuda(const at::Tensor& a, const at::Tensor& b, con
   return grouped_moe_masked_op(a, b, masked_m, expected_m, a_scale, b_scale, out_dtype, &grouped_moe_masked_sm90);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Quantizers on the CUDA kernels of csrc/kernels/quantize.cu. They return exactly what the ATen
+// reference returns (shapes, dtypes, strides, bits); the kernels are compiled into the sm_90a build
+// only, so other GPUs run the reference on the device.
+
+QuantInputType quant_input_type(const at::Tensor& x) {
+  switch (x.scalar_type()) {
+    case at::kBFloat16: return QuantInputType::kBF16;
+    case at::kHalf: return QuantInputType::kFP16;
+    default: return QuantInputType::kFP32;  // the front ends admit bf16/fp16/fp32 only
+  }
+}
+
+// x viewed as [m, k] with unit stride along k (a copy only when no such view exists), and the row
+// stride to pass to the kernels (any value serves a single row).
+std::pair<at::Tensor, int64_t> as_rows(const at::Tensor& x, int64_t m, int64_t k) {
+  auto rows = x.reshape({m, k});
+  if (k > 1 && rows.stride(1) != 1) rows = rows.contiguous();
+  return {rows, m > 1 ? rows.stride(0) : k};
+}
+
+std::tuple<at::Tensor, at::Tensor> quantize_1x128_kernels(const at::Tensor& x) {
+  if (!has_sm90_kernels(x.device())) {
+    TORCH_WARN_ONCE("fp8gemm::quantize_1x128: no CUDA kernel for this GPU (built for compute capability 9.0); "
+                    "running the ATen reference path");
+    return quantize_1x128(x);
+  }
+  const int64_t k = x.size(-1);
+  const auto lead = x.sizes().slice(0, x.dim() - 1);
+  const int64_t m = c10::multiply_integers(lead);
+  auto x_fp8 = at::empty(x.sizes(), x.options().dtype(at::kFloat8_e4m3fn));
+  // Every entry, padding rows included, is written by the kernel.
+  auto storage = at::empty({ceil_div(k, kScaleBlock), ceil_div(m, 4) * 4}, x.options().dtype(at::kFloat));
+  if (m > 0 && k > 0) {
+    const auto [rows, ldx] = as_rows(x, m, k);
+    Quantize1x128Params p{};
+    p.x = rows.data_ptr();
+    p.type = quant_input_type(x);
+    p.m = m;
+    p.k = k;
+    p.ldx = ldx;
+    p.out = x_fp8.data_ptr();
+    p.scale = storage.data_ptr<float>();
+    p.scale_ld = storage.size(1);
+    p.stream = at::cuda::getCurrentCUDAStream(x.device().index()).stream();
+    fp8_quantize_1x128(p);
+  }
+  return {x_fp8, m_major_scale_view(storage, lead)};
+}
+
+std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed_kernels(const at::Tensor& x) {
+  const int64_t m = x.size(0), k = x.size(1);
+  // x^T is already a row-major matrix in memory (x is a transposed view): quantize its rows.
+  if (m > 1 && x.stride(0) == 1 && !(k > 1 && x.stride(1) == 1)) return quantize_1x128_kernels(x.t());
+  if (!has_sm90_kernels(x.device())) {
+    TORCH_WARN_ONCE("fp8gemm::quantize_1x128_transposed: no CUDA kernel for this GPU (built for compute "
+                    "capability 9.0); running the ATen reference path");
+    return quantize_1x128_transposed(x);
+  }
+  auto xt_fp8 = at::empty({k, m}, x.options().dtype(at::kFloat8_e4m3fn));
+  auto storage = at::empty({ceil_div(m, kScaleBlock), ceil_div(k, 4) * 4}, x.options().dtype(at::kFloat));
+  if (m > 0 && k > 0) {
+    const auto [rows, ldx] = as_rows(x, m, k);
+    Quantize1x128Params p{};
+    p.x = rows.data_ptr();
+    p.type = quant_input_type(x);
+    p.m = m;
+    p.k = k;
+    p.ldx = ldx;
+    p.out = xt_fp8.data_ptr();
+    p.scale = storage.data_ptr<float>();
+    p.scale_ld = storage.size(1);
+    p.stream = at::cuda::getCurrentCUDAStream(x.device().index()).stream();
+    fp8_quantize_1x128_transposed(p);
+  }
+  return {xt_fp8, m_major_scale_view(storage, {k})};
+}
+
+std::tuple<at::Tensor, at::Tensor> quantize_128x128_kernels(const at::Tensor& w) {
+  if (!has_sm90_kernels(w.device())) {
+    TORCH_WARN_ONCE("fp8gemm::quantize_128x128: no CUDA kernel for this GPU (built for compute capability "
+                    "9.0); running the ATen reference path");
+    return quantize_128x128(w);
+  }
+  const int64_t n = w.size(-2), k = w.size(-1);
+  const auto lead = w.sizes().slice(0, w.dim() - 2);
+  std::vector<int64_t> scale_sizes(lead.begin(), lead.end());
+  scale_sizes.push_back(ceil_div(n, kScaleBlock));
+  scale_sizes.push_back(ceil_div(k, kScaleBlock));
+  auto w_fp8 = at::empty(w.sizes(), w.options().dtype(at::kFloat8_e4m3fn));
+  auto scale = at::empty(scale_sizes, w.options().dtype(at::kFloat));
+  if (w.numel() > 0) {
+    const auto dense = w.contiguous();
+    Quantize128x128Params p{};
+    p.w = dense.data_ptr();
+    p.type = quant_input_type(w);
+    p.batch = c10::multiply_integers(lead);
+    p.n = n;
+    p.k = k;
+    p.out = w_fp8.data_ptr();
+    p.scale = scale.data_ptr<float>();
+    p.stream = at::cuda::getCurrentCUDAStream(w.device().index()).stream();
+    fp8_quantize_128x128(p);
+  }
+  return {w_fp8, scale};
+}
+
 std::tuple<at::Tensor, at::Tensor> quantize_1x128_cuda(const at::Tensor& x) {
   const c10::cuda::CUDAGuard guard(x.device());
-  return quantize_1x128_op(x);
+  return quantize_1x128_op(x, &quantize_1x128_kernels);
+}
+
+std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed_cuda(const at::Tensor& x) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  return quantize_1x128_transposed_op(x, &quantize_1x128_transposed_kernels);
 }
 
 std::tuple<at::Tensor, at::Tensor> quantize_128x128_cuda(const at::Tensor& w) {
   const c10::cuda::CUDAGuard guard(w.device());
-  return quantize_128x128_op(w);
+  return quantize_128x128_op(w, &quantize_128x128_kernels);
 }
 
 // Forces configuration `config` (-1: the heuristic) on this thread for the scope of one private op.
@@ -292,6 +405,7 @@ TORCH_LIBRARY_IMPL(fp8gemm, CUDA, m) {
   m.impl("grouped_moe", &grouped_moe_cuda);
   m.impl("grouped_moe_masked", &grouped_moe_masked_cuda);
   m.impl("quantize_1x128", &quantize_1x128_cuda);
+  m.impl("quantize_1x128_transposed", &quantize_1x128_transposed_cuda);
   m.impl("quantize_128x128", &quantize_128x128_cuda);
 }
 

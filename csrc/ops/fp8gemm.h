@@ -30,8 +30,14 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // The scales are a view of M-major storage [ceil(K/128), round_up(M, 4)] (M = tokens), the layout
 // the GEMM's TMA loads, so they feed fp8gemm::dense without a copy.
 std::tuple<at::Tensor, at::Tensor> quantize_1x128(const at::Tensor& x);
+// quantize_1x128_transposed: x [M, K] -> quantize_1x128(x.t().contiguous()), i.e. x^T [K, M] in fp8
+// with one scale per 1x128 group along M (weight-gradient operands) and [K, ceil(M/128)] M-major scales.
+std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed(const at::Tensor& x);
 // quantize_128x128: w [..., N, K] -> (fp8 [..., N, K], float32 scales [..., ceil(N/128), ceil(K/128)]).
 std::tuple<at::Tensor, at::Tensor> quantize_128x128(const at::Tensor& w);
+// The [..., ceil(K/128)] view that quantize_1x128 returns of its M-major scale storage
+// [ceil(K/128), round_up(M, 4)], where `lead` = the token dims [...] (M = their product).
+at::Tensor m_major_scale_view(const at::Tensor& storage, at::IntArrayRef lead);
 
 at::Tensor dequantize_1x128(const at::Tensor& x_fp8, const at::Tensor& scale);
 at::Tensor dequantize_128x128(const at::Tensor& w_fp8, const at::Tensor& scale);
@@ -81,7 +87,10 @@ at::Tensor grouped_moe_masked_op(const at::Tensor& a, const at::Tensor& b, const
 at::Tensor dense_1x128_op(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& a_scale,
                           const std::optional<at::Tensor>& b_scale, std::optional<at::ScalarType> out_dtype,
                           Dense1x128Backend backend);
-std::tuple<at::Tensor, at::Tensor> quantize_1x128_op(const at::Tensor& x);
-std::tuple<at::Tensor, at::Tensor> quantize_128x128_op(const at::Tensor& w);
+// Quantizers: validate, then run `backend` (the ATen reference on CPU, the CUDA kernels on GPUs).
+using QuantizeBackend = std::tuple<at::Tensor, at::Tensor> (*)(const at::Tensor& x);
+std::tuple<at::Tensor, at::Tensor> quantize_1x128_op(const at::Tensor& x, QuantizeBackend backend);
+std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed_op(const at::Tensor& x, QuantizeBackend backend);
+std::tuple<at::Tensor, at::Tensor> quantize_128x128_op(const at::Tensor& w, QuantizeBackend backend);
 
 }  // namespace torch_fp8gemm

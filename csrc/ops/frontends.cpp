@@ -2,6 +2,8 @@
 // dtype, rank, shapes, scale shapes, layout) so that the first broken rule is the one reported.
 #include "fp8gemm.h"
 
+#include <ATen/core/dispatch/Dispatcher.h>
+
 #include <string>
 
 namespace torch_fp8gemm {
@@ -81,15 +83,31 @@ void check_group_index(const char* op, const char* name, const at::Tensor& t, in
                     "] (one entry per expert of `b`), got ", t.sizes());
 }
 
+// High-precision operands are quantized through the dispatcher, so each device runs its own
+// quantize kernel (the CUDA kernels on the GPU, the ATen reference on the CPU); both give the same bits.
+using QuantizeSignature = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&);
+
+std::tuple<at::Tensor, at::Tensor> dispatch_quantize_1x128(const at::Tensor& x) {
+  static const auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("fp8gemm::quantize_1x128", "").typed<QuantizeSignature>();
+  return op.call(x);
+}
+
+std::tuple<at::Tensor, at::Tensor> dispatch_quantize_128x128(const at::Tensor& w) {
+  static const auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("fp8gemm::quantize_128x128", "").typed<QuantizeSignature>();
+  return op.call(w);
+}
+
 QuantizedOperand activation_operand(const at::Tensor& a, const std::optional<at::Tensor>& a_scale) {
   if (is_fp8(a)) return {a, *a_scale};
-  auto [data, scale] = quantize_1x128(a);
+  auto [data, scale] = dispatch_quantize_1x128(a);
   return {data, scale};
 }
 
 QuantizedOperand weight_operand(const at::Tensor& b, const std::optional<at::Tensor>& b_scale) {
   if (is_fp8(b)) return {b, *b_scale};
-  auto [data, scale] = quantize_128x128(b);
+  auto [data, scale] = dispatch_quantize_128x128(b);
   return {data, scale};
 }
 
@@ -235,18 +253,26 @@ at::Tensor grouped_moe_masked_op(const at::Tensor& a, const at::Tensor& b, const
   return backend(activation_operand(a, a_scale), weight_operand(b, b_scale), masked_m, expected_m, dtype);
 }
 
-std::tuple<at::Tensor, at::Tensor> quantize_1x128_op(const at::Tensor& x) {
+std::tuple<at::Tensor, at::Tensor> quantize_1x128_op(const at::Tensor& x, QuantizeBackend backend) {
   constexpr const char* op = "fp8gemm::quantize_1x128";
   FP8GEMM_CHECK_ARG(is_high_precision(x), op, "`x` to be bfloat16/float16/float32, got ", x.scalar_type());
   FP8GEMM_CHECK_ARG(x.dim() >= 1, op, "`x` to have at least 1 dim ([..., K]), got a scalar");
-  return quantize_1x128(x);
+  return backend(x);
 }
 
-std::tuple<at::Tensor, at::Tensor> quantize_128x128_op(const at::Tensor& w) {
+std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed_op(const at::Tensor& x, QuantizeBackend backend) {
+  constexpr const char* op = "fp8gemm::quantize_1x128_transposed";
+  FP8GEMM_CHECK_ARG(is_high_precision(x), op, "`x` to be bfloat16/float16/float32, got ", x.scalar_type());
+  FP8GEMM_CHECK_ARG(x.dim() == 2, op, "`x` to have 2 dims ([M, K]; the op returns x^T [K, M]), got ", x.dim(),
+                    " (shape ", x.sizes(), ")");
+  return backend(x);
+}
+
+std::tuple<at::Tensor, at::Tensor> quantize_128x128_op(const at::Tensor& w, QuantizeBackend backend) {
   constexpr const char* op = "fp8gemm::quantize_128x128";
   FP8GEMM_CHECK_ARG(is_high_precision(w), op, "`w` to be bfloat16/float16/float32, got ", w.scalar_type());
   FP8GEMM_CHECK_ARG(w.dim() >= 2, op, "`w` to have at least 2 dims ([..., N, K]), got ", w.dim());
-  return quantize_128x128(w);
+  return backend(w);
 }
 
 }  // namespace torch_fp8gemm

@@ -56,11 +56,19 @@ std::tuple<at::Tensor, at::Tensor> quantize_1x128(const at::Tensor& x) {
   const int64_t m_padded = ceil_div(m, 4) * 4;
   auto storage = at::zeros({kb, m_padded}, x.options().dtype(at::kFloat));
   storage.narrow(1, 0, m).copy_(scale.t());
+  return {x_fp8, m_major_scale_view(storage, lead)};
+}
+
+at::Tensor m_major_scale_view(const at::Tensor& storage, at::IntArrayRef lead) {
   std::vector<int64_t> sizes(lead.begin(), lead.end());
-  sizes.push_back(kb);
+  sizes.push_back(storage.size(0));
   auto strides = token_strides(lead);
-  strides.push_back(m_padded);
-  return {x_fp8, storage.as_strided(sizes, strides)};
+  strides.push_back(storage.size(1));
+  return storage.as_strided(sizes, strides);
+}
+
+std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed(const at::Tensor& x) {
+  return quantize_1x128(x.t().contiguous());
 }
 
 std::tuple<at::Tensor, at::Tensor> quantize_128x128(const at::Tensor& w) {

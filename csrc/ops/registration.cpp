@@ -34,6 +34,18 @@ at::Tensor grouped_moe_masked_cpu(const at::Tensor& a, const at::Tensor& b, cons
                                &grouped_moe_masked_reference);
 }
 
+std::tuple<at::Tensor, at::Tensor> quantize_1x128_cpu(const at::Tensor& x) {
+  return quantize_1x128_op(x, &quantize_1x128);
+}
+
+std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed_cpu(const at::Tensor& x) {
+  return quantize_1x128_transposed_op(x, &quantize_1x128_transposed);
+}
+
+std::tuple<at::Tensor, at::Tensor> quantize_128x128_cpu(const at::Tensor& w) {
+  return quantize_128x128_op(w, &quantize_128x128);
+}
+
 bool cuda_kernels_built() {
 #ifdef TORCH_FP8GEMM_WITH_CUDA
   return true;
@@ -56,6 +68,9 @@ TORCH_LIBRARY(fp8gemm, m) {
   m.def("grouped_moe_masked(Tensor a, Tensor b, Tensor masked_m, int expected_m, Tensor? a_scale=None, "
         "Tensor? b_scale=None, ScalarType? out_dtype=None) -> Tensor");
   m.def("quantize_1x128(Tensor x) -> (Tensor, Tensor)");
+  // x [M, K] -> quantize_1x128(x.t().contiguous()) in one pass: x^T quantized per 1x128 group along M
+  // (weight-gradient operands are quantized along the token dim).
+  m.def("quantize_1x128_transposed(Tensor x) -> (Tensor, Tensor)");
   m.def("quantize_128x128(Tensor w) -> (Tensor, Tensor)");
   // Build introspection: whether the sm_90a kernels were compiled into this extension.
   m.def("cuda_kernels_built() -> bool", &cuda_kernels_built);
@@ -66,8 +81,9 @@ TORCH_LIBRARY_IMPL(fp8gemm, CPU, m) {
   m.impl("dense_1x128", &dense_1x128_cpu);
   m.impl("grouped_moe", &grouped_moe_cpu);
   m.impl("grouped_moe_masked", &grouped_moe_masked_cpu);
-  m.impl("quantize_1x128", &quantize_1x128_op);
-  m.impl("quantize_128x128", &quantize_128x128_op);
+  m.impl("quantize_1x128", &quantize_1x128_cpu);
+  m.impl("quantize_1x128_transposed", &quantize_1x128_transposed_cpu);
+  m.impl("quantize_128x128", &quantize_128x128_cpu);
 }
 
 }  // namespace torch_fp8gemm
