@@ -49,8 +49,9 @@ std::tuple<at::Tensor, at::Tensor> quantize_1x128(const at::Tensor& x) {
   auto groups = pad_to_scale_blocks(x.to(at::kFloat).reshape({m, k}), {1}).view({m, kb, kScaleBlock});
   auto scale = groups.abs().amax(-1).clamp_min(kAmaxFloor).div(fp8_max_like(groups));  // [m, kb]
   auto values = groups.div(scale.unsqueeze(-1)).clamp(-kFp8Max, kFp8Max).view({m, kb * kScaleBlock});
-  // Contiguous whatever x's strides (a transposed x reshapes to a strided view when nothing pads).
-  auto x_fp8 = values.narrow(1, 0, k).to(at::kFloat8_e4m3fn).contiguous().reshape(x.sizes());
+  // Contiguous, with canonical strides even when empty, whatever x's strides.
+  auto x_fp8 = at::empty(x.sizes(), x.options().dtype(at::kFloat8_e4m3fn));
+  x_fp8.view({m, k}).copy_(values.narrow(1, 0, k));
 
   // M-major storage [kb, round_up(m, 4)]: TMA needs 16-byte aligned rows of float32.
   const int64_t m_padded = ceil_div(m, 4) * 4;
@@ -83,12 +84,13 @@ std::tuple<at::Tensor, at::Tensor> quantize_128x128(const at::Tensor& w) {
   auto values = blocks.div(scale.view({batch, nb, 1, kb, 1}))
                     .clamp(-kFp8Max, kFp8Max)
                     .view({batch, nb * kScaleBlock, kb * kScaleBlock});
-  auto w_fp8 = values.narrow(1, 0, n).narrow(2, 0, k).to(at::kFloat8_e4m3fn).contiguous().reshape(w.sizes());
+  auto w_fp8 = at::empty(w.sizes(), w.options().dtype(at::kFloat8_e4m3fn));
+  w_fp8.view({batch, n, k}).copy_(values.narrow(1, 0, n).narrow(2, 0, k));
 
   std::vector<int64_t> scale_sizes(lead.begin(), lead.end());
   scale_sizes.push_back(nb);
   scale_sizes.push_back(kb);
-  return {w_fp8, scale.reshape(scale_sizes).contiguous()};
+  return {w_fp8, scale.reshape(scale_sizes).clone(at::MemoryFormat::Contiguous)};
 }
 
 at::Tensor dequantize_1x128(const at::Tensor& x_fp8, const at::Tensor& scale) {
