@@ -117,3 +117,16 @@ def test_grouped_moe_masked_gradients(device):
     assert T.relative_error(w.grad.cpu(), emu_dw) <= 3e-3
     assert T.relative_error(x.grad.cpu(), exact_dx) <= 0.08
     assert T.relative_error(w.grad.cpu(), exact_dw) <= 0.08
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_grouped_wgrad_bf16_out_is_the_rounded_fp32_result(device):
+    grad, x = torch.randn(300, 136, device=device), torch.randn(300, 256, device=device)
+    offs = torch.tensor([0, 130, 130, 290], dtype=torch.int32, device=device)
+    fp32 = fg.grouped_moe_wgrad(grad, x, offs, 4)
+    bf16 = fg.grouped_moe_wgrad(grad, x, offs, 4, torch.bfloat16)
+    assert fp32.dtype == torch.float32 and bf16.dtype == torch.bfloat16
+    assert torch.equal(bf16, fp32.to(torch.bfloat16))
+    assert (fp32[0] == 0).all() and (fp32[2] == 0).all(), "experts without rows get zero gradients"
+    with pytest.raises(ValueError, match="out_dtype"):
+        fg.grouped_moe_wgrad(grad, x, offs, 4, torch.float16)

@@ -300,10 +300,12 @@ def _dgrad(grad, wt, wt_scale, dtype):
 
 
 def _wgrad(grad, x, dtype):
-    """dW [N, K] = dy^T [N, M] @ x [M, K], both operands quantized per 1x128 along M."""
+    """dW [N, K] = dy^T [N, M] @ x [M, K], both operands quantized per 1x128 along M. The kernel
+    accumulates in FP32 and rounds once to a bf16/fp32 `dtype` (the same bits as FP32 out + cast,
+    without the extra pass over dW)."""
     dyt, dyt_scale = _quantize_tokens_t(grad)
     xt, xt_scale = _quantize_tokens_t(x)
-    return dense_1x128(dyt, xt, dyt_scale, xt_scale, out_dtype=torch.float32).to(dtype)
+    return dense_1x128(dyt, xt, dyt_scale, xt_scale, out_dtype=_grad_dtype_out(dtype)).to(dtype)
 
 
 def _with_defaults(inputs, count):
@@ -357,8 +359,12 @@ torch.library.register_autograd(
 
 
 @torch.library.custom_op("fp8gemm::grouped_moe_wgrad", mutates_args=())
-def grouped_moe_wgrad(grad: torch.Tensor, x: torch.Tensor, group_offsets: torch.Tensor, num_groups: int) -> torch.Tensor:
-    """dW [G, N, K] float32 of grouped_moe: dW_g = dy_g^T x_g over expert g's own rows.
+def grouped_moe_wgrad(
+    grad: torch.Tensor, x: torch.Tensor, group_offsets: torch.Tensor, num_groups: int,
+    out_dtype: Optional[torch.dtype] = None,
+) -> torch.Tensor:
+    """dW [G, N, K] of grouped_moe (float32, or bf16 with ``out_dtype``): dW_g = dy_g^T x_g over
+    expert g's own rows, accumulated in FP32 and rounded once.
 
     grad [M, N] and x [M, K] in high precision, ``group_offsets`` int32 [G] cumulative row ends.
     Each expert's rows are quantized per 1x128 group along the tokens (groups start at the expert's
@@ -367,19 +373,23 @@ def grouped_moe_wgrad(grad: torch.Tensor, x: torch.Tensor, group_offsets: torch.
     schedules the experts on the device is future work.
     """
     n, k = grad.shape[1], x.shape[1]
-    out = torch.zeros((num_groups, n, k), dtype=torch.float32, device=grad.device)
+    dtype = torch.float32 if out_dtype is None else out_dtype
+    torch._check_value(dtype in (torch.float32, torch.bfloat16),
+                       lambda: f"fp8gemm::grouped_moe_wgrad: expected `out_dtype` float32 or bfloat16, got {dtype}")
+    out = torch.zeros((num_groups, n, k), dtype=dtype, device=grad.device)
     start = 0
     for g, end in enumerate(group_offsets.tolist()):
         end = min(max(end, start), grad.shape[0])
         if end > start:
-            out[g] = _wgrad(grad[start:end], x[start:end], torch.float32)
+            out[g] = _wgrad(grad[start:end], x[start:end], dtype)
         start = end
     return out
 
 
 @grouped_moe_wgrad.register_fake
-def _grouped_moe_wgrad_fake(grad, x, group_offsets, num_groups):
-    return grad.new_empty((num_groups, grad.shape[1], x.shape[1]), dtype=torch.float32)
+def _grouped_moe_wgrad_fake(grad, x, group_offsets, num_groups, out_dtype=None):
+    dtype = torch.float32 if out_dtype is None else out_dtype
+    return grad.new_empty((num_groups, grad.shape[1], x.shape[1]), dtype=dtype)
 
 
 def _grouped_moe_wgrad_backward(ctx, grad):
@@ -405,7 +415,7 @@ def _grouped_backward(ctx, grad):
                              out_dtype=_grad_dtype_out(a.dtype)).to(a.dtype)
     if need_b:
         x = _dequantize_activation(a, a_scale)
-        grad_b = grouped_moe_wgrad(grad, x, offsets, b.shape[0]).to(b.dtype)
+        grad_b = grouped_moe_wgrad(grad, x, offsets, b.shape[0], _grad_dtype_out(b.dtype)).to(b.dtype)
     return grad_a, grad_b, None, None, None, None
 
 
@@ -436,7 +446,7 @@ def _masked_backward(ctx, grad):
         dy = (grad * valid).reshape(groups * max_m, -1)
         x = (_dequantize_activation(a, a_scale) * valid).reshape(groups * max_m, -1)
         ends = torch.arange(1, groups + 1, device=a.device, dtype=torch.int32) * max_m
-        grad_b = grouped_moe_wgrad(dy, x, ends, groups).to(b.dtype)
+        grad_b = grouped_moe_wgrad(dy, x, ends, groups, _grad_dtype_out(b.dtype)).to(b.dtype)
     return grad_a, grad_b, None, None, None, None, None
 
 
