@@ -295,7 +295,7 @@ def _grad_dtype_out(dtype: torch.dtype) -> torch.dtype:
 def _dgrad(grad, wt, wt_scale, dtype):
     """dx [M, K] = dy [M, N] @ W [N, K] as dy @ (W^T)^T: N (the reduction) zero-padded to 16."""
     grad = _pad_dim(grad, -1, 16)
-    wt, wt_scale = _pad_dim(wt, -1, 16), wt_scale
+    wt = _pad_dim(wt, -1, 16)
     return dense(grad.contiguous(), wt, None, wt_scale, out_dtype=_grad_dtype_out(dtype)).to(dtype)
 
 

@@ -104,24 +104,8 @@ GroupedGemmParams grouped_params(const at::Tensor& rows, const at::Tensor& row_s
                                  const at::Tensor& weight_scales, at::Tensor& out, GroupedLayout layout,
                                  const at::Tensor& group_rows, int64_t rows_per_group, int64_t expected_m) {
   GroupedGemmParams p{};
-  DenseGemmParams& g = p.gemm;
-  g.a = rows.data_ptr();
-  g.b = weights.data_ptr();
-  g.a_scale = row_scales.data_ptr<float>();
-  g.b_scale = weight_scales.data_ptr<float>();
-  g.bias = nullptr;
-  g.out = out.data_ptr();
-  g.m = rows.size(0);
-  g.n = weights.size(1);
-  g.k = rows.size(1);
-  g.lda = row_stride(rows);
-  g.ldb = weights.stride(1);  // n >= 8: a real row stride
-  g.a_scale_ld = row_scales.size(1) == 1 ? ceil_div(g.m, 4) * 4 : row_scales.stride(1);
-  g.ldo = g.n;
-  g.out_kind = out.scalar_type() == at::kFloat ? OutKind::kFP32 : OutKind::kBF16;
-  g.num_sms = at::cuda::getDeviceProperties(rows.device().index())->multiProcessorCount;
-  g.forced_config = forced_config;
-  g.stream = at::cuda::getCurrentCUDAStream(rows.device().index()).stream();
+  // Expert 0's [n, k] view: the stacked experts share its base pointer and row stride.
+  p.gemm = dense_params(rows, row_scales, weights.select(0, 0), weight_scales, out);
   p.layout = layout;
   p.group_rows = group_rows.data_ptr<int32_t>();
   p.num_groups = static_cast<int>(weights.size(0));
@@ -218,6 +202,25 @@ std::pair<at::Tensor, int64_t> as_rows(const at::Tensor& x, int64_t m, int64_t k
   return {rows, m > 1 ? rows.stride(0) : k};
 }
 
+// Runs a 1x128 quantizer (rows or transposed) on the rows of x [m, k] into fp8 `out` and M-major
+// scale `storage` (every entry of both, padding included, is written by the kernel).
+void launch_1x128(void (*quantize)(const Quantize1x128Params&), const at::Tensor& x, int64_t m, int64_t k,
+                  at::Tensor& out, at::Tensor& storage) {
+  if (m == 0 || k == 0) return;
+  const auto [rows, ldx] = as_rows(x, m, k);
+  Quantize1x128Params p{};
+  p.x = rows.data_ptr();
+  p.type = quant_input_type(x);
+  p.m = m;
+  p.k = k;
+  p.ldx = ldx;
+  p.out = out.data_ptr();
+  p.scale = storage.data_ptr<float>();
+  p.scale_ld = storage.size(1);
+  p.stream = at::cuda::getCurrentCUDAStream(x.device().index()).stream();
+  quantize(p);
+}
+
 std::tuple<at::Tensor, at::Tensor> quantize_1x128_kernels(const at::Tensor& x) {
   if (!has_sm90_kernels(x.device())) {
     TORCH_WARN_ONCE("fp8gemm::quantize_1x128: no CUDA kernel for this GPU (built for compute capability 9.0); "
@@ -228,22 +231,8 @@ std::tuple<at::Tensor, at::Tensor> quantize_1x128_kernels(const at::Tensor& x) {
   const auto lead = x.sizes().slice(0, x.dim() - 1);
   const int64_t m = c10::multiply_integers(lead);
   auto x_fp8 = at::empty(x.sizes(), x.options().dtype(at::kFloat8_e4m3fn));
-  // Every entry, padding rows included, is written by the kernel.
   auto storage = at::empty({ceil_div(k, kScaleBlock), ceil_div(m, 4) * 4}, x.options().dtype(at::kFloat));
-  if (m > 0 && k > 0) {
-    const auto [rows, ldx] = as_rows(x, m, k);
-    Quantize1x128Params p{};
-    p.x = rows.data_ptr();
-    p.type = quant_input_type(x);
-    p.m = m;
-    p.k = k;
-    p.ldx = ldx;
-    p.out = x_fp8.data_ptr();
-    p.scale = storage.data_ptr<float>();
-    p.scale_ld = storage.size(1);
-    p.stream = at::cuda::getCurrentCUDAStream(x.device().index()).stream();
-    fp8_quantize_1x128(p);
-  }
+  launch_1x128(&fp8_quantize_1x128, x, m, k, x_fp8, storage);
   return {x_fp8, m_major_scale_view(storage, lead)};
 }
 
@@ -258,20 +247,7 @@ std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed_kernels(const at::T
   }
   auto xt_fp8 = at::empty({k, m}, x.options().dtype(at::kFloat8_e4m3fn));
   auto storage = at::empty({ceil_div(m, kScaleBlock), ceil_div(k, 4) * 4}, x.options().dtype(at::kFloat));
-  if (m > 0 && k > 0) {
-    const auto [rows, ldx] = as_rows(x, m, k);
-    Quantize1x128Params p{};
-    p.x = rows.data_ptr();
-    p.type = quant_input_type(x);
-    p.m = m;
-    p.k = k;
-    p.ldx = ldx;
-    p.out = xt_fp8.data_ptr();
-    p.scale = storage.data_ptr<float>();
-    p.scale_ld = storage.size(1);
-    p.stream = at::cuda::getCurrentCUDAStream(x.device().index()).stream();
-    fp8_quantize_1x128_transposed(p);
-  }
+  launch_1x128(&fp8_quantize_1x128_transposed, x, m, k, xt_fp8, storage);
   return {xt_fp8, m_major_scale_view(storage, {k})};
 }
 

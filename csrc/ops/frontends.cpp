@@ -99,6 +99,30 @@ std::tuple<at::Tensor, at::Tensor> dispatch_quantize_128x128(const at::Tensor& w
   return op.call(w);
 }
 
+struct DenseOperands {
+  at::ScalarType out_dtype;
+  int64_t m, n, k;
+};
+
+// The checks dense and dense_1x128 share, in the fixed order: devices, operand dtypes/ranks and
+// scale presence, out_dtype, then K agreement and the alignment of N and K.
+DenseOperands check_dense_operands(const char* op, const at::Tensor& a, const at::Tensor& b,
+                                   const std::optional<at::Tensor>& a_scale, const std::optional<at::Tensor>& b_scale,
+                                   const std::optional<at::Tensor>& bias, std::optional<at::ScalarType> out_dtype) {
+  check_same_device(op, "a", a, "b", b);
+  if (a_scale) check_same_device(op, "a", a, "a_scale", *a_scale);
+  if (b_scale) check_same_device(op, "a", a, "b_scale", *b_scale);
+  if (bias) check_same_device(op, "a", a, "bias", *bias);
+  check_operand(op, "a", a, 2, "a_scale", a_scale);
+  check_operand(op, "b", b, 2, "b_scale", b_scale);
+  const auto dtype = resolve_out_dtype(op, out_dtype);
+  const int64_t m = a.size(0), n = b.size(0), k = a.size(1);
+  FP8GEMM_CHECK_ARG(b.size(1) == k, op, "`b` of shape [N, K] with K = ", k,
+                    " (`a` is [M, K] and out = a @ b.T), got `b` of shape ", b.sizes());
+  check_gemm_dims(op, n, k);
+  return {dtype, m, n, k};
+}
+
 QuantizedOperand activation_operand(const at::Tensor& a, const std::optional<at::Tensor>& a_scale) {
   if (is_fp8(a)) return {a, *a_scale};
   auto [data, scale] = dispatch_quantize_1x128(a);
@@ -117,17 +141,7 @@ at::Tensor dense_op(const at::Tensor& a, const at::Tensor& b, const std::optiona
                     const std::optional<at::Tensor>& b_scale, const std::optional<at::Tensor>& bias,
                     std::optional<at::ScalarType> out_dtype, DenseBackend backend) {
   constexpr const char* op = "fp8gemm::dense";
-  check_same_device(op, "a", a, "b", b);
-  if (a_scale) check_same_device(op, "a", a, "a_scale", *a_scale);
-  if (b_scale) check_same_device(op, "a", a, "b_scale", *b_scale);
-  if (bias) check_same_device(op, "a", a, "bias", *bias);
-  check_operand(op, "a", a, 2, "a_scale", a_scale);
-  check_operand(op, "b", b, 2, "b_scale", b_scale);
-  const auto dtype = resolve_out_dtype(op, out_dtype);
-  const int64_t m = a.size(0), n = b.size(0), k = a.size(1);
-  FP8GEMM_CHECK_ARG(b.size(1) == k, op, "`b` of shape [N, K] with K = ", k,
-                    " (`a` is [M, K] and out = a @ b.T), got `b` of shape ", b.sizes());
-  check_gemm_dims(op, n, k);
+  const auto [dtype, m, n, k] = check_dense_operands(op, a, b, a_scale, b_scale, bias, out_dtype);
   const int64_t kb = ceil_div(k, kScaleBlock);
   if (a_scale) check_scale(op, "a_scale", *a_scale, {m, kb}, "[M, ceil(K/128)]: one scale per 1x128 group of `a`");
   if (b_scale) {
@@ -156,16 +170,7 @@ at::Tensor dense_1x128_op(const at::Tensor& a, const at::Tensor& b, const std::o
                           const std::optional<at::Tensor>& b_scale, std::optional<at::ScalarType> out_dtype,
                           Dense1x128Backend backend) {
   constexpr const char* op = "fp8gemm::dense_1x128";
-  check_same_device(op, "a", a, "b", b);
-  if (a_scale) check_same_device(op, "a", a, "a_scale", *a_scale);
-  if (b_scale) check_same_device(op, "a", a, "b_scale", *b_scale);
-  check_operand(op, "a", a, 2, "a_scale", a_scale);
-  check_operand(op, "b", b, 2, "b_scale", b_scale);
-  const auto dtype = resolve_out_dtype(op, out_dtype);
-  const int64_t m = a.size(0), n = b.size(0), k = a.size(1);
-  FP8GEMM_CHECK_ARG(b.size(1) == k, op, "`b` of shape [N, K] with K = ", k,
-                    " (`a` is [M, K] and out = a @ b.T), got `b` of shape ", b.sizes());
-  check_gemm_dims(op, n, k);
+  const auto [dtype, m, n, k] = check_dense_operands(op, a, b, a_scale, b_scale, std::nullopt, out_dtype);
   const int64_t kb = ceil_div(k, kScaleBlock);
   if (a_scale) check_scale(op, "a_scale", *a_scale, {m, kb}, "[M, ceil(K/128)]: one scale per 1x128 group of `a`");
   if (b_scale) check_scale(op, "b_scale", *b_scale, {n, kb}, "[N, ceil(K/128)]: one scale per 1x128 group of `b`");
