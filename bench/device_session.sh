@@ -3,6 +3,7 @@
 # own time limit, logging to $OUT. Usage: bash bench/device_session.sh STAGE...
 #   tests      GPU tests of the quantizers, grouped ops, MoE, modules, autograd and a dense subset
 #   train      bench/train_compare.py (FP8 vs bf16 loss curves, 300 steps)
+#   dense      python -m torch_fp8gemm --suite dense (the 19 DeepSeek-V3 shapes, issue-3 bars)
 #   moe        python -m torch_fp8gemm --suite moe
 #   quant      quantization kernels vs copy bandwidth
 #   forward    FP8Linear forward vs bf16 (eager and compiled)
@@ -40,6 +41,7 @@ for s in "$@"; do
         "test/test_dense_cuda.py::test_every_configuration_is_forced" \
         "test/test_dense_cuda.py::test_side_stream_and_cuda_graph" ;;
     train) stage train "${TRAIN_LIMIT:-240}" python3 bench/train_compare.py --steps 300 --device cuda --out "$OUT/train_compare.md" ;;
+    dense) stage dense "${DENSE_LIMIT:-300}" python3 -m torch_fp8gemm --suite dense --iters "${DENSE_ITERS:-20}" --results RESULTS.md ;;
     moe) stage moe "${MOE_LIMIT:-300}" python3 -m torch_fp8gemm --suite moe --iters "$ITERS" --results RESULTS.md ;;
     quant) stage quant "${QUANT_LIMIT:-120}" python3 -m torch_fp8gemm --suite quant --iters "$ITERS" --skip-verify --results RESULTS.md ;;
     forward) stage forward "${FORWARD_LIMIT:-300}" python3 -m torch_fp8gemm.bench_layers --suite forward --iters "$ITERS" \

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(
     not (HAS_SM90 and fg.cuda_kernels_built()), reason="needs an sm_90 GPU and the CUDA build of torch_fp8gemm"
 )
 
-CONFIGS = [-1, 0, 1]
+CONFIGS = [-1, 0, 1, 2]  # heuristic, bm64_bn128, bm128_bn128, bm128_bn256
 
 
 def operands(m, n, k, scale_range=(0.5, 2.0)):

@@ -47,6 +47,28 @@ template <GemmKind kKind, int kBlockM, int kBlockN>
 inline constexpr int kStageScaleFloatsOf =
     kBlockM + kSfaSlackOf<kKind> + (kKind == GemmKind::kDenseRowScaledB ? kBlockN : 0);
 
+// Math warpgroups of a CTA: one for 64-row tiles, else two. A warpgroup computes its rows of the
+// tile as kWavesM x kWavesN sub-tiles of 64 rows x kSubN columns ("waves"), one wgmma fragment each:
+// BLOCK_M = 256 gives each warpgroup two 64-row waves (rows w * 128 + wg * 64), BLOCK_N = 256 two
+// 128-column waves. The waves share one temporary fragment and each has its own FP32 accumulators,
+// so a 256 x 128 or 128 x 256 tile needs 64 + 128 registers, where a single m64n256 fragment would
+// need 128 + 128. Larger tiles load fewer operand bytes per flop (the 128 x 128 mainloop is bound by
+// L2 -> shared memory traffic, bench/standalone/RESULTS_kernel.md).
+// BLOCK_M = 192 runs three math warpgroups of one wave each: with one temporary fragment per
+// warpgroup, two others' wgmmas cover each warpgroup's promotion.
+template <int kBlockM>
+inline constexpr int kNumMathWGOf = kBlockM == 64 ? 1 : kBlockM == 192 ? 3 : 2;
+// Registers per thread after setmaxnreg: producer warpgroup / math warpgroups (the sum over all
+// warpgroups stays within the 64K register file).
+template <int kBlockM>
+inline constexpr int kProducerRegsOf = kNumMathWGOf<kBlockM> == 3 ? 24 : 40;
+template <int kBlockM>
+inline constexpr int kMathRegsOf = kNumMathWGOf<kBlockM> == 1 ? 248 : kNumMathWGOf<kBlockM> == 2 ? 232 : 160;
+template <int kBlockM>
+inline constexpr int kWavesMOf = kBlockM / (64 * kNumMathWGOf<kBlockM>);
+template <int kBlockN>
+inline constexpr int kWavesNOf = kBlockN > 192 ? 2 : 1;
+
 template <int kBlockM, int kBlockN, int kNumStages, int kStageScaleFloats = kBlockM>
 struct SharedStorage {
   static_assert(kBlockN % 8 == 0, "BLOCK_N must be a multiple of 8 so B stages stay 1024-B aligned");
@@ -61,7 +83,7 @@ struct SharedStorage {
   alignas(128) float sfa[kNumStages][kSfaRowFloats];
   // B scales of a tile, per math warpgroup, double-buffered across tiles: sfb[buf][wg][row][kb],
   // row 0 = scale block n0 / 128, row 1 = the block the tile's last valid column falls in.
-  float sfb[2][kBlockM / 64][2][kMaxSfbKBlocks];
+  float sfb[2][kNumMathWGOf<kBlockM>][2][kMaxSfbKBlocks];
   uint64_t full[kNumStages];   // producer -> math: stage loaded (1 arrival + tx bytes)
   uint64_t empty[kNumStages];  // math -> producer: stage consumed (one arrival per math warp)
 };
@@ -70,7 +92,7 @@ struct SharedStorage {
 template <int kBlockM, int kBlockN, int kStageScaleFloats = kBlockM, int kCap = 12>
 constexpr int max_stages() {
   constexpr int per_stage = kBlockM * kBlockK + kBlockN * kBlockK + (kStageScaleFloats + 31) / 32 * 128 + 16;
-  constexpr int fixed = 2 * (kBlockM / 64) * 2 * kMaxSfbKBlocks * 4 + 1024;  // sfb + alignment padding
+  constexpr int fixed = 2 * kNumMathWGOf<kBlockM> * 2 * kMaxSfbKBlocks * 4 + 1024;  // sfb + alignment padding
   int s = (kMaxSmemBytes - fixed) / per_stage;
   return s > kCap ? kCap : s;
 }
@@ -93,7 +115,7 @@ struct KernelArgs {
 
 template <int kBlockM, int kBlockN, int kNumStages>
 constexpr int num_threads() {
-  return (kBlockM / 64 + 1) * 128;
+  return (kNumMathWGOf<kBlockM> + 1) * 128;
 }
 
 // Epilogue of one 64-row warpgroup slice: direct (masked) stores from the accumulator fragment.
@@ -272,7 +294,15 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
                          const KernelArgs args,
                          const __grid_constant__ CUtensorMap tmap_sfb) {  // row-scaled B only: SFB [kb, n] fp32, box {BN, 1}
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
-  constexpr int kNumMathWG = kBlockM / 64;
+  constexpr int kNumMathWG = kNumMathWGOf<kBlockM>;
+  constexpr int kWavesM = kWavesMOf<kBlockM>;
+  constexpr int kWavesN = kWavesNOf<kBlockN>;
+  constexpr int kNumWaves = kWavesM * kWavesN;
+  constexpr int kSubN = kBlockN / kWavesN;  // columns of one wave's wgmma
+  static_assert(kWavesM * kNumMathWG * 64 == kBlockM, "BLOCK_M is 64, 128, 192 or 256");
+  static_assert(kNumMathWG * 128 * kMathRegsOf<kBlockM> + 128 * kProducerRegsOf<kBlockM> <= 65536,
+                "register file overcommitted");
+  static_assert(kWavesN == 1 || kSubN % 128 == 0, "column waves must each lie in one 128-column scale block");
   constexpr int kNumMathWarps = kNumMathWG * 4;
   constexpr int kClusterSize = kClusterM * kClusterN;
   constexpr bool kMulticastA = kClusterN == 2;  // the pair shares the m-block: A is multicast
@@ -287,9 +317,12 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
   constexpr int kSfaSlack = kSfaSlackOf<kKind>;
   constexpr int kStageScaleFloats = kStageScaleFloatsOf<kKind, kBlockM, kBlockN>;
   constexpr uint32_t kStageBytes = kBlockM * kBlockK + kBlockN * kBlockK + kStageScaleFloats * 4;
-  // 128 % BN == 0: a tile never straddles two 128-row scale blocks of B.
+  // 128 % BN == 0: a tile never straddles two 128-row scale blocks of B. With column waves the tile
+  // spans two blocks but each wave lies in one: wave 0 uses scale row nb0, wave 1 row nb1.
   constexpr bool kSingleScaleRow = (kBlockN <= 128) && (128 % kBlockN == 0);
-  using Mma = ptx::WgmmaFp8<kBlockN>;
+  constexpr bool kWaveSingleScaleRow = kSingleScaleRow || kWavesN > 1;
+  using Mma = ptx::WgmmaFp8<kSubN>;
+  static_assert(!kGrouped || kBlockM <= 128, "grouped kinds: the A-scale box (BLOCK_M + slack) must stay <= 256");
   using Storage = SharedStorage<kBlockM, kBlockN, kNumStages, kStageScaleFloats>;
   static_assert(kKind == GemmKind::kDense || kClusterSize == 1, "only the plain dense kind runs in clusters");
 
@@ -339,7 +372,7 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
 
   if (wg == kNumMathWG) {
     // ------------------------------------------------------------------ producer warpgroup
-    ptx::setmaxnreg_dec<40>();
+    ptx::setmaxnreg_dec<kProducerRegsOf<kBlockM>>();
     if (threadIdx.x == kNumMathWG * 128) {
       int stage = 0;
       uint32_t phase = 0;
@@ -374,11 +407,7 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
     }
   } else {
     // ------------------------------------------------------------------ math warpgroups
-    if constexpr (kNumMathWG == 2) {
-      ptx::setmaxnreg_inc<232>();  // 2 * 128 * 232 + 128 * 40 = 64512 <= 65536
-    } else {
-      ptx::setmaxnreg_inc<248>();  // one math warpgroup: plenty of registers
-    }
+    ptx::setmaxnreg_inc<kMathRegsOf<kBlockM>>();
     const int lane = threadIdx.x % 32;
     const int warp = (threadIdx.x % 128) / 32;
     const int sfa_row = wg * 64 + warp * 16 + lane / 4;  // this thread's first row inside the tile
@@ -398,9 +427,10 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
     // fragment before block kb is promoted, so the tensor cores keep working while the CUDA cores
     // promote. That needs three fragments (acc + 2 tmp) of BN/2 registers: BN <= 128 here; wider
     // tiles wait for each block's wgmmas before promoting it and rely on the other warpgroup.
-    constexpr int kRegBudget = kNumMathWG == 2 ? 232 : 248;
-    constexpr bool kPipelined = 3 * Mma::kNumAccum + 40 + (kRowScaledB ? kBlockN / 4 : 0) <= kRegBudget;
-    float acc[Mma::kNumAccum];
+    constexpr int kRegBudget = kMathRegsOf<kBlockM>;
+    constexpr bool kPipelined =
+        kNumWaves == 1 && 3 * Mma::kNumAccum + 40 + (kRowScaledB ? kBlockN / 4 : 0) <= kRegBudget;
+    float acc[kNumWaves * Mma::kNumAccum];  // wave (wm, wn) at offset (wm * kWavesN + wn) * kNumAccum
     float tmp0[Mma::kNumAccum];
     float tmp1[kPipelined ? Mma::kNumAccum : 1];
     int stage = 0;  // next ring slot to consume
@@ -497,7 +527,7 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
       };
 
 #pragma unroll
-      for (int i = 0; i < Mma::kNumAccum; ++i) acc[i] = 0.f;
+      for (int i = 0; i < kNumWaves * Mma::kNumAccum; ++i) acc[i] = 0.f;
 
       if constexpr (kPipelined) {
         // The fragment in flight across the loop back-edge is always tmp0 and no issue is
@@ -545,33 +575,61 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
           retire(kb, tmp0, cur_stage, sa0, sa1);
         }
       } else {
+        // One temporary fragment: each wave's wgmmas are waited for and promoted before the next
+        // wave is issued; the other math warpgroup's wgmmas keep the tensor cores busy meanwhile.
         for (int kb = 0; kb < num_k_blocks; ++kb) {
           float sb0, sb1;
           next_b_scales(kb, sb0, sb1);
           ptx::mbarrier_wait_parity(&ss.full[stage], phase);
-          // Read the A scales before the stage can be released.
-          const float sa0 = ss.sfa[stage][sfa_shift + sfa_row], sa1 = ss.sfa[stage][sfa_shift + sfa_row + 8];
-          issue_k_block<Mma>(a_addr(stage), b_addr(stage), tmp0);
-          ptx::wgmma_wait_group<0>();
+          // Read the A scales of every wave before the stage can be released.
+          float sa[kWavesM][2];
 #pragma unroll
-          for (int i = 0; i < Mma::kNumAccum; ++i) ptx::fence_operand(tmp0[i]);
-          if constexpr (kRowScaledB) {
-            promote_row_scaled<kBlockN>(acc, tmp0, sa0, sa1, ss.sfa[stage] + kBlockM);
-            release(stage);
-          } else {
-            release(stage);
-            promote<kBlockN, kSingleScaleRow>(acc, tmp0, sa0, sa1, sb0, sb1, num_former);
+          for (int wm = 0; wm < kWavesM; ++wm) {
+            sa[wm][0] = ss.sfa[stage][sfa_shift + sfa_row + wm * 128];
+            sa[wm][1] = ss.sfa[stage][sfa_shift + sfa_row + wm * 128 + 8];
+          }
+#pragma unroll
+          for (int wm = 0; wm < kWavesM; ++wm) {
+#pragma unroll
+            for (int wn = 0; wn < kWavesN; ++wn) {
+              const bool last_wave = wm == kWavesM - 1 && wn == kWavesN - 1;
+              float* wave_acc = acc + (wm * kWavesN + wn) * Mma::kNumAccum;
+              // A wave whose rows all lie past the end is skipped (its stores are too).
+              if (kWavesM == 1 || m0 + wm * 128 + wg * 64 < row_end_of()) {
+                issue_k_block<Mma>(a_addr(stage) + wm * 128 * kBlockK, b_addr(stage) + wn * kSubN * kBlockK, tmp0);
+                ptx::wgmma_wait_group<0>();
+              }
+#pragma unroll
+              for (int i = 0; i < Mma::kNumAccum; ++i) ptx::fence_operand(tmp0[i]);
+              if constexpr (kRowScaledB) {
+                promote_row_scaled<kSubN>(wave_acc, tmp0, sa[wm][0], sa[wm][1], ss.sfa[stage] + kBlockM + wn * kSubN);
+                if (last_wave) release(stage);
+              } else {
+                if (last_wave) release(stage);
+                const float sb = wn == 0 ? sb0 : sb1;
+                promote<kSubN, kWaveSingleScaleRow>(wave_acc, tmp0, sa[wm][0], sa[wm][1], kWavesN > 1 ? sb : sb0,
+                                                    kWavesN > 1 ? sb : sb1, num_former);
+              }
+            }
           }
           advance();
         }
       }
 
-      if (args.out_fp32) {
-        store_fragment<float, kBlockN>(acc, args, m0 + wg * 64, n0, row_end_of());
-      } else if constexpr ((kBlockN / 8) % 4 == 0) {
-        store_fragment_bf16_x16<kBlockN>(acc, args, m0 + wg * 64, n0, row_end_of());
-      } else {
-        store_fragment<__nv_bfloat16, kBlockN>(acc, args, m0 + wg * 64, n0, row_end_of());
+#pragma unroll
+      for (int wm = 0; wm < kWavesM; ++wm) {
+#pragma unroll
+        for (int wn = 0; wn < kWavesN; ++wn) {
+          const float* wave_acc = acc + (wm * kWavesN + wn) * Mma::kNumAccum;
+          const int64_t row0 = m0 + wm * 128 + wg * 64, col0 = n0 + wn * kSubN;
+          if (args.out_fp32) {
+            store_fragment<float, kSubN>(wave_acc, args, row0, col0, row_end_of());
+          } else if constexpr ((kSubN / 8) % 4 == 0) {
+            store_fragment_bf16_x16<kSubN>(wave_acc, args, row0, col0, row_end_of());
+          } else {
+            store_fragment<__nv_bfloat16, kSubN>(wave_acc, args, row0, col0, row_end_of());
+          }
+        }
       }
       buf ^= 1;
       tile = next_tile;

@@ -8,7 +8,9 @@
 // Pruned on H200 measurements (bench/standalone/RESULTS_kernel.md): BM=64 tiles serve m <= 128
 // (weight streaming, tiles >= #SMs), BM=128 x BN=128 serves large m. 112 and 144 keep the
 // two-scale-row path (BN not dividing 128) and the multicast entries keep both cluster paths
-// available; the heuristic currently prefers the plain configs.
+// available; the heuristic currently prefers the plain configs. 128x256 and 256x128 (two waves per
+// math warpgroup) and 192x128 (three math warpgroups) serve large M and N: 5-10% over 128x128 at
+// M = 4096 and 8192, and 192 rows fill the SMs better where 128-row tiles leave a thin last wave.
 #pragma once
 
 #define TORCH_FP8GEMM_SM90_DENSE_CONFIGS(X) \
@@ -23,4 +25,7 @@
   X(128, 128, 1, 1)                         \
   X(128, 144, 1, 1)                         \
   X(128, 128, 1, 2)                         \
-  X(128, 128, 2, 1)
+  X(128, 128, 2, 1)                         \
+  X(128, 256, 1, 1)                         \
+  X(256, 128, 1, 1)                         \
+  X(192, 128, 1, 1)

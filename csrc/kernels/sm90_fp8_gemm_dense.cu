@@ -91,9 +91,10 @@ namespace {
 //   one K block of one tile takes  0.21 + 1.75e-5 * BM * BN  us   (latency floor + tensor work),
 //   a tile adds a fixed            0.50 + 5.0e-5  * BM * BN  us   (prologue, epilogue stores),
 //   the kernel takes waves * tile time, floored by reading A, B and writing out once from HBM.
-// BN that does not divide 128 pays ~20% for the two-scale-row promotion; BN > 128 (no K-block
-// software pipelining, register budget) ~35%; multicast measured slightly slower than plain
-// 128x128 on H200, so it is penalised and not picked for now.
+// BN that does not divide 128 pays ~20% for the two-scale-row promotion; BN > 128 in one fragment
+// (no K-block software pipelining, register budget) ~35%; multicast measured slightly slower than
+// plain 128x128 on H200, so it is penalised and not picked for now. The two-wave tiles (128x256,
+// 256x128) and the three-warpgroup 192x128 tile follow the area model as measured (session 3).
 double estimate_time(const ConfigEntry& c, const DenseGemmParams& p) {
   const double kb = std::ceil(p.k / 128.0);
   const double area = static_cast<double>(c.block_m) * c.block_n;
@@ -103,7 +104,8 @@ double estimate_time(const ConfigEntry& c, const DenseGemmParams& p) {
   const int64_t slots = std::max<int64_t>(cluster, (p.num_sms / cluster) * cluster);
   const int64_t waves = ceil_div<int64_t>(tiles, slots);
   double t_kb = 0.21 + 1.75e-5 * area;
-  if (c.block_n > 128) {
+  const bool column_waves = c.block_n > 192;  // kWavesNOf: two 128-column fragments
+  if (c.block_n > 128 && !column_waves) {
     t_kb *= 1.35;
   } else if (128 % c.block_n != 0) {
     t_kb *= 1.20;
@@ -134,7 +136,7 @@ int sm90_fp8_gemm_pick_config(const DenseGemmParams& p) {
   for (int i = 0; i < sm90::kNumConfigs; ++i) {
     const sm90::ConfigEntry& c = sm90::kConfigs[i];
     // BLOCK_M = 64 only pays when it avoids mostly-empty 128-row tiles.
-    if (c.block_m == 128 && p.m <= 64) continue;
+    if (c.block_m >= 128 && p.m <= 64) continue;
     const double t = sm90::estimate_time(c, p);
     // Near-ties (within 1%) keep the earlier (smaller) config of the list.
     if (best < 0 || t < best_time * 0.99) {
