@@ -52,8 +52,8 @@ inline constexpr int kStageScaleFloatsOf =
 // BLOCK_M = 256 gives each warpgroup two 64-row waves (rows w * 128 + wg * 64), BLOCK_N = 256 two
 // 128-column waves. The waves share one temporary fragment and each has its own FP32 accumulators,
 // so a 256 x 128 or 128 x 256 tile needs 64 + 128 registers, where a single m64n256 fragment would
-// need 128 + 128. Larger tiles load fewer operand bytes per flop (the 128 x 128 mainloop is bound by
-// L2 -> shared memory traffic, bench/standalone/RESULTS_kernel.md).
+// need 128 + 128. Larger tiles load fewer operand bytes per flop (measured +5-9% over 128 x 128 at
+// M >= 4096; the CUDA-core promotion, not the loads, is what limits them: RESULTS.md, session 3).
 // BLOCK_M = 192 runs three math warpgroups of one wave each: with one temporary fragment per
 // warpgroup, two others' wgmmas cover each warpgroup's promotion.
 template <int kBlockM>
@@ -66,8 +66,10 @@ template <int kBlockM>
 inline constexpr int kMathRegsOf = kNumMathWGOf<kBlockM> == 1 ? 248 : kNumMathWGOf<kBlockM> == 2 ? 232 : 160;
 template <int kBlockM>
 inline constexpr int kWavesMOf = kBlockM / (64 * kNumMathWGOf<kBlockM>);
+// Column waves of a tile (host code uses this too: the dense cost model).
+__host__ __device__ constexpr int num_column_waves(int block_n) { return block_n > 192 ? 2 : 1; }
 template <int kBlockN>
-inline constexpr int kWavesNOf = kBlockN > 192 ? 2 : 1;
+inline constexpr int kWavesNOf = num_column_waves(kBlockN);
 
 template <int kBlockM, int kBlockN, int kNumStages, int kStageScaleFloats = kBlockM>
 struct SharedStorage {
@@ -606,9 +608,10 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
                 if (last_wave) release(stage);
               } else {
                 if (last_wave) release(stage);
-                const float sb = wn == 0 ? sb0 : sb1;
-                promote<kSubN, kWaveSingleScaleRow>(wave_acc, tmp0, sa[wm][0], sa[wm][1], kWavesN > 1 ? sb : sb0,
-                                                    kWavesN > 1 ? sb : sb1, num_former);
+                // Column wave wn uses scale row nb<wn> alone; a single wave splits the tile's two rows.
+                const float sb_first = wn == 0 ? sb0 : sb1;
+                promote<kSubN, kWaveSingleScaleRow>(wave_acc, tmp0, sa[wm][0], sa[wm][1], sb_first,
+                                                    kWavesN > 1 ? sb_first : sb1, num_former);
               }
             }
           }

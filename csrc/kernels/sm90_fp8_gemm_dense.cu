@@ -104,8 +104,7 @@ double estimate_time(const ConfigEntry& c, const DenseGemmParams& p) {
   const int64_t slots = std::max<int64_t>(cluster, (p.num_sms / cluster) * cluster);
   const int64_t waves = ceil_div<int64_t>(tiles, slots);
   double t_kb = 0.21 + 1.75e-5 * area;
-  const bool column_waves = c.block_n > 192;  // kWavesNOf: two 128-column fragments
-  if (c.block_n > 128 && !column_waves) {
+  if (c.block_n > 128 && num_column_waves(c.block_n) == 1) {
     t_kb *= 1.35;
   } else if (128 % c.block_n != 0) {
     t_kb *= 1.20;

@@ -1,6 +1,5 @@
 // Grouped (MoE) FP8 GEMM entry points (sm90_fp8_gemm_api.h): the dense kernel template with the
 // grouped scheduler, a small config list and its heuristic.
-#include <algorithm>
 #include <string>
 
 #include "sm90_fp8_gemm_api.h"
@@ -70,16 +69,11 @@ int sm90_fp8_gemm_pick_grouped_config(const GroupedGemmParams& p) {
   // tensor-core work, while 64-row tiles halve the weight re-use of large experts.
   const int64_t rows = p.expected_m > 0 ? p.expected_m : p.gemm.m / p.num_groups;
   if (rows <= 64) return 0;
-  // Waves of tiles, a 128 x 256 tile taking ~1.87x a 128 x 128 one (dense measurements): the wider
-  // tile wins unless it leaves a thin last wave.
   // expected_m is a hint: experts of the masked layout vary around it (a 2 x 512 masked run with
   // +-10% rows took 18% longer with 128 x 256 tiles than with 128 x 128), so count 15% more rows.
   const int64_t rows_bound = p.layout == GroupedLayout::kMasked ? rows + rows * 15 / 100 : rows;
   const int64_t m_blocks = p.num_groups * sm90::ceil_div<int64_t>(rows_bound, 128);
-  const int64_t sms = std::max(1, p.gemm.num_sms);
-  const double waves_128 = static_cast<double>(sm90::ceil_div<int64_t>(m_blocks * sm90::ceil_div<int64_t>(p.gemm.n, 128), sms));
-  const double waves_256 = static_cast<double>(sm90::ceil_div<int64_t>(m_blocks * sm90::ceil_div<int64_t>(p.gemm.n, 256), sms));
-  return waves_256 * 1.87 < waves_128 ? 2 : 1;
+  return sm90::prefer_128x256_tiles(m_blocks, p.gemm.n, p.gemm.num_sms) ? 2 : 1;
 }
 
 void sm90_fp8_gemm_grouped(const GroupedGemmParams& p) {

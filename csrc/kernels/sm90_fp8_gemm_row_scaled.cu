@@ -56,15 +56,10 @@ const char* sm90_fp8_gemm_row_scaled_config_name(int idx) {
 }
 
 int sm90_fp8_gemm_pick_row_scaled_config(const DenseGemmParams& p) {
-  // 128-row tiles unless they would fill less than one wave of SMs; 128 x 256 when that does not
-  // cost a thin last wave (a 128 x 256 tile takes ~1.87x a 128 x 128 one).
+  // 128-row tiles unless they would fill less than one wave of SMs; then 128 x 256 where it pays.
   const int64_t m_blocks = sm90::ceil_div<int64_t>(p.m, 128);
-  const int64_t tiles_128 = m_blocks * sm90::ceil_div<int64_t>(p.n, 128);
-  if (tiles_128 < p.num_sms) return 0;
-  const int64_t tiles_256 = m_blocks * sm90::ceil_div<int64_t>(p.n, 256);
-  const double waves_128 = static_cast<double>(sm90::ceil_div<int64_t>(tiles_128, p.num_sms));
-  const double waves_256 = static_cast<double>(sm90::ceil_div<int64_t>(tiles_256, p.num_sms));
-  return waves_256 * 1.87 < waves_128 ? 2 : 1;
+  if (m_blocks * sm90::ceil_div<int64_t>(p.n, 128) < p.num_sms) return 0;
+  return sm90::prefer_128x256_tiles(m_blocks, p.n, p.num_sms) ? 2 : 1;
 }
 
 void sm90_fp8_gemm_dense_row_scaled(const DenseGemmParams& p) {
