@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .benchmark import _environment, _format_table, _log, timer_for
+from .benchmark import _append_results, _environment, _format_table, _log, timer_for
 from .moe import FP8MoEExperts
 from .nn import FP8Linear
 
@@ -433,9 +433,7 @@ def main(argv=None) -> int:
         _log("\n" + table + "\n")
         report += ["", table]
     if args.results:
-        with open(args.results, "a") as f:
-            f.write("\n" + "\n".join(report) + "\n")
-        _log(f"Appended the tables to {args.results}")
+        _append_results(args.results, report)
     return 0
 
 

@@ -40,6 +40,13 @@ def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
+def _append_results(path: str, report: list) -> None:
+    """Appends the report's lines (tables with their date/GPU header) to the results file."""
+    with open(path, "a") as f:
+        f.write("\n" + "\n".join(report) + "\n")
+    _log(f"Appended the tables to {path}")
+
+
 # --------------------------------------------------------------------------------------------
 # Timing
 
@@ -526,8 +533,6 @@ def main(argv=None) -> int:
         _log("\n" + quant_table + "\n")
         report += ["", quant_table]
     if args.results:
-        with open(args.results, "a") as f:
-            f.write("\n" + "\n".join(report) + "\n")
-        _log(f"Appended the tables to {args.results}")
+        _append_results(args.results, report)
     _log("All verifications passed." if ok else "VERIFICATION FAILED.")
     return 0 if ok else 1
