@@ -77,6 +77,31 @@ def test_every_configuration_is_forced():
                 check(out, a, sa, b, sb, bias=bias, label=f"config {name} {m}x{n}x{k} {out_dtype}")
 
 
+def test_split_k_every_configuration():
+    # Split-K (K blocks divided over work units, FP32 partials reduced in a second pass), forced on
+    # every config: tails in m, n and K (runs of unequal length, a last run shorter than the rest),
+    # bias, both output dtypes, and bit-identical reruns (the reduction order is fixed).
+    configs = torch.ops.fp8gemm._sm90_dense_configs()
+    for index, name in enumerate(configs):
+        for (m, n, k), splits in [((1, 8, 1040), 3), ((65, 2112, 7168), 7), ((129, 576, 2000), 2), ((300, 136, 4096), 5)]:
+            a, sa, b, sb = gpu_operands(m, n, k)
+            bias = torch.randn(n, device="cuda")
+            for out_dtype in (torch.bfloat16, torch.float32):
+                T.poison_cuda_allocator("cuda", splits * m * n * 4)
+                out = torch.ops.fp8gemm._sm90_dense_forced(a, b, sa, sb, bias, out_dtype, index, splits)
+                check(out, a, sa, b, sb, bias=bias, label=f"config {name} splits {splits} {m}x{n}x{k} {out_dtype}")
+                again = torch.ops.fp8gemm._sm90_dense_forced(a, b, sa, sb, bias, out_dtype, index, splits)
+                assert torch.equal(out, again), f"split-K rerun differs: {name} {m}x{n}x{k}"
+
+
+def test_split_k_plan():
+    n_configs = len(torch.ops.fp8gemm._sm90_dense_configs())
+    for m, n, k in [(1, 8, 16), (64, 2112, 7168), (128, 7168, 16384), (4096, 7168, 2048)]:
+        config, splits = torch.ops.fp8gemm._sm90_dense_plan(m, n, k, 132)
+        assert 0 <= config < n_configs
+        assert splits == 1  # the heuristic does not split K (no gain measured on the H200)
+
+
 def test_heuristic_picks_valid_configurations():
     n_configs = len(torch.ops.fp8gemm._sm90_dense_configs())
     for m, n, k in [(1, 8, 16), (64, 2112, 7168), (4096, 7168, 2048), (8192, 8192, 8192)]:

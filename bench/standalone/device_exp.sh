@@ -10,6 +10,14 @@ for v in $VARIANTS; do
   ( BUILD_DIR=/tmp/b_$name EXTRA_FLAGS="$flags" bench/standalone/build_and_run.sh --no-check --no-bench > "$OUT/build_$name.txt" 2>&1 ) &
 done
 wait
+# YIELD_VARIANTS="name:fraction ...": copies of the base build with bench/standalone/ffma_yield.py applied.
+for v in ${YIELD_VARIANTS:-}; do
+  name=${v%%:*}; frac=${v#*:}
+  mkdir -p /tmp/b_$name && cp /tmp/b_base/dense_check /tmp/b_$name/ &&
+    python3 bench/standalone/ffma_yield.py --fraction "$frac" /tmp/b_$name/dense_check > "$OUT/build_$name.txt" 2>&1
+  tail -1 "$OUT/build_$name.txt"
+  VARIANTS="$VARIANTS $name:"
+done
 for v in $VARIANTS; do
   name=${v%%:*}
   [[ -x /tmp/b_$name/dense_check ]] || { echo "build $name failed"; tail -20 "$OUT/build_$name.txt"; continue; }

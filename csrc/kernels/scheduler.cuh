@@ -19,6 +19,7 @@ struct TileCoord {
   int m_block;
   int n_block;
   bool valid;  // false: a phantom tile of a 2-CTA cluster whose peer has a real tile (see below)
+  int k_split = 0;  // split-K: which run of K blocks this work unit covers (0 without split-K)
 };
 
 // kClusterM x kClusterN CTAs (at most 2 in all) form a cluster that shares one operand through TMA
@@ -38,16 +39,18 @@ struct DenseScheduler {
   int num_cm;  // cluster tiles along m
   int num_cn;  // cluster tiles along n
   int num_cluster_tiles;
+  int num_work;  // num_cluster_tiles * num_splits
   int next_tile;
   int stride;
   int rank;
 
-  __device__ __forceinline__ DenseScheduler(int64_t m, int64_t n, int cluster_rank) {
+  __device__ __forceinline__ DenseScheduler(int64_t m, int64_t n, int cluster_rank, int num_splits = 1) {
     num_m_blocks = static_cast<int>(ceil_div<int64_t>(m, kBlockM));
     num_n_blocks = static_cast<int>(ceil_div<int64_t>(n, kBlockN));
     num_cm = ceil_div(num_m_blocks, kClusterM);
     num_cn = ceil_div(num_n_blocks, kClusterN);
     num_cluster_tiles = num_cm * num_cn;
+    num_work = num_cluster_tiles * num_splits;
     next_tile = blockIdx.x / kClusterSize;
     stride = gridDim.x / kClusterSize;
     rank = cluster_rank;
@@ -55,10 +58,12 @@ struct DenseScheduler {
 
   // Returns false once this CTA (and its cluster peer) has no tiles left.
   __device__ __forceinline__ bool next(TileCoord& tile) {
-    if (next_tile >= num_cluster_tiles) return false;
+    if (next_tile >= num_work) return false;
+    tile.k_split = next_tile / num_cluster_tiles;
+    const int id = next_tile - tile.k_split * num_cluster_tiles;
     const int band_size = kBandM * num_cn;  // cluster tiles per full band
-    const int band = next_tile / band_size;
-    const int in_band = next_tile - band * band_size;
+    const int band = id / band_size;
+    const int in_band = id - band * band_size;
     const int first_m = band * kBandM;
     const int band_m = min(kBandM, num_cm - first_m);  // the last band may be narrower
     const int cm = first_m + in_band % band_m;

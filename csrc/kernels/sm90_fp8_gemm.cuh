@@ -12,6 +12,8 @@
 // warpgroups the other warpgroup's wgmmas also cover each promotion.
 // Optional 2-CTA clusters multicast the shared operand (A for CLUSTER_N = 2, B for CLUSTER_M = 2).
 // Epilogue: direct global stores from registers (bf16: quad-transposed 16-byte stores), bias fused.
+// Split-K (dense, opt-in): a tile's K blocks are divided over work units that store FP32 partial
+// sums; split_k_reduce.cu adds them up.
 #pragma once
 #include <cuda.h>
 #include <cuda_bf16.h>
@@ -112,6 +114,12 @@ struct KernelArgs {
   int num_groups;                // G
   int64_t rows_per_group;        // masked: max_m (expert g starts at row g * max_m)
   int64_t b_scale_group_stride;  // floats of b_scale per expert: ceil(n / 128) * num_k_blocks
+  // Split-K (kDense only; 1 elsewhere): work unit s of a tile runs K blocks [s * k_blocks_per_split,
+  // min((s + 1) * k_blocks_per_split, num_k_blocks)) and stores its FP32 partial sums, without bias,
+  // to partial[s][m][n]; split_k_reduce adds them up in a fixed order (deterministic) into out.
+  int num_splits;
+  int k_blocks_per_split;
+  float* partial;
 };
 
 
@@ -362,7 +370,8 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
 
   auto scheduler = [&] {
     if constexpr (!kGrouped) {
-      return DenseScheduler<kBlockM, kBlockN, kClusterM, kClusterN>(args.m, args.n, static_cast<int>(cta_rank));
+      return DenseScheduler<kBlockM, kBlockN, kClusterM, kClusterN>(args.m, args.n, static_cast<int>(cta_rank),
+                                                                    args.num_splits);
     } else {
       return GroupedScheduler<kBlockM, kBlockN, kKind>(args.group_rows, args.num_groups, args.m, args.n,
                                                         args.rows_per_group);
@@ -370,6 +379,16 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
   }();
   using Tile = typename decltype(scheduler)::Tile;
   const int num_k_blocks = args.num_k_blocks;
+  // The K blocks [begin, end) of a work unit: all of them unless split-K divides the tile.
+  auto k_range = [&](const Tile& t, int& begin, int& end) {
+    if constexpr (kKind == GemmKind::kDense) {
+      begin = t.k_split * args.k_blocks_per_split;
+      end = min(num_k_blocks, begin + args.k_blocks_per_split);
+    } else {
+      begin = 0;
+      end = num_k_blocks;
+    }
+  };
   Tile tile;
 
   if (wg == kNumMathWG) {
@@ -385,7 +404,9 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
           m0 += static_cast<int>(tile.row0);                // the expert's first row
           n0 += tile.group * static_cast<int>(args.n);      // its weight rows in B [G * n, k]
         }
-        for (int kb = 0; kb < num_k_blocks; ++kb) {
+        int kb_begin, kb_end;
+        k_range(tile, kb_begin, kb_end);
+        for (int kb = kb_begin; kb < kb_end; ++kb) {
           ptx::mbarrier_wait_parity(&ss.empty[stage], phase ^ 1);
           ptx::mbarrier_arrive_expect_tx(&ss.full[stage], kStageBytes);
           const int k0 = kb * kBlockK;
@@ -500,8 +521,10 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
       };
       // A warpgroup whose 64 rows all lie past m (or whose tile is a phantom) only keeps the ring in step.
       const bool wg_active = tile.valid && m0 + wg * 64 < row_end_of();
+      int kb_begin, kb_end;
+      k_range(tile, kb_begin, kb_end);
       if (!wg_active) {
-        for (int kb = 0; kb < num_k_blocks; ++kb) {
+        for (int kb = kb_begin; kb < kb_end; ++kb) {
           ptx::mbarrier_wait_parity(&ss.full[stage], phase);
           release(stage);
           advance();
@@ -556,9 +579,9 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
             promote<kBlockN, kSingleScaleRow>(acc, t, a0, a1, sb0, sb1, num_former);
           }
         };
-        wait_and_issue(tmp0, sa0, sa1, cur_stage);  // block 0 -> tmp0
-        int kb = 0;
-        for (; kb + 2 < num_k_blocks; kb += 2) {
+        wait_and_issue(tmp0, sa0, sa1, cur_stage);  // block kb_begin -> tmp0
+        int kb = kb_begin;
+        for (; kb + 2 < kb_end; kb += 2) {
           wait_and_issue(tmp1, nsa0, nsa1, nxt_stage);  // block kb + 1 -> tmp1
           ptx::wgmma_wait_group<1>();
           retire(kb, tmp0, cur_stage, sa0, sa1);
@@ -566,7 +589,7 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
           ptx::wgmma_wait_group<1>();
           retire(kb + 1, tmp1, nxt_stage, nsa0, nsa1);
         }
-        if (kb + 1 < num_k_blocks) {
+        if (kb + 1 < kb_end) {
           wait_and_issue(tmp1, nsa0, nsa1, nxt_stage);
           ptx::wgmma_wait_group<1>();
           retire(kb, tmp0, cur_stage, sa0, sa1);
@@ -579,7 +602,7 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
       } else {
         // One temporary fragment: each wave's wgmmas are waited for and promoted before the next
         // wave is issued; the other math warpgroup's wgmmas keep the tensor cores busy meanwhile.
-        for (int kb = 0; kb < num_k_blocks; ++kb) {
+        for (int kb = kb_begin; kb < kb_end; ++kb) {
           float sb0, sb1;
           next_b_scales(kb, sb0, sb1);
           ptx::mbarrier_wait_parity(&ss.full[stage], phase);
@@ -625,7 +648,13 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
         for (int wn = 0; wn < kWavesN; ++wn) {
           const float* wave_acc = acc + (wm * kWavesN + wn) * Mma::kNumAccum;
           const int64_t row0 = m0 + wm * 128 + wg * 64, col0 = n0 + wn * kSubN;
-          if (args.out_fp32) {
+          if (kKind == GemmKind::kDense && args.num_splits > 1) {
+            KernelArgs partial = args;  // this unit's FP32 slice [m, n] of the partial sums, no bias
+            partial.out = args.partial + static_cast<int64_t>(tile.k_split) * args.m * args.n;
+            partial.ldo = args.n;
+            partial.bias = nullptr;
+            store_fragment<float, kSubN>(wave_acc, partial, row0, col0, row_end_of());
+          } else if (args.out_fp32) {
             store_fragment<float, kSubN>(wave_acc, args, row0, col0, row_end_of());
           } else if constexpr ((kSubN / 8) % 4 == 0) {
             store_fragment_bf16_x16<kSubN>(wave_acc, args, row0, col0, row_end_of());

@@ -82,6 +82,7 @@ void validate_dense_params(const DenseGemmParams& p, int num_configs) {
   require(p.num_sms >= 1, p, "num_sms >= 1, got " + std::to_string(p.num_sms));
   require(p.forced_config >= -1 && p.forced_config < num_configs, p,
           "forced_config in [-1, " + std::to_string(num_configs) + "), got " + std::to_string(p.forced_config));
+  require(p.forced_splits >= 0, p, "forced_splits >= 0, got " + std::to_string(p.forced_splits));
 }
 
 namespace {
@@ -95,12 +96,16 @@ namespace {
 // (no K-block software pipelining, register budget) ~35%; multicast measured slightly slower than
 // plain 128x128 on H200, so it is penalised and not picked for now. The two-wave tiles (128x256,
 // 256x128) and the three-warpgroup 192x128 tile follow the area model as measured (session 3).
-double estimate_time(const ConfigEntry& c, const DenseGemmParams& p) {
-  const double kb = std::ceil(p.k / 128.0);
+//
+// Split-K into s runs divides each tile's K blocks over s work units and adds a reducing pass over
+// s FP32 partial slices: ~2.5 us (a dependent launch) + its bytes at ~3 TB/s.
+double estimate_time(const ConfigEntry& c, const DenseGemmParams& p, int splits) {
+  const int num_k_blocks = static_cast<int>(ceil_div<int64_t>(p.k, kBlockK));
+  const double kb = k_blocks_per_split(num_k_blocks, splits);
   const double area = static_cast<double>(c.block_m) * c.block_n;
   const int64_t cluster = c.cluster_m * c.cluster_n;
   const int64_t tiles = ceil_div<int64_t>(ceil_div<int64_t>(p.m, c.block_m), c.cluster_m) *
-                        ceil_div<int64_t>(ceil_div<int64_t>(p.n, c.block_n), c.cluster_n) * cluster;
+                        ceil_div<int64_t>(ceil_div<int64_t>(p.n, c.block_n), c.cluster_n) * cluster * splits;
   const int64_t slots = std::max<int64_t>(cluster, (p.num_sms / cluster) * cluster);
   const int64_t waves = ceil_div<int64_t>(tiles, slots);
   double t_kb = 0.21 + 1.75e-5 * area;
@@ -113,7 +118,31 @@ double estimate_time(const ConfigEntry& c, const DenseGemmParams& p) {
   const double t_tile = kb * t_kb + 0.50 + 5.0e-5 * area;
   const double out_bytes = static_cast<double>(p.m) * p.n * (p.out_kind == OutKind::kFP32 ? 4 : 2);
   const double hbm_us = (static_cast<double>(p.m) * p.k + static_cast<double>(p.n) * p.k + out_bytes) / 4.0e6;
-  return std::max(static_cast<double>(waves) * t_tile, hbm_us);
+  const double reduce_us = splits > 1 ? 2.5 + (2.0 * splits * p.m * p.n * 4 + out_bytes) / 3.0e6 : 0.0;
+  return std::max(static_cast<double>(waves) * t_tile, hbm_us) + reduce_us;
+}
+
+// The heuristic never splits K: on the H200 split-K measured a wash (64x2112x7168 +8%, 64x4096x7168
+// -14%, 128x7168x16384 -9%; RESULTS.md, fourth session), so it only runs when forced (tests, tuning).
+DensePlan plan(const DenseGemmParams& p) {
+  const int num_k_blocks = static_cast<int>(ceil_div<int64_t>(p.k, kBlockK));
+  const int splits = effective_splits(num_k_blocks, p.forced_splits);
+  DensePlan best{-1, splits};
+  double best_time = 0.0;
+  for (int i = 0; i < kNumConfigs; ++i) {
+    const ConfigEntry& c = kConfigs[i];
+    if (p.forced_config >= 0 && i != p.forced_config) continue;
+    // BLOCK_M = 64 only pays when it avoids mostly-empty 128-row tiles.
+    if (p.forced_config < 0 && c.block_m >= 128 && p.m <= 64) continue;
+    const double t = estimate_time(c, p, splits);
+    // Near-ties (within 1%) keep the earlier (smaller) config of the list.
+    if (best.config < 0 || t < best_time * 0.99) {
+      best.config = i;
+      best_time = t;
+    }
+  }
+  if (best.config < 0) throw_error("no dense configuration fits " + shape_str(p));
+  return best;
 }
 
 }  // namespace
@@ -129,27 +158,29 @@ const char* sm90_fp8_gemm_config_name(int idx) {
   return sm90::config_names()[idx].c_str();
 }
 
+DensePlan sm90_fp8_gemm_plan(const DenseGemmParams& p) { return sm90::plan(p); }
+
 int sm90_fp8_gemm_pick_config(const DenseGemmParams& p) {
-  int best = -1;
-  double best_time = 0.0;
-  for (int i = 0; i < sm90::kNumConfigs; ++i) {
-    const sm90::ConfigEntry& c = sm90::kConfigs[i];
-    // BLOCK_M = 64 only pays when it avoids mostly-empty 128-row tiles.
-    if (c.block_m >= 128 && p.m <= 64) continue;
-    const double t = sm90::estimate_time(c, p);
-    // Near-ties (within 1%) keep the earlier (smaller) config of the list.
-    if (best < 0 || t < best_time * 0.99) {
-      best = i;
-      best_time = t;
-    }
-  }
-  return best;
+  DenseGemmParams q = p;
+  q.forced_config = -1;
+  q.forced_splits = 0;
+  return sm90::plan(q).config;
+}
+
+int64_t sm90_fp8_gemm_workspace_floats(const DenseGemmParams& p) {
+  const DensePlan pl = sm90::plan(p);
+  return pl.splits > 1 ? static_cast<int64_t>(pl.splits) * p.m * p.n : 0;
 }
 
 void sm90_fp8_gemm_dense(const DenseGemmParams& p) {
   sm90::validate_dense_params(p, sm90::kNumConfigs);
-  const int idx = p.forced_config >= 0 ? p.forced_config : sm90_fp8_gemm_pick_config(p);
-  sm90::kConfigs[idx].launch(p);
+  const DensePlan pl = sm90::plan(p);
+  DenseGemmParams q = p;
+  q.forced_splits = pl.splits;  // the launcher runs exactly this many K runs
+  sm90::kConfigs[pl.config].launch(q);
+  if (pl.splits > 1) {
+    split_k_reduce(p.workspace, pl.splits, p.m, p.n, p.bias, p.out, p.ldo, p.out_kind, p.num_sms, p.stream);
+  }
 }
 
 }  // namespace torch_fp8gemm

@@ -96,6 +96,13 @@ struct ClusterLaunch {
   ClusterLaunch& operator=(const ClusterLaunch&) = delete;
 };
 
+// Split-K: runs of ceil(num_k_blocks / requested) K blocks, as many as that takes (never an empty run).
+inline int k_blocks_per_split(int num_k_blocks, int splits) { return ceil_div(num_k_blocks, std::max(1, splits)); }
+inline int effective_splits(int num_k_blocks, int requested) {
+  if (requested <= 1 || num_k_blocks <= 1) return 1;
+  return ceil_div(num_k_blocks, k_blocks_per_split(num_k_blocks, requested));
+}
+
 inline int64_t num_tiles(int64_t m, int64_t n, int block_m, int block_n) {
   return ceil_div<int64_t>(m, block_m) * ceil_div<int64_t>(n, block_n);
 }
@@ -141,6 +148,17 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped) {
   args.num_groups = grouped != nullptr ? grouped->num_groups : 0;
   args.rows_per_group = grouped != nullptr ? grouped->rows_per_group : 0;
   args.b_scale_group_stride = ceil_div<int64_t>(p.n, 128) * num_k_blocks;
+  args.k_blocks_per_split = num_k_blocks;
+  args.num_splits = 1;
+  args.partial = nullptr;
+  if constexpr (kKind == GemmKind::kDense) {
+    args.num_splits = effective_splits(num_k_blocks, p.forced_splits);
+    args.k_blocks_per_split = k_blocks_per_split(num_k_blocks, args.num_splits);
+    if (args.num_splits > 1) {
+      if (p.workspace == nullptr) throw_error("split-K needs a workspace (sm90_fp8_gemm_workspace_floats)");
+      args.partial = p.workspace;
+    }
+  }
 
   int device = 0;
   check_cuda(cudaGetDevice(&device), "cudaGetDevice");
@@ -165,10 +183,21 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped) {
   // Cluster tiles. Grouped: the expert sizes live on the device, so take the bound reached when
   // every expert's rows start a fresh m-block.
   const int64_t m_blocks = ceil_div<int64_t>(p.m, kBlockM) + (grouped != nullptr ? grouped->num_groups : 0);
-  const int64_t tiles = ceil_div<int64_t>(m_blocks, kClusterM) * ceil_div<int64_t>(ceil_div<int64_t>(p.n, kBlockN), kClusterN);
+  const int64_t tiles = ceil_div<int64_t>(m_blocks, kClusterM) *
+                        ceil_div<int64_t>(ceil_div<int64_t>(p.n, kBlockN), kClusterN) * args.num_splits;
   int64_t clusters = std::min<int64_t>(tiles, p.num_sms / Cfg::kClusterSize);
   clusters = std::min<int64_t>(clusters, max_clusters[device]);
   clusters = std::max<int64_t>(clusters, 1);
+  // Dense with K >= 2048: the fewest CTAs that keep the same number of tile waves (e.g. 512 tiles:
+  // 128 CTAs x 4 waves, not 132 with 16 idle in the last wave). The GPU runs at its power limit on
+  // these compute-bound shapes, so unused SMs let the busy ones clock higher (4096x4096x7168: +7%,
+  // RESULTS.md). Short K is bound by memory traffic and keeps every SM (4096x32768x512: -8%).
+  // TORCH_FP8GEMM_FULL_GRID=1 launches min(tiles, SMs) CTAs instead (for A/B measurements).
+  static const bool full_grid = std::getenv("TORCH_FP8GEMM_FULL_GRID") != nullptr;
+  if (grouped == nullptr && !full_grid && num_k_blocks >= 16) {
+    const int64_t waves = ceil_div<int64_t>(tiles, clusters);
+    clusters = ceil_div<int64_t>(tiles, waves);
+  }
 
   static const bool debug = std::getenv("TORCH_FP8GEMM_DEBUG") != nullptr;
   if (debug) {
