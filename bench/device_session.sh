@@ -39,7 +39,8 @@ for s in "$@"; do
       done
       stage tests "${TESTS_LIMIT:-300}" python3 -m pytest -q --timeout=120 -p no:cacheprovider "${files[@]}" \
         "test/test_dense_cuda.py::test_every_configuration_is_forced" \
-        "test/test_dense_cuda.py::test_side_stream_and_cuda_graph" ;;
+        "test/test_dense_cuda.py::test_side_stream_and_cuda_graph" \
+        "test/test_dense_cuda.py::test_split_k_every_configuration" "test/test_dense_cuda.py::test_split_k_plan" ;;
     train) stage train "${TRAIN_LIMIT:-240}" python3 bench/train_compare.py --steps 300 --device cuda --out "$OUT/train_compare.md" ;;
     dense) stage dense "${DENSE_LIMIT:-300}" python3 -m torch_fp8gemm --suite dense --iters "${DENSE_ITERS:-20}" --results RESULTS.md ;;
     moe) stage moe "${MOE_LIMIT:-300}" python3 -m torch_fp8gemm --suite moe --iters "$ITERS" --results RESULTS.md ;;
