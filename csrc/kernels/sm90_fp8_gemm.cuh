@@ -73,13 +73,23 @@ __host__ __device__ constexpr int num_column_waves(int block_n) { return block_n
 template <int kBlockN>
 inline constexpr int kWavesNOf = num_column_waves(kBlockN);
 
-template <int kBlockM, int kBlockN, int kNumStages, int kStageScaleFloats = kBlockM>
+// Bytes of the bf16 output staging tile of the TMA-store epilogue: plain dense tiles whose width is
+// a multiple of 64 columns (128-byte swizzled slabs). Grouped tiles must not write rows of the next
+// expert, which a TMA box cannot mask, and the other widths keep the register epilogue.
+template <GemmKind kKind, int kBlockM, int kBlockN>
+inline constexpr int kStagingBytesOf = (kKind == GemmKind::kDense && kBlockN % 64 == 0) ? kBlockM * kBlockN * 2 : 0;
+
+template <int kBlockM, int kBlockN, int kNumStages, int kStageScaleFloats = kBlockM, int kStagingBytes = 0>
 struct SharedStorage {
   static_assert(kBlockN % 8 == 0, "BLOCK_N must be a multiple of 8 so B stages stay 1024-B aligned");
   static_assert(kBlockM % 64 == 0, "BLOCK_M is a multiple of the 64-row wgmma");
   // 128B-swizzled operand tiles: [rows][128 bytes], 8-row atoms of 1024 B, atoms 1024-B aligned.
   alignas(1024) uint8_t a[kNumStages][kBlockM * kBlockK];
   alignas(1024) uint8_t b[kNumStages][kBlockN * kBlockK];
+  // Output staging (TMA-store epilogue): BN / 64 slabs of [BM rows][128 B], 16-byte chunks XOR-
+  // swizzled with the row (CU_TENSOR_MAP_SWIZZLE_128B), so the quad-transposed fragment writes
+  // are bank-conflict free.
+  alignas(1024) uint8_t d[kStagingBytes > 0 ? kStagingBytes : 1];
   // Scales of the stage's K block: sfa[s][r] = a_scale[kb, (m0 & ~3) + r] (TMA, same barrier as
   // A/B); (m0 & ~3) == m0 without slack. Row-scaled B: sfa[s][kBlockM + c] = b_scale[kb, n0 + c].
   // Rows are padded to 128 B: a TMA destination must be 128-byte aligned.
@@ -93,10 +103,11 @@ struct SharedStorage {
 };
 
 // Largest stage count whose SharedStorage fits the opt-in limit, capped.
-template <int kBlockM, int kBlockN, int kStageScaleFloats = kBlockM, int kCap = 12>
+template <int kBlockM, int kBlockN, int kStageScaleFloats = kBlockM, int kStagingBytes = 0, int kCap = 12>
 constexpr int max_stages() {
   constexpr int per_stage = kBlockM * kBlockK + kBlockN * kBlockK + (kStageScaleFloats + 31) / 32 * 128 + 16;
-  constexpr int fixed = 2 * kNumMathWGOf<kBlockM> * 2 * kMaxSfbKBlocks * 4 + 1024;  // sfb + alignment padding
+  // sfb + staging + alignment padding
+  constexpr int fixed = 2 * kNumMathWGOf<kBlockM> * 2 * kMaxSfbKBlocks * 4 + kStagingBytes + (kStagingBytes > 0 ? 2048 : 1024);
   int s = (kMaxSmemBytes - fixed) / per_stage;
   return s > kCap ? kCap : s;
 }
@@ -240,6 +251,46 @@ __device__ __forceinline__ void store_fragment_bf16_x16(const float* acc, const 
   }
 }
 
+// TMA-store epilogue, part 1: one 64-row wave fragment (kSubN columns starting at tile column
+// col_in_tile) into the swizzled staging tile, bias added, bf16. Rows and columns past the output
+// are written here too; the TMA store clips them.
+template <int kBlockM, int kSubN>
+__device__ __forceinline__ void stage_fragment_bf16(const float* acc, const KernelArgs& args, uint8_t* staging,
+                                                    int row_in_tile, int col_in_tile, int64_t n0) {
+  static_assert((kSubN / 8) % 4 == 0, "groups are transposed four at a time");
+  const int lane = threadIdx.x % 32;
+  const int warp = (threadIdx.x % 128) / 32;
+  const int q = lane % 4;
+  const int row = row_in_tile + warp * 16 + lane / 4;
+  const __nv_bfloat16* bias = static_cast<const __nv_bfloat16*>(args.bias);
+#pragma unroll
+  for (int g0 = 0; g0 < kSubN / 8; g0 += 4) {
+    uint32_t w[2][4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t col = n0 + col_in_tile + 8 * (g0 + j) + 2 * q;
+      float b0 = 0.f, b1 = 0.f;
+      if (bias != nullptr && col < args.n) {
+        const __nv_bfloat162 bv = *reinterpret_cast<const __nv_bfloat162*>(bias + col);
+        b0 = __low2float(bv), b1 = __high2float(bv);
+      }
+      const int i = g0 + j;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) w[h][j] = pack_bf16x2(acc[4 * i + 2 * h] + b0, acc[4 * i + 2 * h + 1] + b1);
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) quad_transpose(w[h][0], w[h][1], w[h][2], w[h][3], q);
+    const int group = col_in_tile / 8 + g0 + q;  // this lane's 8-column group in the tile
+    const int chunk = group % 8;                 // its 16-byte chunk in the slab's 128-byte row
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = row + 8 * h;
+      uint8_t* dst = staging + (group / 8) * (kBlockM * 128) + r * 128 + ((chunk ^ (r & 7)) * 16);
+      *reinterpret_cast<uint4*>(dst) = make_uint4(w[h][0], w[h][1], w[h][2], w[h][3]);
+    }
+  }
+}
+
 __device__ __forceinline__ void named_barrier_sync(int id, int num_threads) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(num_threads) : "memory");
 }
@@ -296,13 +347,14 @@ __device__ __forceinline__ void promote_row_scaled(float* acc, const float* t, f
 }
 
 template <int kBlockM, int kBlockN, int kNumStages, int kClusterM, int kClusterN,
-          GemmKind kKind = GemmKind::kDense>
+          GemmKind kKind = GemmKind::kDense, bool kStagedOut = false>
 __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1)
     sm90_fp8_gemm_kernel(const __grid_constant__ CUtensorMap tmap_a,    // A   [m, k] fp8, box {128, BM / kClusterN}, 128B swizzle
                          const __grid_constant__ CUtensorMap tmap_b,    // B   [n, k] fp8, box {128, BN / kClusterM}, 128B swizzle
                          const __grid_constant__ CUtensorMap tmap_sfa,  // SFA [kb, m] fp32, box {BM + slack, 1}
                          const KernelArgs args,
-                         const __grid_constant__ CUtensorMap tmap_sfb) {  // row-scaled B only: SFB [kb, n] fp32, box {BN, 1}
+                         const __grid_constant__ CUtensorMap tmap_sfb,   // row-scaled B only: SFB [kb, n] fp32, box {BN, 1}
+                         const __grid_constant__ CUtensorMap tmap_out) { // staged epilogue only: out [m, n] bf16, box {64, 64}, 128B swizzle
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
   constexpr int kNumMathWG = kNumMathWGOf<kBlockM>;
   constexpr int kWavesM = kWavesMOf<kBlockM>;
@@ -333,7 +385,10 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
   constexpr bool kWaveSingleScaleRow = kSingleScaleRow || kWavesN > 1;
   using Mma = ptx::WgmmaFp8<kSubN>;
   static_assert(!kGrouped || kBlockM <= 128, "grouped kinds: the A-scale box (BLOCK_M + slack) must stay <= 256");
-  using Storage = SharedStorage<kBlockM, kBlockN, kNumStages, kStageScaleFloats>;
+  static_assert(!kStagedOut || kStagingBytesOf<kKind, kBlockM, kBlockN> > 0,
+                "the staged epilogue serves plain dense tiles whose width is a multiple of 64");
+  constexpr int kStagingBytes = kStagedOut ? kStagingBytesOf<kKind, kBlockM, kBlockN> : 0;
+  using Storage = SharedStorage<kBlockM, kBlockN, kNumStages, kStageScaleFloats, kStagingBytes>;
   static_assert(kKind == GemmKind::kDense || kClusterSize == 1, "only the plain dense kind runs in clusters");
 
   // The dynamic smem window starts 1024-B aligned when the kernel has no static shared memory
@@ -361,6 +416,7 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
     ptx::prefetch_tensormap(&tmap_b);
     ptx::prefetch_tensormap(&tmap_sfa);
     if constexpr (kRowScaledB) ptx::prefetch_tensormap(&tmap_sfb);
+    if constexpr (kStagingBytes > 0) ptx::prefetch_tensormap(&tmap_out);
   }
   if constexpr (kClusterSize > 1) {
     ptx::cluster_sync();  // the peer's barriers are initialised before any multicast targets them
@@ -642,30 +698,70 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
         }
       }
 
+      bool staged = false;
+      if constexpr (kStagingBytes > 0) {
+        staged = !args.out_fp32 && args.num_splits == 1;
+      }
+      if constexpr (kStagingBytes > 0) if (staged) {
+        // TMA-store epilogue: the previous tile's stores must have read the staging rows of this
+        // warpgroup before they are rewritten; the stores then run while the next tile computes.
+        if (wg_thread == 0) ptx::bulk_wait_group_read_0();
+        named_barrier_sync(1 + wg, 128);
 #pragma unroll
-      for (int wm = 0; wm < kWavesM; ++wm) {
+        for (int wm = 0; wm < kWavesM; ++wm) {
 #pragma unroll
-        for (int wn = 0; wn < kWavesN; ++wn) {
-          const float* wave_acc = acc + (wm * kWavesN + wn) * Mma::kNumAccum;
-          const int64_t row0 = m0 + wm * 128 + wg * 64, col0 = n0 + wn * kSubN;
-          if (kKind == GemmKind::kDense && args.num_splits > 1) {
-            KernelArgs partial = args;  // this unit's FP32 slice [m, n] of the partial sums, no bias
-            partial.out = args.partial + static_cast<int64_t>(tile.k_split) * args.m * args.n;
-            partial.ldo = args.n;
-            partial.bias = nullptr;
-            store_fragment<float, kSubN>(wave_acc, partial, row0, col0, row_end_of());
-          } else if (args.out_fp32) {
-            store_fragment<float, kSubN>(wave_acc, args, row0, col0, row_end_of());
-          } else if constexpr ((kSubN / 8) % 4 == 0) {
-            store_fragment_bf16_x16<kSubN>(wave_acc, args, row0, col0, row_end_of());
-          } else {
-            store_fragment<__nv_bfloat16, kSubN>(wave_acc, args, row0, col0, row_end_of());
+          for (int wn = 0; wn < kWavesN; ++wn) {
+            stage_fragment_bf16<kBlockM, kSubN>(acc + (wm * kWavesN + wn) * Mma::kNumAccum, args, ss.d,
+                                                wm * 128 + wg * 64, wn * kSubN, n0);
+          }
+        }
+        ptx::fence_proxy_async_shared();  // generic-proxy smem writes -> visible to the TMA engine
+        named_barrier_sync(1 + wg, 128);
+        if (wg_thread == 0) {
+#pragma unroll
+          for (int wm = 0; wm < kWavesM; ++wm) {
+            const int row_in_tile = wm * 128 + wg * 64;
+            if (m0 + row_in_tile >= args.m) continue;
+#pragma unroll
+            for (int slab = 0; slab < kBlockN / 64; ++slab) {
+              if (n0 + slab * 64 >= args.n) continue;
+              ptx::tma_store_2d(&tmap_out, ss.d + slab * (kBlockM * 128) + row_in_tile * 128,
+                                static_cast<int32_t>(n0 + slab * 64), static_cast<int32_t>(m0 + row_in_tile));
+            }
+          }
+          ptx::bulk_commit_group();
+        }
+      }
+      if (!staged) {
+#pragma unroll
+        for (int wm = 0; wm < kWavesM; ++wm) {
+#pragma unroll
+          for (int wn = 0; wn < kWavesN; ++wn) {
+            const float* wave_acc = acc + (wm * kWavesN + wn) * Mma::kNumAccum;
+            const int64_t row0 = m0 + wm * 128 + wg * 64, col0 = n0 + wn * kSubN;
+            if (kKind == GemmKind::kDense && args.num_splits > 1) {
+              KernelArgs partial = args;  // this unit's FP32 slice [m, n] of the partial sums, no bias
+              partial.out = args.partial + static_cast<int64_t>(tile.k_split) * args.m * args.n;
+              partial.ldo = args.n;
+              partial.bias = nullptr;
+              store_fragment<float, kSubN>(wave_acc, partial, row0, col0, row_end_of());
+            } else if (args.out_fp32) {
+              store_fragment<float, kSubN>(wave_acc, args, row0, col0, row_end_of());
+            } else if constexpr ((kSubN / 8) % 4 == 0) {
+              store_fragment_bf16_x16<kSubN>(wave_acc, args, row0, col0, row_end_of());
+            } else {
+              store_fragment<__nv_bfloat16, kSubN>(wave_acc, args, row0, col0, row_end_of());
+            }
           }
         }
       }
       buf ^= 1;
       tile = next_tile;
       has_tile = has_next;
+    }
+    // Staged stores must finish reading shared memory before the CTA exits.
+    if constexpr (kStagingBytes > 0) {
+      if (wg_thread == 0) ptx::bulk_wait_group_0();
     }
   }
   if constexpr (kClusterSize > 1) {

@@ -11,8 +11,8 @@
 namespace torch_fp8gemm {
 namespace sm90 {
 
-#define TORCH_FP8GEMM_DECLARE_LAUNCH(BM, BN, CM, CN) \
-  extern template void launch_dense<BM, BN, CM, CN>(const DenseGemmParams&);
+#define TORCH_FP8GEMM_DECLARE_LAUNCH(BM, BN, CM, CN, ST) \
+  extern template void launch_dense<BM, BN, CM, CN, ST>(const DenseGemmParams&);
 TORCH_FP8GEMM_SM90_DENSE_CONFIGS(TORCH_FP8GEMM_DECLARE_LAUNCH)
 #undef TORCH_FP8GEMM_DECLARE_LAUNCH
 
@@ -23,12 +23,14 @@ struct ConfigEntry {
   int block_n;
   int cluster_m;
   int cluster_n;
+  bool staged;  // TMA-store epilogue through a staging tile
   int stages;
   void (*launch)(const DenseGemmParams&);
 };
 
-#define TORCH_FP8GEMM_CONFIG_ENTRY(BM, BN, CM, CN) \
-  {BM, BN, CM, CN, KernelConfig<BM, BN, CM, CN, GemmKind::kDense>::kStages, &launch_dense<BM, BN, CM, CN>},
+#define TORCH_FP8GEMM_CONFIG_ENTRY(BM, BN, CM, CN, ST)                                                     \
+  {BM, BN, CM, CN, ST != 0, KernelConfig<BM, BN, CM, CN, GemmKind::kDense, ST != 0>::kStages, \
+   &launch_dense<BM, BN, CM, CN, ST != 0>},
 constexpr ConfigEntry kConfigs[] = {TORCH_FP8GEMM_SM90_DENSE_CONFIGS(TORCH_FP8GEMM_CONFIG_ENTRY)};
 #undef TORCH_FP8GEMM_CONFIG_ENTRY
 constexpr int kNumConfigs = static_cast<int>(sizeof(kConfigs) / sizeof(kConfigs[0]));
@@ -39,7 +41,7 @@ const std::vector<std::string>& config_names() {
     for (const ConfigEntry& c : kConfigs) {
       v.push_back("bm" + std::to_string(c.block_m) + "_bn" + std::to_string(c.block_n) + "_s" +
                   std::to_string(c.stages) +
-                  (c.cluster_n == 2 ? "_mc2a" : c.cluster_m == 2 ? "_mc2b" : "_mc1"));
+                  (c.cluster_n == 2 ? "_mc2a" : c.cluster_m == 2 ? "_mc2b" : "_mc1") + (c.staged ? "_st" : ""));
     }
     return v;
   }();
@@ -115,7 +117,12 @@ double estimate_time(const ConfigEntry& c, const DenseGemmParams& p, int splits)
     t_kb *= 1.20;
   }
   if (cluster > 1) t_kb *= 1.03;
-  const double t_tile = kb * t_kb + 0.50 + 5.0e-5 * area;
+  // Staged epilogue: its stores overlap the next tile (per-tile cost 5.0e-5 -> 2.9e-5 * area), but
+  // the staging tile takes a pipeline stage (two-wave tiles: 4 -> 3), ~5% per K block; it wins up to
+  // K ~ 2048 (H200, M = 4096: K = 512 +13%, 1536 +2%, 2048 +4%, 7168 -6%, 16384 -9%; RESULTS.md,
+  // fourth session).
+  if (c.staged) t_kb *= 1.05;
+  const double t_tile = kb * t_kb + 0.50 + (c.staged && p.out_kind == OutKind::kBF16 ? 2.9e-5 : 5.0e-5) * area;
   const double out_bytes = static_cast<double>(p.m) * p.n * (p.out_kind == OutKind::kFP32 ? 4 : 2);
   const double hbm_us = (static_cast<double>(p.m) * p.k + static_cast<double>(p.n) * p.k + out_bytes) / 4.0e6;
   const double reduce_us = splits > 1 ? 2.5 + (2.0 * splits * p.m * p.n * 4 + out_bytes) / 3.0e6 : 0.0;

@@ -62,14 +62,16 @@ inline CUtensorMap make_tensor_map_2d(const void* base, CUtensorMapDataType dtyp
   return map;
 }
 
-template <int kBlockM, int kBlockN, int kClusterM, int kClusterN, GemmKind kKind>
+template <int kBlockM, int kBlockN, int kClusterM, int kClusterN, GemmKind kKind, bool kStagedOut = false>
 struct KernelConfig {
   static constexpr int kSfaSlack = kSfaSlackOf<kKind>;
   static constexpr int kStageScaleFloats = kStageScaleFloatsOf<kKind, kBlockM, kBlockN>;
-  static constexpr int kStages = max_stages<kBlockM, kBlockN, kStageScaleFloats>();
+  static constexpr int kStagingBytes = kStagedOut ? kStagingBytesOf<kKind, kBlockM, kBlockN> : 0;
+  static constexpr int kStages = max_stages<kBlockM, kBlockN, kStageScaleFloats, kStagingBytes>();
   static constexpr int kThreads = num_threads<kBlockM, kBlockN, kStages>();
   static constexpr int kClusterSize = kClusterM * kClusterN;
-  static constexpr size_t kSmemBytes = sizeof(SharedStorage<kBlockM, kBlockN, kStages, kStageScaleFloats>);
+  static constexpr size_t kSmemBytes =
+      sizeof(SharedStorage<kBlockM, kBlockN, kStages, kStageScaleFloats, kStagingBytes>);
   static_assert(kStages >= 3, "fewer than 3 stages cannot hide TMA latency");
   static_assert(kSmemBytes <= kMaxSmemBytes, "shared storage exceeds the 227 KB opt-in limit");
 };
@@ -109,10 +111,10 @@ inline int64_t num_tiles(int64_t m, int64_t n, int block_m, int block_n) {
 
 // Launches the config on p.stream. Arguments must already be validated. `grouped` describes the
 // experts for the grouped kinds (then p.b is [G * n, k] and p.b_scale [G, ceil(n/128), ceil(k/128)]).
-template <int kBlockM, int kBlockN, int kClusterM, int kClusterN, GemmKind kKind>
+template <int kBlockM, int kBlockN, int kClusterM, int kClusterN, GemmKind kKind, bool kStagedOut = false>
 void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped) {
-  using Cfg = KernelConfig<kBlockM, kBlockN, kClusterM, kClusterN, kKind>;
-  auto kernel = sm90_fp8_gemm_kernel<kBlockM, kBlockN, Cfg::kStages, kClusterM, kClusterN, kKind>;
+  using Cfg = KernelConfig<kBlockM, kBlockN, kClusterM, kClusterN, kKind, kStagedOut>;
+  auto kernel = sm90_fp8_gemm_kernel<kBlockM, kBlockN, Cfg::kStages, kClusterM, kClusterN, kKind, kStagedOut>;
   const int64_t b_rows = grouped != nullptr ? grouped->num_groups * p.n : p.n;
 
   // With multicast each CTA of the pair loads half of the shared operand's box.
@@ -132,6 +134,12 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped) {
       kKind == GemmKind::kDenseRowScaledB
           ? make_tensor_map_2d(p.b_scale, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, p.n, num_k_blocks, p.b_scale_ld * 4,
                                kBlockN, 1, CU_TENSOR_MAP_SWIZZLE_NONE, "b_scale")
+          : tmap_sfa;
+  // Staged (TMA-store) epilogue: bf16 out [m, n], row stride ldo, 64 x 64 boxes, 128B swizzle.
+  const CUtensorMap tmap_out =
+      Cfg::kStagingBytes > 0 && p.out_kind == OutKind::kBF16
+          ? make_tensor_map_2d(p.out, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, p.n, p.m, p.ldo * 2, 64, 64,
+                               CU_TENSOR_MAP_SWIZZLE_128B, "out")
           : tmap_sfa;
 
   KernelArgs args;
@@ -208,7 +216,8 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped) {
 
   const ClusterLaunch launch(static_cast<unsigned>(clusters * Cfg::kClusterSize), Cfg::kThreads, Cfg::kSmemBytes,
                              Cfg::kClusterSize, p.stream);
-  check_cuda(cudaLaunchKernelEx(&launch.cfg, kernel, tmap_a, tmap_b, tmap_sfa, args, tmap_sfb), "cudaLaunchKernelEx");
+  check_cuda(cudaLaunchKernelEx(&launch.cfg, kernel, tmap_a, tmap_b, tmap_sfa, args, tmap_sfb, tmap_out),
+             "cudaLaunchKernelEx");
 }
 
 // Shared by the grouped and row-scaled pickers: 128 x 256 tiles (two column waves) over 128 x 128
@@ -220,9 +229,11 @@ inline bool prefer_128x256_tiles(int64_t m_blocks, int64_t n, int num_sms) {
   return waves_256 * 1.87 < waves_128;
 }
 
-template <int kBlockM, int kBlockN, int kClusterM, int kClusterN>
+// kStagedOut: bf16 results leave through a shared-memory staging tile and TMA stores that overlap
+// the next tile's main loop (one pipeline stage fewer; pays for short K, see the cost model).
+template <int kBlockM, int kBlockN, int kClusterM, int kClusterN, bool kStagedOut = false>
 void launch_dense(const DenseGemmParams& p) {
-  launch_kernel<kBlockM, kBlockN, kClusterM, kClusterN, GemmKind::kDense>(p, nullptr);
+  launch_kernel<kBlockM, kBlockN, kClusterM, kClusterN, GemmKind::kDense, kStagedOut>(p, nullptr);
 }
 
 template <int kBlockM, int kBlockN>
