@@ -11,7 +11,9 @@
 // temporary fragments (block kb + 1 is issued before block kb is promoted); with two math
 // warpgroups the other warpgroup's wgmmas also cover each promotion.
 // Optional 2-CTA clusters multicast the shared operand (A for CLUSTER_N = 2, B for CLUSTER_M = 2).
-// Epilogue: direct global stores from registers (bf16: quad-transposed 16-byte stores), bias fused.
+// Epilogue: direct global stores from registers (bf16: quad-transposed 16-byte stores), bias fused;
+// or, with kStagedOut (bf16 out), the fragments go to a swizzled shared-memory staging tile that TMA
+// stores write out while the next tile's main loop runs (costs one pipeline stage: short K only).
 // Split-K (dense, opt-in): a tile's K blocks are divided over work units that store FP32 partial
 // sums; split_k_reduce.cu adds them up.
 #pragma once
