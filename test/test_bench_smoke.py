@@ -95,3 +95,17 @@ def test_kernel_timer_cuda():
     timer = B.KernelTimer("cuda", flush_bytes=1 << 20)
     x = torch.randn(256, 256, device="cuda")
     assert timer.median_us(lambda: x @ x, iters=3) > 0
+
+
+def test_kernel_categories():
+    from torch_fp8gemm.benchmark import kernel_category
+
+    gemm = "void torch_fp8gemm::sm90::sm90_fp8_gemm_kernel<128, 256, 4, 1, 1, (torch_fp8gemm::sm90::GemmKind){}, false>(...)"
+    assert kernel_category(gemm.format(0)) == "FP8 GEMM dense"
+    assert kernel_category(gemm.format(1)) == "FP8 GEMM grouped"
+    assert kernel_category(gemm.format(3)) == "FP8 GEMM row-scaled"
+    assert kernel_category("void torch_fp8gemm::(anonymous namespace)::quantize_1x128_cols_kernel<...>(...)") == \
+        "FP8 quantization"
+    assert kernel_category("triton_poi_fused_mul_0") == "Inductor (Triton)"
+    assert kernel_category("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64") == "other GEMM (cuBLAS)"
+    assert kernel_category("void at::native::vectorized_elementwise_kernel<4, ...>") == "other torch kernels"

@@ -304,7 +304,16 @@ def _step(module: Callable, inputs: tuple, grad_out: torch.Tensor, leaves: list)
     return run
 
 
-def _linear_training_rows(model, layer, k, n, token_counts, iters, timer, device, small, rowwise_reason):
+def _breakdown(timer, total_us: float) -> str:
+    """Where the last measured call's kernel time went (KernelTimer only), as 'class µs (share)'."""
+    parts = getattr(timer, "last_breakdown", None)
+    if not parts or math.isnan(total_us):
+        return "n/a"
+    total = sum(parts.values())
+    return ", ".join(f"{c} {us:.0f} µs ({100 * us / total:.0f}%)" for c, us in parts.items())
+
+
+def _linear_training_rows(model, layer, k, n, token_counts, iters, timer, device, small, rowwise_reason, breakdowns):
     rows, ratios = [], {"bf16": [], "rowwise eager": [], "rowwise compiled": []}
     linear = nn.Linear(k, n, bias=False, device=device, dtype=torch.bfloat16)
     ours = FP8Linear.from_linear(linear)  # training mode: shares linear.weight
@@ -320,6 +329,8 @@ def _linear_training_rows(model, layer, k, n, token_counts, iters, timer, device
         for name, module in variants.items():
             us[name] = _timed(name, _step(module, (x,), dy, [x, linear.weight]), timer, iters, device,
                               warm=name.endswith("compiled"))
+            if name == "ours":
+                breakdowns.append((f"{model} {layer} linear {k}→{n}, {tokens} tokens", _breakdown(timer, us[name])))
         for name in ratios:
             ratios[name].append(us[name] / us["ours"])
         rows.append([f"{model} {layer}", f"linear {k}→{n}", str(tokens), _us(us["bf16"]), _us(us["ours"]),
@@ -331,7 +342,7 @@ def _linear_training_rows(model, layer, k, n, token_counts, iters, timer, device
     return rows, ratios
 
 
-def _moe_training_rows(config, token_counts, iters, timer, device):
+def _moe_training_rows(config, token_counts, iters, timer, device, breakdowns):
     num_experts, hidden, intermediate, top_k = config
     rows, ratios = [], []
     ours = FP8MoEExperts(num_experts, hidden, intermediate, device=device, dtype=torch.bfloat16)
@@ -344,11 +355,13 @@ def _moe_training_rows(config, token_counts, iters, timer, device):
         weights = (weights / weights.sum(dim=-1, keepdim=True)).requires_grad_()
         dy = torch.randn(tokens, hidden, device=device, dtype=torch.bfloat16)
         leaves = [x, weights, *params]
-        us = {name: _timed(name, _step(module, (x, index, weights), dy, leaves), timer, iters, device)
-              for name, module in (("bf16", bf16), ("ours", ours))}
+        us = {}
+        for name, module in (("bf16", bf16), ("ours", ours)):
+            us[name] = _timed(name, _step(module, (x, index, weights), dy, leaves), timer, iters, device)
         ratios.append(us["bf16"] / us["ours"])
         flops = 6.0 * tokens * top_k * 3 * hidden * intermediate
         label = f"MoE {num_experts}×({hidden}→2×{intermediate}→{hidden}) top-{top_k}"
+        breakdowns.append((f"{label}, {tokens} tokens", _breakdown(timer, us["ours"])))
         rows.append([label, f"experts, {tokens * top_k // num_experts} rows/expert", str(tokens), _us(us["bf16"]),
                      _us(us["ours"]), "n/a", "n/a", _tflops(flops, us["ours"]), _ratio(us["bf16"], us["ours"]),
                      "n/a", "n/a"])
@@ -371,17 +384,18 @@ def benchmark_training_step(iters: int, timer=None, *, small: bool = False, devi
               "ours TFLOP/s", "× bf16", "× rowwise eager", "× rowwise compiled"]
     rows = []
     ratios = {"bf16": [], "rowwise eager": [], "rowwise compiled": []}
+    breakdowns: list = []
     torch.manual_seed(0)
     for i, (model, layer, k, n) in enumerate(linears):
         _log(f"  [{i + 1}/{len(linears) + 1}] training step {model} {layer} {k}->{n}")
         layer_rows, layer_ratios = _linear_training_rows(model, layer, k, n, token_counts, iters, timer, device,
-                                                         small, rowwise_reason)
+                                                         small, rowwise_reason, breakdowns)
         rows += layer_rows
         for name, values in layer_ratios.items():
             ratios[name] += values
         _release(device)
     _log(f"  [{len(linears) + 1}/{len(linears) + 1}] training step MoE experts {moe}")
-    moe_rows, moe_ratios = _moe_training_rows(moe, token_counts, iters, timer, device)
+    moe_rows, moe_ratios = _moe_training_rows(moe, token_counts, iters, timer, device, breakdowns)
     rows += moe_rows
     _release(device)
     notes = [
@@ -397,7 +411,9 @@ def benchmark_training_step(iters: int, timer=None, *, small: bool = False, devi
         _geomean_line("× rowwise eager", ratios["rowwise eager"]),
         _geomean_line("× rowwise compiled", ratios["rowwise compiled"]),
     ] + ([_SMALL_NOTE] if small else [])
-    return _format_table(header, rows) + "\n\n" + "\n".join(notes)
+    where = ["", "Where ours' kernel time goes (mean per step, by kernel class):", ""]
+    where += [f"- {label}: {parts}" for label, parts in breakdowns]
+    return _format_table(header, rows) + "\n\n" + "\n".join(notes) + "\n" + "\n".join(where)
 
 
 # --------------------------------------------------------------------------------------------

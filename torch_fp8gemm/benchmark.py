@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
+import re
 import statistics
 import subprocess
 import sys
@@ -51,9 +52,34 @@ def _append_results(path: str, report: list) -> None:
 # Timing
 
 
+_GEMM_KINDS = {"0": "FP8 GEMM dense", "1": "FP8 GEMM grouped", "2": "FP8 GEMM grouped", "3": "FP8 GEMM row-scaled"}
+
+
+def kernel_category(name: str) -> str:
+    """Coarse class of a CUDA kernel by its (demangled) name, for time breakdowns."""
+    if "sm90_fp8_gemm_kernel" in name:
+        match = re.search(r"GemmKind\)(\d)", name)
+        return _GEMM_KINDS.get(match.group(1) if match else "", "FP8 GEMM")
+    if "quantize_" in name:
+        return "FP8 quantization"
+    if "split_k_reduce" in name:
+        return "split-K reduce"
+    if "zero_unowned_rows" in name:
+        return "grouped zero fill"
+    if "triton" in name:
+        return "Inductor (Triton)"
+    if "gemm" in name.lower() or "cutlass" in name.lower() or "sm90_xmma" in name:
+        return "other GEMM (cuBLAS)"
+    return "other torch kernels"
+
+
 class KernelTimer:
+    """Median kernel time (CUPTI) of one call. After each measurement, ``last_breakdown`` maps
+    kernel_category() to the mean µs per call spent in that class of kernels."""
+
     def __init__(self, device, flush_bytes: int = 512 << 20):
         self.flush = torch.zeros(flush_bytes // 4, dtype=torch.int32, device=device)
+        self.last_breakdown: Optional[dict] = None
 
     def median_us(self, fn: Callable[[], object], iters: int = 30, warmup: int = 3) -> float:
         for _ in range(warmup):
@@ -68,13 +94,17 @@ class KernelTimer:
         kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
         kernels.sort(key=lambda e: e.time_range.start)
         per_call: list[float] = []
+        by_category: dict = {}
         for event in kernels:
             if _FLUSH_MARKER in event.name:
                 per_call.append(0.0)
             elif per_call:
                 per_call[-1] += event.time_range.elapsed_us()
+                category = kernel_category(event.name)
+                by_category[category] = by_category.get(category, 0.0) + event.time_range.elapsed_us()
         if not per_call or max(per_call) == 0.0:
             raise RuntimeError("the profiler recorded no kernels for the timed callable")
+        self.last_breakdown = {c: us / len(per_call) for c, us in sorted(by_category.items(), key=lambda kv: -kv[1])}
         return statistics.median(per_call)
 
 
@@ -85,6 +115,7 @@ class WallTimer:
 
     def __init__(self, device="cpu"):
         self.cuda = torch.device(device).type == "cuda"
+        self.last_breakdown: Optional[dict] = None  # no kernel records on the host clock
 
     def _sync(self) -> None:
         if self.cuda:
