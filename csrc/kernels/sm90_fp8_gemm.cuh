@@ -639,7 +639,7 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
             advance();
           };
           auto retire = [&](int kb, float* t, int s, float a0, float a1) {
-  #pragma unroll
+#pragma unroll
             for (int i = 0; i < Mma::kNumAccum; ++i) ptx::fence_operand(t[i]);
             if constexpr (kRowScaledB) {  // the B scales live in the stage: promote, then release it
               promote_row_scaled<kBlockN>(acc, t, a0, a1, ss.sfa[s] + kBlockM);
@@ -679,14 +679,14 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
             ptx::mbarrier_wait_parity(&ss.full[stage], phase);
             // Read the A scales of every wave before the stage can be released.
             float sa[kWavesM][2];
-  #pragma unroll
+#pragma unroll
             for (int wm = 0; wm < kWavesM; ++wm) {
               sa[wm][0] = ss.sfa[stage][sfa_shift + sfa_row + wm * 128];
               sa[wm][1] = ss.sfa[stage][sfa_shift + sfa_row + wm * 128 + 8];
             }
-  #pragma unroll
+#pragma unroll
             for (int wm = 0; wm < kWavesM; ++wm) {
-  #pragma unroll
+#pragma unroll
               for (int wn = 0; wn < kWavesN; ++wn) {
                 const bool last_wave = wm == kWavesM - 1 && wn == kWavesN - 1;
                 float* wave_acc = acc + (wm * kWavesN + wn) * Mma::kNumAccum;
@@ -695,7 +695,7 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
                   issue_k_block<Mma>(a_addr(stage) + wm * 128 * kBlockK, b_addr(stage) + wn * kSubN * kBlockK, tmp0);
                   ptx::wgmma_wait_group<0>();
                 }
-  #pragma unroll
+#pragma unroll
                 for (int i = 0; i < Mma::kNumAccum; ++i) ptx::fence_operand(tmp0[i]);
                 if constexpr (kRowScaledB) {
                   promote_row_scaled<kSubN>(wave_acc, tmp0, sa[wm][0], sa[wm][1], ss.sfa[stage] + kBlockM + wn * kSubN);
