@@ -214,6 +214,27 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float x, float y) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
+// Four 8-column groups g0 .. g0 + 3 of a fragment (columns col_base + 8 * group + 2 * q + {0, 1}),
+// bias added, packed to bf16 and quad-transposed: on return w[h] holds the 8 consecutive columns of
+// group g0 + q (this lane's position q in its quad) in row half h. Shared by both bf16 epilogues.
+__device__ __forceinline__ void pack_transposed_groups(const float* acc, const __nv_bfloat16* bias, int64_t n,
+                                                       int64_t col_base, int g0, int q, uint32_t (&w)[2][4]) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int64_t col = col_base + 8 * (g0 + j) + 2 * q;
+    float b0 = 0.f, b1 = 0.f;
+    if (bias != nullptr && col < n) {
+      const __nv_bfloat162 bv = *reinterpret_cast<const __nv_bfloat162*>(bias + col);
+      b0 = __low2float(bv), b1 = __high2float(bv);
+    }
+    const int i = g0 + j;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) w[h][j] = pack_bf16x2(acc[4 * i + 2 * h] + b0, acc[4 * i + 2 * h + 1] + b1);
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) quad_transpose(w[h][0], w[h][1], w[h][2], w[h][3], q);
+}
+
 // BF16 epilogue with 16-byte stores: a quad transpose turns each thread's 2-column pieces of four
 // 8-column groups into one whole group, so a warp store writes 64 contiguous bytes per row instead
 // of 16 (4x fewer store instructions and L1 wavefronts). Needs (BN / 8) % 4 == 0.
@@ -230,20 +251,7 @@ __device__ __forceinline__ void store_fragment_bf16_x16(const float* acc, const 
 #pragma unroll
   for (int g0 = 0; g0 < kBlockN / 8; g0 += 4) {
     uint32_t w[2][4];
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int64_t col = col0 + 8 * (g0 + j) + 2 * q;
-      float b0 = 0.f, b1 = 0.f;
-      if (bias != nullptr && col < args.n) {
-        const __nv_bfloat162 bv = *reinterpret_cast<const __nv_bfloat162*>(bias + col);
-        b0 = __low2float(bv), b1 = __high2float(bv);
-      }
-      const int i = g0 + j;
-#pragma unroll
-      for (int h = 0; h < 2; ++h) w[h][j] = pack_bf16x2(acc[4 * i + 2 * h] + b0, acc[4 * i + 2 * h + 1] + b1);
-    }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) quad_transpose(w[h][0], w[h][1], w[h][2], w[h][3], q);
+    pack_transposed_groups(acc, bias, args.n, col0, g0, q, w);
     const int64_t col = col0 + 8 * (g0 + q);
     if (col < args.n) {  // n % 8 == 0: an 8-column group is all in or all out
 #pragma unroll
@@ -272,20 +280,7 @@ __device__ __forceinline__ void stage_fragment_bf16(const float* acc, const Kern
 #pragma unroll
   for (int g0 = 0; g0 < kSubN / 8; g0 += 4) {
     uint32_t w[2][4];
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int64_t col = n0 + col_in_tile + 8 * (g0 + j) + 2 * q;
-      float b0 = 0.f, b1 = 0.f;
-      if (bias != nullptr && col < args.n) {
-        const __nv_bfloat162 bv = *reinterpret_cast<const __nv_bfloat162*>(bias + col);
-        b0 = __low2float(bv), b1 = __high2float(bv);
-      }
-      const int i = g0 + j;
-#pragma unroll
-      for (int h = 0; h < 2; ++h) w[h][j] = pack_bf16x2(acc[4 * i + 2 * h] + b0, acc[4 * i + 2 * h + 1] + b1);
-    }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) quad_transpose(w[h][0], w[h][1], w[h][2], w[h][3], q);
+    pack_transposed_groups(acc, bias, args.n, n0 + col_in_tile, g0, q, w);
     const int group = col_in_tile / 8 + g0 + q;  // this lane's 8-column group in the tile
     const int chunk = group % 8;                 // its 16-byte chunk in the slab's 128-byte row
 #pragma unroll

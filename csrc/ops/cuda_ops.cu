@@ -414,25 +414,24 @@ std::vector<std::string> sm90_dense_configs() {
   return names;
 }
 
-int64_t sm90_dense_pick_config(int64_t m, int64_t n, int64_t k, int64_t num_sms) {
+// Parameters that carry only a shape (bf16 out, nothing forced): what the heuristic looks at.
+DenseGemmParams shape_params(int64_t m, int64_t n, int64_t k, int64_t num_sms) {
   DenseGemmParams params{};
   params.m = m;
   params.n = n;
   params.k = k;
   params.num_sms = static_cast<int>(num_sms);
   params.forced_config = -1;
-  return sm90_fp8_gemm_pick_config(params);
+  return params;
+}
+
+int64_t sm90_dense_pick_config(int64_t m, int64_t n, int64_t k, int64_t num_sms) {
+  return sm90_fp8_gemm_pick_config(shape_params(m, n, k, num_sms));
 }
 
 // The heuristic's [config, split-K factor] for a bf16-out GEMM of this shape.
 std::vector<int64_t> sm90_dense_plan(int64_t m, int64_t n, int64_t k, int64_t num_sms) {
-  DenseGemmParams params{};
-  params.m = m;
-  params.n = n;
-  params.k = k;
-  params.num_sms = static_cast<int>(num_sms);
-  params.forced_config = -1;
-  const DensePlan plan = sm90_fp8_gemm_plan(params);
+  const DensePlan plan = sm90_fp8_gemm_plan(shape_params(m, n, k, num_sms));
   return {plan.config, plan.splits};
 }
 
