@@ -157,48 +157,83 @@ int main(int argc, char** argv) {
   cfg.numAttrs = 1;
   auto launch_ref = [&] { CU(cuLaunchKernelEx(&cfg, fn, params, nullptr)); };
 
-  // Ours, heuristic config, same operands.
-  DenseGemmParams p{};
-  p.a = a, p.b = b, p.a_scale = sa, p.b_scale = sb, p.bias = nullptr, p.out = out_ours;
-  p.m = m, p.n = n, p.k = k, p.lda = k, p.ldb = k, p.a_scale_ld = m4, p.ldo = n;
-  p.out_kind = OutKind::kBF16, p.num_sms = prop.multiProcessorCount, p.forced_config = -1, p.stream = nullptr;
-  if (const char* env = getenv("OURS_CONFIG")) p.forced_config = atoi(env);
-  const DensePlan plan = sm90_fp8_gemm_plan(p);
-  auto launch_ours = [&] { sm90_fp8_gemm_dense(p); };
+  // Ours on the same operands: the heuristic's plan, or every (config, SM count) pair of
+  // OURS_CONFIGS="13,17" x OURS_SMS="132,128" (indices into our config list; a measurement build with
+  // -DTORCH_FP8GEMM_EXPERIMENT_CONFIGS appends the multicast variants after the library's list).
+  DenseGemmParams base{};
+  base.a = a, base.b = b, base.a_scale = sa, base.b_scale = sb, base.bias = nullptr, base.out = out_ours;
+  base.m = m, base.n = n, base.k = k, base.lda = k, base.ldb = k, base.a_scale_ld = m4, base.ldo = n;
+  base.out_kind = OutKind::kBF16, base.num_sms = prop.multiProcessorCount, base.forced_config = -1;
+  base.stream = nullptr;
+  auto parse_list = [](const char* env, int fallback) {
+    std::vector<int> v;
+    if (env == nullptr || *env == 0) return std::vector<int>{fallback};
+    for (const char* c = env; *c;) {
+      v.push_back(atoi(c));
+      while (*c && *c != ',') ++c;
+      if (*c == ',') ++c;
+    }
+    return v;
+  };
+  std::vector<DenseGemmParams> ours;
+  std::vector<std::string> labels;
+  for (int config : parse_list(getenv("OURS_CONFIGS"), -1)) {
+    for (int sms : parse_list(getenv("OURS_SMS"), prop.multiProcessorCount)) {
+      DenseGemmParams p = base;
+      p.forced_config = config, p.num_sms = sms;
+      const DensePlan plan = sm90_fp8_gemm_plan(p);
+      ours.push_back(p);
+      labels.push_back(std::string(sm90_fp8_gemm_config_name(plan.config)) + " sms=" + std::to_string(sms));
+    }
+  }
 
   launch_ref();
-  launch_ours();
   CK(cudaDeviceSynchronize());
-  CK(cudaMemset(acc, 0, 16));
-  diff_kernel<<<1024, 256>>>(out_ref, out_ours, m * n, acc);
-  double h[2];
-  CK(cudaMemcpy(h, acc, 16, cudaMemcpyDeviceToHost));
-  printf("m=%ld n=%ld k=%ld: relative difference reference vs ours %.3e\n", (long)m, (long)n, (long)k,
-         std::sqrt(h[0] / std::max(h[1], 1e-300)));
+  for (size_t j = 0; j < ours.size(); ++j) {
+    CK(cudaMemset(out_ours, 0xff, m * n * 2));  // NaN poison: every output must be written
+    sm90_fp8_gemm_dense(ours[j]);
+    CK(cudaDeviceSynchronize());
+    CK(cudaMemset(acc, 0, 16));
+    diff_kernel<<<1024, 256>>>(out_ref, out_ours, m * n, acc);
+    double h[2];
+    CK(cudaMemcpy(h, acc, 16, cudaMemcpyDeviceToHost));
+    printf("m=%ld n=%ld k=%ld %s: relative difference reference vs ours %.3e\n", (long)m, (long)n, (long)k,
+           labels[j].c_str(), std::sqrt(h[0] / std::max(h[1], 1e-300)));
+  }
 
-  // Alternate the two kernels so both see the same thermal / power state.
+  // Alternate the kernels so all see the same thermal / power state.
   const int iters = getenv("ITERS") ? atoi(getenv("ITERS")) : 30;
   const double flops = 2.0 * m * n * k;
-  std::vector<double> t_ref, t_ours;
+  std::vector<std::vector<double>> times(ours.size() + 1);
   cudaEvent_t e0, e1;
   CK(cudaEventCreate(&e0));
   CK(cudaEventCreate(&e1));
   for (int i = 0; i < iters + 5; ++i) {
-    for (int which = 0; which < 2; ++which) {
+    for (size_t which = 0; which <= ours.size(); ++which) {
       CK(cudaMemsetAsync(flush, i & 0xff, 512ull << 20));
       CK(cudaEventRecord(e0));
-      which == 0 ? launch_ref() : launch_ours();
+      if (which == 0) {
+        launch_ref();
+      } else {
+        sm90_fp8_gemm_dense(ours[which - 1]);
+      }
       CK(cudaEventRecord(e1));
       CK(cudaEventSynchronize(e1));
       float ms;
       CK(cudaEventElapsedTime(&ms, e0, e1));
-      if (i >= 5) (which == 0 ? t_ref : t_ours).push_back(ms * 1e3);
+      if (i >= 5) times[which].push_back(ms * 1e3);
     }
   }
-  std::sort(t_ref.begin(), t_ref.end());
-  std::sort(t_ours.begin(), t_ours.end());
-  const double r = t_ref[t_ref.size() / 2], o = t_ours[t_ours.size() / 2];
-  printf("reference: %.1f us  %.0f TFLOP/s   ours (%s): %.1f us  %.0f TFLOP/s   ours / reference %.3f\n", r,
-         flops / r / 1e6, sm90_fp8_gemm_config_name(plan.config), o, flops / o / 1e6, r / o);
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  const double r = median(times[0]);
+  printf("  reference: %.1f us  %.0f TFLOP/s\n", r, flops / r / 1e6);
+  for (size_t j = 0; j < ours.size(); ++j) {
+    const double o = median(times[j + 1]);
+    printf("  ours %-28s %.1f us  %.0f TFLOP/s  ours / reference %.3f\n", labels[j].c_str(), o, flops / o / 1e6,
+           r / o);
+  }
   return 0;
 }

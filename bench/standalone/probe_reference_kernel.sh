@@ -34,7 +34,7 @@ fi
 export LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libstdc++.so.6
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
 B=/tmp/probe_build; mkdir -p "$B"
-FLAGS=(-O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__
+FLAGS=(-O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -DTORCH_FP8GEMM_EXPERIMENT_CONFIGS -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__
        -D__CUDA_NO_BFLOAT16_CONVERSIONS__ -D__CUDA_NO_HALF2_OPERATORS__)
 for f in "$ROOT"/csrc/kernels/*.cu "$ROOT/bench/standalone/probe_reference_kernel.cu"; do
   nvcc "${FLAGS[@]}" -c "$f" -o "$B/$(basename "$f" .cu).o" &

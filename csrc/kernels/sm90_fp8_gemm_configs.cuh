@@ -32,4 +32,18 @@
   X(256, 128, 1, 1, 0)                         \
   X(192, 128, 1, 1, 0)                         \
   X(128, 256, 1, 1, 1)                         \
-  X(256, 128, 1, 1, 1)
+  X(256, 128, 1, 1, 1)                         \
+  TORCH_FP8GEMM_SM90_EXPERIMENT_CONFIGS(X)
+
+// Configs compiled only into measurement builds (-DTORCH_FP8GEMM_EXPERIMENT_CONFIGS, e.g. the probe in
+// bench/standalone/probe_reference_kernel.sh), appended after the library's list so that the
+// library's indices stay the same; the heuristic never picks them.
+#ifdef TORCH_FP8GEMM_EXPERIMENT_CONFIGS
+#define TORCH_FP8GEMM_SM90_EXPERIMENT_CONFIGS(X) \
+  X(256, 128, 1, 2, 0)                           \
+  X(256, 128, 1, 2, 1)                           \
+  X(128, 256, 2, 1, 0)                           \
+  X(128, 256, 2, 1, 1)
+#else
+#define TORCH_FP8GEMM_SM90_EXPERIMENT_CONFIGS(X)
+#endif

@@ -9,4 +9,10 @@ template void launch_dense<128, 256, 1, 1>(const DenseGemmParams&);
 template void launch_dense<192, 128, 1, 1>(const DenseGemmParams&);
 template void launch_dense<256, 128, 1, 1, true>(const DenseGemmParams&);
 template void launch_dense<128, 256, 1, 1, true>(const DenseGemmParams&);
+#ifdef TORCH_FP8GEMM_EXPERIMENT_CONFIGS
+template void launch_dense<256, 128, 1, 2>(const DenseGemmParams&);
+template void launch_dense<256, 128, 1, 2, true>(const DenseGemmParams&);
+template void launch_dense<128, 256, 2, 1>(const DenseGemmParams&);
+template void launch_dense<128, 256, 2, 1, true>(const DenseGemmParams&);
+#endif
 }  // namespace torch_fp8gemm::sm90
