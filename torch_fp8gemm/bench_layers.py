@@ -310,7 +310,11 @@ def _breakdown(timer, total_us: float) -> str:
     if not parts or math.isnan(total_us):
         return "n/a"
     total = sum(parts.values())
-    return ", ".join(f"{c} {us:.0f} µs ({100 * us / total:.0f}%)" for c, us in parts.items())
+    text = ", ".join(f"{c} {us:.0f} µs ({100 * us / total:.0f}%)" for c, us in parts.items())
+    other = getattr(timer, "last_other", None)
+    if other:
+        text += "; costliest other kernels: " + ", ".join(f"{name} {us:.0f} µs" for name, us in other.items())
+    return text
 
 
 def _linear_training_rows(model, layer, k, n, token_counts, iters, timer, device, small, rowwise_reason, breakdowns):

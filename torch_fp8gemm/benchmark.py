@@ -73,13 +73,35 @@ def kernel_category(name: str) -> str:
     return "other torch kernels"
 
 
+def _short_kernel_name(name: str, width: int = 90) -> str:
+    """A demangled kernel name without its template arguments and parameter list, plus the first
+    functor named in them, e.g. 'at::native::elementwise_kernel[direct_copy_kernel_cuda]'."""
+    depth, kept = 0, []
+    for ch in name:
+        if ch in "<(":
+            depth += 1
+        elif ch in ">)":
+            depth = max(depth - 1, 0)
+        elif depth == 0:
+            kept.append(ch)
+    short = "".join(kept).replace("void ", "").replace("(anonymous namespace)::", "").replace("::::", "::").strip()
+    # torch's elementwise/reduce launchers carry the functor in their template arguments.
+    inner = [f for f in re.findall(r"(\w+_(?:kernel|functor|op)\w*)", name)
+             if f not in short and not f.startswith(("gpu_kernel", "launch_"))]
+    if inner:
+        short += f"[{inner[0]}]"
+    return short[:width] or name[:width]
+
+
 class KernelTimer:
     """Median kernel time (CUPTI) of one call. After each measurement, ``last_breakdown`` maps
-    kernel_category() to the mean µs per call spent in that class of kernels."""
+    kernel_category() to the mean µs per call spent in that class of kernels, and ``last_other``
+    the five costliest kernels of the "other torch kernels" class (shortened name -> mean µs)."""
 
     def __init__(self, device, flush_bytes: int = 512 << 20):
         self.flush = torch.zeros(flush_bytes // 4, dtype=torch.int32, device=device)
         self.last_breakdown: Optional[dict] = None
+        self.last_other: Optional[dict] = None
 
     def median_us(self, fn: Callable[[], object], iters: int = 30, warmup: int = 3) -> float:
         for _ in range(warmup):
@@ -95,6 +117,7 @@ class KernelTimer:
         kernels.sort(key=lambda e: e.time_range.start)
         per_call: list[float] = []
         by_category: dict = {}
+        other: dict = {}
         for event in kernels:
             if _FLUSH_MARKER in event.name:
                 per_call.append(0.0)
@@ -102,9 +125,13 @@ class KernelTimer:
                 per_call[-1] += event.time_range.elapsed_us()
                 category = kernel_category(event.name)
                 by_category[category] = by_category.get(category, 0.0) + event.time_range.elapsed_us()
+                if category == "other torch kernels":
+                    short = _short_kernel_name(event.name)
+                    other[short] = other.get(short, 0.0) + event.time_range.elapsed_us()
         if not per_call or max(per_call) == 0.0:
             raise RuntimeError("the profiler recorded no kernels for the timed callable")
         self.last_breakdown = {c: us / len(per_call) for c, us in sorted(by_category.items(), key=lambda kv: -kv[1])}
+        self.last_other = {c: us / len(per_call) for c, us in sorted(other.items(), key=lambda kv: -kv[1])[:5]}
         return statistics.median(per_call)
 
 
