@@ -137,6 +137,7 @@ struct KernelArgs {
   // blocks [k_block_bounds[g], k_block_bounds[g + 1]) into out rows [g * m, (g + 1) * m) -- the
   // MoE weight gradient dW_g = dy_g^T x_g with each expert's tokens padded to whole K blocks.
   const int32_t* k_block_bounds;
+  int raster_band;  // DenseScheduler's band (kDense): > 0 m-blocks, < 0 n-blocks (see scheduler.cuh)
 };
 
 
@@ -428,7 +429,7 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
   auto scheduler = [&] {
     if constexpr (!kGrouped) {
       return DenseScheduler<kBlockM, kBlockN, kClusterM, kClusterN>(args.m, args.n, static_cast<int>(cta_rank),
-                                                                    args.num_splits);
+                                                                    args.num_splits, args.raster_band);
     } else {
       return GroupedScheduler<kBlockM, kBlockN, kKind>(args.group_rows, args.num_groups, args.m, args.n,
                                                         args.rows_per_group);

@@ -30,6 +30,9 @@ struct DenseGemmParams {
   // out then has num_k_groups * m rows; a group with an empty range gets zeros.
   const int32_t* k_block_bounds;
   int num_k_groups;
+  // Tile order of the dense persistent grid (sm90_fp8_gemm_dense): 0 = the default (bands of 16
+  // m-blocks, m fastest); b > 0: bands of b m-blocks; b < 0: bands of -b n-blocks, n fastest.
+  int raster_band;
 };
 // The heuristic's (or the forced) configuration and split-K factor for p.
 struct DensePlan {

@@ -160,6 +160,7 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped) {
   args.num_splits = 1;
   args.partial = nullptr;
   args.k_block_bounds = nullptr;
+  args.raster_band = p.raster_band != 0 ? p.raster_band : 16;
   if constexpr (kKind == GemmKind::kDenseRowScaledB) {
     if (p.k_block_bounds != nullptr) {  // K-grouped: the scheduler's "splits" are the groups
       args.k_block_bounds = p.k_block_bounds;
