@@ -164,3 +164,32 @@ def test_cuda_graphs_reduce_overhead():
             index, weights = (t.cuda() for t in _routing(64, num_experts=8))
             torch.testing.assert_close(compiled(x, index, weights).float(), experts(x, index, weights).float(),
                                        rtol=2e-2, atol=2e-2)
+
+
+def test_expert_block_layout_emulates_the_k_grouped_wgrad():
+    # The device-side layout of fp8gemm::grouped_moe_wgrad's Hopper path, checked on any device:
+    # quantizing the padded layout and reducing each expert over its own K blocks (emulated in float64)
+    # gives the per-expert recipe (the host-sync path's numbers).
+    from torch_fp8gemm.ops import _expert_block_layout, _to_expert_blocks
+
+    torch.manual_seed(0)
+    sizes, n, k = [0, 1, 127, 128, 129, 0, 300], 24, 40
+    m = sum(sizes) + 5
+    ends = torch.tensor(sizes).cumsum(0).to(torch.int32)
+    dy, x = torch.randn(m, n), torch.randn(m, k)
+    dest, inside, bounds, total = _expert_block_layout(ends, m, len(sizes))
+    assert total % 128 == 0 and int(bounds[-1]) * 128 <= total - 128
+    assert torch.unique(dest[inside]).numel() == int(inside.sum())  # no two tokens share a row
+    assert int(inside.sum()) == sum(sizes)
+    dy_pad, x_pad = _to_expert_blocks(dy, dest, inside, total), _to_expert_blocks(x, dest, inside, total)
+    start = 0
+    for g, end in enumerate(ends.tolist()):
+        lo, hi = int(bounds[g]) * 128, int(bounds[g + 1]) * 128
+        assert hi - lo == -(-(end - start) // 128) * 128
+        got = T.emulated_wgrad(dy_pad[lo:hi], x_pad[lo:hi]) if hi > lo else torch.zeros(n, k, dtype=torch.float64)
+        want = T.emulated_wgrad(dy[start:end], x[start:end]) if end > start else torch.zeros(n, k, dtype=torch.float64)
+        assert torch.allclose(got, want, rtol=0, atol=1e-9), f"expert {g}"
+        start = end
+    # Rows past the last expert reach the spare block only, as zeros.
+    assert bool((dest[~inside] == total - 128).all())
+    assert torch.count_nonzero(dy_pad[int(bounds[-1]) * 128:]) == 0

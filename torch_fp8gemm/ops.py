@@ -368,14 +368,17 @@ def grouped_moe_wgrad(
 
     grad [M, N] and x [M, K] in high precision, ``group_offsets`` int32 [G] cumulative row ends.
     Each expert's rows are quantized per 1x128 group along the tokens (groups start at the expert's
-    first row) and multiplied on the FP8 row-scaled kernel (fp8gemm::dense_1x128). The offsets are
-    read on the host (one sync per call, so not CUDA-graph capturable); a K-grouped kernel that
-    schedules the experts on the device is future work.
+    first row). On Hopper the experts' tokens are laid out padded to whole 128-token blocks on the
+    device and one K-grouped FP8 GEMM (fp8gemm::_k_grouped_wgrad) reduces each expert over its own
+    blocks: no host sync, capturable in a CUDA graph. Elsewhere the offsets are read on the host and
+    each expert runs fp8gemm::dense_1x128 (the same numbers).
     """
     n, k = grad.shape[1], x.shape[1]
     dtype = torch.float32 if out_dtype is None else out_dtype
     torch._check_value(dtype in (torch.float32, torch.bfloat16),
                        lambda: f"fp8gemm::grouped_moe_wgrad: expected `out_dtype` float32 or bfloat16, got {dtype}")
+    if _k_grouped_kernel_available(grad) and n % 8 == 0 and k % 8 == 0:
+        return _k_grouped_wgrad(grad, x, group_offsets, num_groups, dtype)
     out = torch.zeros((num_groups, n, k), dtype=dtype, device=grad.device)
     start = 0
     for g, end in enumerate(group_offsets.tolist()):
@@ -384,6 +387,47 @@ def grouped_moe_wgrad(
             out[g] = _wgrad(grad[start:end], x[start:end], dtype)
         start = end
     return out
+
+
+def _k_grouped_kernel_available(t: torch.Tensor) -> bool:
+    return (t.is_cuda and hasattr(torch.ops.fp8gemm, "_k_grouped_wgrad") and cuda_kernels_built()
+            and torch.cuda.get_device_capability(t.device) == (9, 0))
+
+
+def _expert_block_layout(group_offsets: torch.Tensor, m: int, num_groups: int):
+    """Device-side layout for the K-grouped weight gradient: expert g's tokens go to rows starting at
+    128 * bounds[g] (bounds = prefix sums of ceil(rows_g / 128)), so every 1x128 token group of the
+    transposed quantization lies inside one expert. The padded row count is the static bound
+    M + 127 G (rounded up to 128) plus one spare block that takes the rows past the last expert
+    (zeroed, never read by the GEMM). Returns (dest [M] int64, inside [M] bool, bounds [G + 1] int64
+    in blocks, total rows); no host sync."""
+    device = group_offsets.device
+    ends = group_offsets.to(torch.int64).clamp(0, m).cummax(0).values  # clamped, non-decreasing
+    starts = torch.cat([ends.new_zeros(1), ends[:-1]])
+    blocks = torch.div(ends - starts + 127, 128, rounding_mode="floor")
+    bounds = torch.cat([blocks.new_zeros(1), blocks.cumsum(0)])
+    padded_rows = _ceil_div(m + 127 * num_groups, 128) * 128
+    tokens = torch.arange(m, device=device)
+    expert = torch.searchsorted(ends, tokens, right=True)  # == G for rows past the last expert
+    inside = expert < num_groups
+    expert = expert.clamp(max=num_groups - 1)
+    dest = torch.where(inside, bounds[expert] * 128 + tokens - starts[expert], torch.full_like(tokens, padded_rows))
+    return dest, inside, bounds, padded_rows + 128
+
+
+def _to_expert_blocks(t: torch.Tensor, dest: torch.Tensor, inside: torch.Tensor, total: int) -> torch.Tensor:
+    out = t.new_zeros((total, t.shape[1]))
+    # Rows past the last expert all land (as zeros) in the spare block.
+    out.index_copy_(0, dest, torch.where(inside.unsqueeze(1), t, torch.zeros_like(t)))
+    return out
+
+
+def _k_grouped_wgrad(grad, x, group_offsets, num_groups, dtype):
+    dest, inside, bounds, total = _expert_block_layout(group_offsets, grad.shape[0], num_groups)
+    dyt, dyt_scale = quantize_1x128_transposed(_to_expert_blocks(grad, dest, inside, total))
+    xt, xt_scale = quantize_1x128_transposed(_to_expert_blocks(x, dest, inside, total))
+    return torch.ops.fp8gemm._k_grouped_wgrad(dyt, dyt_scale, xt, xt_scale, bounds.to(torch.int32).contiguous(),
+                                              num_groups, dtype)
 
 
 @grouped_moe_wgrad.register_fake

@@ -158,7 +158,8 @@ int main(int argc, char** argv) {
   auto launch_ref = [&] { CU(cuLaunchKernelEx(&cfg, fn, params, nullptr)); };
 
   // Ours on the same operands: the heuristic's plan, or every (config, SM count) pair of
-  // OURS_CONFIGS="13,17" x OURS_SMS="132,128" (indices into our config list; a measurement build with
+  // OURS_CONFIGS="13,17" x OURS_SMS="132,128" x OURS_RASTER="0,-16" (config indices into our list,
+  // SM counts, DenseGemmParams::raster_band values; a measurement build with
   // -DTORCH_FP8GEMM_EXPERIMENT_CONFIGS appends the multicast variants after the library's list).
   DenseGemmParams base{};
   base.a = a, base.b = b, base.a_scale = sa, base.b_scale = sb, base.bias = nullptr, base.out = out_ours;
@@ -179,11 +180,14 @@ int main(int argc, char** argv) {
   std::vector<std::string> labels;
   for (int config : parse_list(getenv("OURS_CONFIGS"), -1)) {
     for (int sms : parse_list(getenv("OURS_SMS"), prop.multiProcessorCount)) {
-      DenseGemmParams p = base;
-      p.forced_config = config, p.num_sms = sms;
-      const DensePlan plan = sm90_fp8_gemm_plan(p);
-      ours.push_back(p);
-      labels.push_back(std::string(sm90_fp8_gemm_config_name(plan.config)) + " sms=" + std::to_string(sms));
+      for (int band : parse_list(getenv("OURS_RASTER"), 0)) {
+        DenseGemmParams p = base;
+        p.forced_config = config, p.num_sms = sms, p.raster_band = band;
+        const DensePlan plan = sm90_fp8_gemm_plan(p);
+        ours.push_back(p);
+        labels.push_back(std::string(sm90_fp8_gemm_config_name(plan.config)) + " sms=" + std::to_string(sms) +
+                         " band=" + std::to_string(band));
+      }
     }
   }
 
@@ -232,7 +236,7 @@ int main(int argc, char** argv) {
   printf("  reference: %.1f us  %.0f TFLOP/s\n", r, flops / r / 1e6);
   for (size_t j = 0; j < ours.size(); ++j) {
     const double o = median(times[j + 1]);
-    printf("  ours %-28s %.1f us  %.0f TFLOP/s  ours / reference %.3f\n", labels[j].c_str(), o, flops / o / 1e6,
+    printf("  ours %-40s %.1f us  %.0f TFLOP/s  ours / reference %.3f\n", labels[j].c_str(), o, flops / o / 1e6,
            r / o);
   }
   return 0;

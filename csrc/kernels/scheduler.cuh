@@ -2,9 +2,11 @@
 //
 // Every CTA of the persistent grid walks linear tile ids blockIdx.x, blockIdx.x + gridDim.x, ...
 // A linear id maps to (m_block, n_block) through grouped rasterization: tiles are ordered in bands of
-// kBandM consecutive m-blocks; inside a band the m-block varies fastest. The ~132 tiles in flight at
-// any time then touch about kBandM blocks of A and 132 / kBandM blocks of B, which keeps both operand
-// panels L2-resident while they are re-read.
+// `band` consecutive m-blocks, inside a band the m-block varies fastest (band > 0), or in bands of
+// -band consecutive n-blocks with the n-block varying fastest (band < 0). The ~132 tiles in flight at
+// any time then touch about |band| blocks of one operand and 132 / |band| blocks of the other, which
+// keeps both operand panels L2-resident while they are re-read, and sets how many bytes each wave
+// pulls from HBM (rows of A + rows of B per wave).
 //
 // Grouped (MoE) layouts live here only (GroupedScheduler below): the kernel asks the scheduler for
 // the next tile and where its rows start and end, and never reads the expert layout itself.
@@ -29,7 +31,7 @@ struct TileCoord {
 // paired dimension, the last cluster tile has one block past the edge: that CTA gets a phantom tile
 // (valid = false) and still runs the whole pipeline (its loads are zero-filled out of bounds, its
 // compute and stores are skipped), so both CTAs always iterate in lockstep.
-template <int kBlockM, int kBlockN, int kClusterM = 1, int kClusterN = 1, int kBandM = 16>
+template <int kBlockM, int kBlockN, int kClusterM = 1, int kClusterN = 1>
 struct DenseScheduler {
   using Tile = TileCoord;
   static_assert(kClusterM * kClusterN <= 2, "clusters of at most 2 CTAs");
@@ -43,8 +45,10 @@ struct DenseScheduler {
   int next_tile;
   int stride;
   int rank;
+  int band;  // cluster tiles per band: > 0 along m (m fastest), < 0 along n (n fastest)
 
-  __device__ __forceinline__ DenseScheduler(int64_t m, int64_t n, int cluster_rank, int num_splits = 1) {
+  __device__ __forceinline__ DenseScheduler(int64_t m, int64_t n, int cluster_rank, int num_splits = 1,
+                                            int raster_band = 16) {
     num_m_blocks = static_cast<int>(ceil_div<int64_t>(m, kBlockM));
     num_n_blocks = static_cast<int>(ceil_div<int64_t>(n, kBlockN));
     num_cm = ceil_div(num_m_blocks, kClusterM);
@@ -54,6 +58,7 @@ struct DenseScheduler {
     next_tile = blockIdx.x / kClusterSize;
     stride = gridDim.x / kClusterSize;
     rank = cluster_rank;
+    band = raster_band != 0 ? raster_band : 16;
   }
 
   // Returns false once this CTA (and its cluster peer) has no tiles left.
@@ -61,13 +66,25 @@ struct DenseScheduler {
     if (next_tile >= num_work) return false;
     tile.k_split = next_tile / num_cluster_tiles;
     const int id = next_tile - tile.k_split * num_cluster_tiles;
-    const int band_size = kBandM * num_cn;  // cluster tiles per full band
-    const int band = id / band_size;
-    const int in_band = id - band * band_size;
-    const int first_m = band * kBandM;
-    const int band_m = min(kBandM, num_cm - first_m);  // the last band may be narrower
-    const int cm = first_m + in_band % band_m;
-    const int cn = in_band / band_m;
+    int cm, cn;
+    if (band > 0) {
+      const int band_size = band * num_cn;  // cluster tiles per full band
+      const int b = id / band_size;
+      const int in_band = id - b * band_size;
+      const int first_m = b * band;
+      const int band_m = min(band, num_cm - first_m);  // the last band may be narrower
+      cm = first_m + in_band % band_m;
+      cn = in_band / band_m;
+    } else {
+      const int width = -band;
+      const int band_size = width * num_cm;
+      const int b = id / band_size;
+      const int in_band = id - b * band_size;
+      const int first_n = b * width;
+      const int band_n = min(width, num_cn - first_n);
+      cn = first_n + in_band % band_n;
+      cm = in_band / band_n;
+    }
     tile.m_block = cm * kClusterM + (kClusterM == 2 ? rank : 0);
     tile.n_block = cn * kClusterN + (kClusterN == 2 ? rank : 0);
     tile.valid = tile.m_block < num_m_blocks && tile.n_block < num_n_blocks;

@@ -133,6 +133,11 @@ struct KernelArgs {
   int num_splits;
   int k_blocks_per_split;
   float* partial;
+  // K-grouped (kDenseRowScaledB only, else nullptr): num_splits groups, group g reducing over K
+  // blocks [k_block_bounds[g], k_block_bounds[g + 1]) into out rows [g * m, (g + 1) * m) -- the
+  // MoE weight gradient dW_g = dy_g^T x_g with each expert's tokens padded to whole K blocks.
+  const int32_t* k_block_bounds;
+  int raster_band;  // DenseScheduler's band (kDense): > 0 m-blocks, < 0 n-blocks (see scheduler.cuh)
 };
 
 
@@ -424,7 +429,7 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
   auto scheduler = [&] {
     if constexpr (!kGrouped) {
       return DenseScheduler<kBlockM, kBlockN, kClusterM, kClusterN>(args.m, args.n, static_cast<int>(cta_rank),
-                                                                    args.num_splits);
+                                                                    args.num_splits, args.raster_band);
     } else {
       return GroupedScheduler<kBlockM, kBlockN, kKind>(args.group_rows, args.num_groups, args.m, args.n,
                                                         args.rows_per_group);
@@ -437,6 +442,13 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
     if constexpr (kKind == GemmKind::kDense) {
       begin = t.k_split * args.k_blocks_per_split;
       end = min(num_k_blocks, begin + args.k_blocks_per_split);
+    } else if constexpr (kKind == GemmKind::kDenseRowScaledB) {
+      begin = 0;
+      end = num_k_blocks;
+      if (args.k_block_bounds != nullptr) {  // clamped: bad bounds never read outside the operands
+        begin = min(max(__ldg(args.k_block_bounds + t.k_split), 0), num_k_blocks);
+        end = min(max(__ldg(args.k_block_bounds + t.k_split + 1), begin), num_k_blocks);
+      }
     } else {
       begin = 0;
       end = num_k_blocks;
@@ -607,94 +619,102 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
 #pragma unroll
       for (int i = 0; i < kNumWaves * Mma::kNumAccum; ++i) acc[i] = 0.f;
 
-      if constexpr (kPipelined) {
-        // The fragment in flight across the loop back-edge is always tmp0 and no issue is
-        // conditional inside the loop, so no copies of in-flight accumulator registers are needed
-        // (ptxas would otherwise serialize the wgmmas, warning C7514).
-        float sa0, sa1, nsa0, nsa1, sb0, sb1;
-        int cur_stage, nxt_stage;
-        auto wait_and_issue = [&](float* t, float& a0, float& a1, int& s_out) {
-          ptx::mbarrier_wait_parity(&ss.full[stage], phase);
-          a0 = ss.sfa[stage][sfa_shift + sfa_row], a1 = ss.sfa[stage][sfa_shift + sfa_row + 8];
-          issue_k_block<Mma>(a_addr(stage), b_addr(stage), t);
-          s_out = stage;
-          advance();
-        };
-        auto retire = [&](int kb, float* t, int s, float a0, float a1) {
+      // An empty K range (a K-grouped GEMM's group without rows) leaves the accumulators at zero.
+      if (kb_begin < kb_end) {
+        if constexpr (kPipelined) {
+          // The fragment in flight across the loop back-edge is always tmp0 and no issue is
+          // conditional inside the loop, so no copies of in-flight accumulator registers are needed
+          // (ptxas would otherwise serialize the wgmmas, warning C7514).
+          float sa0, sa1, nsa0, nsa1, sb0, sb1;
+          int cur_stage, nxt_stage;
+          auto wait_and_issue = [&](float* t, float& a0, float& a1, int& s_out) {
+            ptx::mbarrier_wait_parity(&ss.full[stage], phase);
+            a0 = ss.sfa[stage][sfa_shift + sfa_row], a1 = ss.sfa[stage][sfa_shift + sfa_row + 8];
+            issue_k_block<Mma>(a_addr(stage), b_addr(stage), t);
+            s_out = stage;
+            advance();
+          };
+          auto retire = [&](int kb, float* t, int s, float a0, float a1) {
 #pragma unroll
-          for (int i = 0; i < Mma::kNumAccum; ++i) ptx::fence_operand(t[i]);
-          if constexpr (kRowScaledB) {  // the B scales live in the stage: promote, then release it
-            promote_row_scaled<kBlockN>(acc, t, a0, a1, ss.sfa[s] + kBlockM);
-            release(s);
+            for (int i = 0; i < Mma::kNumAccum; ++i) ptx::fence_operand(t[i]);
+            if constexpr (kRowScaledB) {  // the B scales live in the stage: promote, then release it
+              promote_row_scaled<kBlockN>(acc, t, a0, a1, ss.sfa[s] + kBlockM);
+              release(s);
+            } else {
+              release(s);
+              next_b_scales(kb, sb0, sb1);
+              promote<kBlockN, kSingleScaleRow>(acc, t, a0, a1, sb0, sb1, num_former);
+            }
+          };
+          wait_and_issue(tmp0, sa0, sa1, cur_stage);  // block kb_begin -> tmp0
+          int kb = kb_begin;
+          for (; kb + 2 < kb_end; kb += 2) {
+            wait_and_issue(tmp1, nsa0, nsa1, nxt_stage);  // block kb + 1 -> tmp1
+            ptx::wgmma_wait_group<1>();
+            retire(kb, tmp0, cur_stage, sa0, sa1);
+            wait_and_issue(tmp0, sa0, sa1, cur_stage);  // block kb + 2 -> tmp0
+            ptx::wgmma_wait_group<1>();
+            retire(kb + 1, tmp1, nxt_stage, nsa0, nsa1);
+          }
+          if (kb + 1 < kb_end) {
+            wait_and_issue(tmp1, nsa0, nsa1, nxt_stage);
+            ptx::wgmma_wait_group<1>();
+            retire(kb, tmp0, cur_stage, sa0, sa1);
+            ptx::wgmma_wait_group<0>();
+            retire(kb + 1, tmp1, nxt_stage, nsa0, nsa1);
           } else {
-            release(s);
-            next_b_scales(kb, sb0, sb1);
-            promote<kBlockN, kSingleScaleRow>(acc, t, a0, a1, sb0, sb1, num_former);
+            ptx::wgmma_wait_group<0>();
+            retire(kb, tmp0, cur_stage, sa0, sa1);
           }
-        };
-        wait_and_issue(tmp0, sa0, sa1, cur_stage);  // block kb_begin -> tmp0
-        int kb = kb_begin;
-        for (; kb + 2 < kb_end; kb += 2) {
-          wait_and_issue(tmp1, nsa0, nsa1, nxt_stage);  // block kb + 1 -> tmp1
-          ptx::wgmma_wait_group<1>();
-          retire(kb, tmp0, cur_stage, sa0, sa1);
-          wait_and_issue(tmp0, sa0, sa1, cur_stage);  // block kb + 2 -> tmp0
-          ptx::wgmma_wait_group<1>();
-          retire(kb + 1, tmp1, nxt_stage, nsa0, nsa1);
-        }
-        if (kb + 1 < kb_end) {
-          wait_and_issue(tmp1, nsa0, nsa1, nxt_stage);
-          ptx::wgmma_wait_group<1>();
-          retire(kb, tmp0, cur_stage, sa0, sa1);
-          ptx::wgmma_wait_group<0>();
-          retire(kb + 1, tmp1, nxt_stage, nsa0, nsa1);
         } else {
-          ptx::wgmma_wait_group<0>();
-          retire(kb, tmp0, cur_stage, sa0, sa1);
-        }
-      } else {
-        // One temporary fragment: each wave's wgmmas are waited for and promoted before the next
-        // wave is issued; the other math warpgroup's wgmmas keep the tensor cores busy meanwhile.
-        for (int kb = kb_begin; kb < kb_end; ++kb) {
-          float sb0, sb1;
-          next_b_scales(kb, sb0, sb1);
-          ptx::mbarrier_wait_parity(&ss.full[stage], phase);
-          // Read the A scales of every wave before the stage can be released.
-          float sa[kWavesM][2];
+          // One temporary fragment: each wave's wgmmas are waited for and promoted before the next
+          // wave is issued; the other math warpgroup's wgmmas keep the tensor cores busy meanwhile.
+          for (int kb = kb_begin; kb < kb_end; ++kb) {
+            float sb0, sb1;
+            next_b_scales(kb, sb0, sb1);
+            ptx::mbarrier_wait_parity(&ss.full[stage], phase);
+            // Read the A scales of every wave before the stage can be released.
+            float sa[kWavesM][2];
 #pragma unroll
-          for (int wm = 0; wm < kWavesM; ++wm) {
-            sa[wm][0] = ss.sfa[stage][sfa_shift + sfa_row + wm * 128];
-            sa[wm][1] = ss.sfa[stage][sfa_shift + sfa_row + wm * 128 + 8];
-          }
+            for (int wm = 0; wm < kWavesM; ++wm) {
+              sa[wm][0] = ss.sfa[stage][sfa_shift + sfa_row + wm * 128];
+              sa[wm][1] = ss.sfa[stage][sfa_shift + sfa_row + wm * 128 + 8];
+            }
 #pragma unroll
-          for (int wm = 0; wm < kWavesM; ++wm) {
+            for (int wm = 0; wm < kWavesM; ++wm) {
 #pragma unroll
-            for (int wn = 0; wn < kWavesN; ++wn) {
-              const bool last_wave = wm == kWavesM - 1 && wn == kWavesN - 1;
-              float* wave_acc = acc + (wm * kWavesN + wn) * Mma::kNumAccum;
-              // A wave whose rows all lie past the end is skipped (its stores are too).
-              if (kWavesM == 1 || m0 + wm * 128 + wg * 64 < row_end_of()) {
-                issue_k_block<Mma>(a_addr(stage) + wm * 128 * kBlockK, b_addr(stage) + wn * kSubN * kBlockK, tmp0);
-                ptx::wgmma_wait_group<0>();
-              }
+              for (int wn = 0; wn < kWavesN; ++wn) {
+                const bool last_wave = wm == kWavesM - 1 && wn == kWavesN - 1;
+                float* wave_acc = acc + (wm * kWavesN + wn) * Mma::kNumAccum;
+                // A wave whose rows all lie past the end is skipped (its stores are too).
+                if (kWavesM == 1 || m0 + wm * 128 + wg * 64 < row_end_of()) {
+                  issue_k_block<Mma>(a_addr(stage) + wm * 128 * kBlockK, b_addr(stage) + wn * kSubN * kBlockK, tmp0);
+                  ptx::wgmma_wait_group<0>();
+                }
 #pragma unroll
-              for (int i = 0; i < Mma::kNumAccum; ++i) ptx::fence_operand(tmp0[i]);
-              if constexpr (kRowScaledB) {
-                promote_row_scaled<kSubN>(wave_acc, tmp0, sa[wm][0], sa[wm][1], ss.sfa[stage] + kBlockM + wn * kSubN);
-                if (last_wave) release(stage);
-              } else {
-                if (last_wave) release(stage);
-                // Column wave wn uses scale row nb<wn> alone; a single wave splits the tile's two rows.
-                const float sb_first = wn == 0 ? sb0 : sb1;
-                promote<kSubN, kWaveSingleScaleRow>(wave_acc, tmp0, sa[wm][0], sa[wm][1], sb_first,
-                                                    kWavesN > 1 ? sb_first : sb1, num_former);
+                for (int i = 0; i < Mma::kNumAccum; ++i) ptx::fence_operand(tmp0[i]);
+                if constexpr (kRowScaledB) {
+                  promote_row_scaled<kSubN>(wave_acc, tmp0, sa[wm][0], sa[wm][1], ss.sfa[stage] + kBlockM + wn * kSubN);
+                  if (last_wave) release(stage);
+                } else {
+                  if (last_wave) release(stage);
+                  // Column wave wn uses scale row nb<wn> alone; a single wave splits the tile's two rows.
+                  const float sb_first = wn == 0 ? sb0 : sb1;
+                  promote<kSubN, kWaveSingleScaleRow>(wave_acc, tmp0, sa[wm][0], sa[wm][1], sb_first,
+                                                      kWavesN > 1 ? sb_first : sb1, num_former);
+                }
               }
             }
+            advance();
           }
-          advance();
         }
       }
 
+      // K-grouped: group g's rows of out start at g * m.
+      int64_t out_row0 = 0;
+      if constexpr (kRowScaledB) {
+        if (args.k_block_bounds != nullptr) out_row0 = static_cast<int64_t>(tile.k_split) * args.m;
+      }
       bool staged = false;
       if constexpr (kStagingBytes > 0) {
         staged = !args.out_fp32 && args.num_splits == 1;
@@ -735,19 +755,20 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
 #pragma unroll
           for (int wn = 0; wn < kWavesN; ++wn) {
             const float* wave_acc = acc + (wm * kWavesN + wn) * Mma::kNumAccum;
-            const int64_t row0 = m0 + wm * 128 + wg * 64, col0 = n0 + wn * kSubN;
+            const int64_t row0 = out_row0 + m0 + wm * 128 + wg * 64, col0 = n0 + wn * kSubN;
+            const int64_t row_end = out_row0 + row_end_of();
             if (kKind == GemmKind::kDense && args.num_splits > 1) {
               KernelArgs partial = args;  // this unit's FP32 slice [m, n] of the partial sums, no bias
               partial.out = args.partial + static_cast<int64_t>(tile.k_split) * args.m * args.n;
               partial.ldo = args.n;
               partial.bias = nullptr;
-              store_fragment<float, kSubN>(wave_acc, partial, row0, col0, row_end_of());
+              store_fragment<float, kSubN>(wave_acc, partial, row0, col0, row_end);
             } else if (args.out_fp32) {
-              store_fragment<float, kSubN>(wave_acc, args, row0, col0, row_end_of());
+              store_fragment<float, kSubN>(wave_acc, args, row0, col0, row_end);
             } else if constexpr ((kSubN / 8) % 4 == 0) {
-              store_fragment_bf16_x16<kSubN>(wave_acc, args, row0, col0, row_end_of());
+              store_fragment_bf16_x16<kSubN>(wave_acc, args, row0, col0, row_end);
             } else {
-              store_fragment<__nv_bfloat16, kSubN>(wave_acc, args, row0, col0, row_end_of());
+              store_fragment<__nv_bfloat16, kSubN>(wave_acc, args, row0, col0, row_end);
             }
           }
         }

@@ -23,6 +23,16 @@ struct DenseGemmParams {
   // then hold sm90_fp8_gemm_workspace_floats(p) floats, and a reducing kernel follows.
   int forced_splits;
   float* workspace;
+  // K-grouped row-scaled GEMM (sm90_fp8_gemm_dense_row_scaled only; nullptr elsewhere): num_k_groups
+  // groups, group g reducing over the K blocks [k_block_bounds[g], k_block_bounds[g + 1]) (int32
+  // [num_k_groups + 1] on the device) into out rows [g * m, (g + 1) * m): the MoE weight gradient
+  // dW_g = dy_g^T x_g over expert g's tokens, each expert's tokens padded to whole 128-blocks of K.
+  // out then has num_k_groups * m rows; a group with an empty range gets zeros.
+  const int32_t* k_block_bounds;
+  int num_k_groups;
+  // Tile order of the dense persistent grid (sm90_fp8_gemm_dense): 0 = the default (bands of 16
+  // m-blocks, m fastest); b > 0: bands of b m-blocks; b < 0: bands of -b n-blocks, n fastest.
+  int raster_band;
 };
 // The heuristic's (or the forced) configuration and split-K factor for p.
 struct DensePlan {

@@ -159,6 +159,14 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped) {
   args.k_blocks_per_split = num_k_blocks;
   args.num_splits = 1;
   args.partial = nullptr;
+  args.k_block_bounds = nullptr;
+  args.raster_band = p.raster_band != 0 ? p.raster_band : 16;
+  if constexpr (kKind == GemmKind::kDenseRowScaledB) {
+    if (p.k_block_bounds != nullptr) {  // K-grouped: the scheduler's "splits" are the groups
+      args.k_block_bounds = p.k_block_bounds;
+      args.num_splits = p.num_k_groups;
+    }
+  }
   if constexpr (kKind == GemmKind::kDense) {
     args.num_splits = effective_splits(num_k_blocks, p.forced_splits);
     args.k_blocks_per_split = k_blocks_per_split(num_k_blocks, args.num_splits);

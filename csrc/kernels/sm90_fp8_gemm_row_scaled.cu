@@ -40,6 +40,12 @@ void validate_row_scaled(const DenseGemmParams& p) {
     fail("b_scale 16-byte aligned with b_scale_ld >= n and b_scale_ld % 4 == 0, got b_scale_ld=" +
          std::to_string(p.b_scale_ld));
   }
+  if (p.k_block_bounds != nullptr && (p.num_k_groups < 1 || p.num_k_groups > (1 << 20))) {
+    fail("1 <= num_k_groups <= 2^20 with k_block_bounds, got " + std::to_string(p.num_k_groups));
+  }
+  if (p.k_block_bounds != nullptr && reinterpret_cast<uintptr_t>(p.k_block_bounds) % 4 != 0) {
+    fail("k_block_bounds 4-byte aligned");
+  }
 }
 
 }  // namespace
@@ -57,7 +63,9 @@ const char* sm90_fp8_gemm_row_scaled_config_name(int idx) {
 
 int sm90_fp8_gemm_pick_row_scaled_config(const DenseGemmParams& p) {
   // 128-row tiles unless they would fill less than one wave of SMs; then 128 x 256 where it pays.
-  const int64_t m_blocks = sm90::ceil_div<int64_t>(p.m, 128);
+  // K-grouped: every group has the same [m, n] output, so the tile count is groups x tiles.
+  const int64_t groups = p.k_block_bounds != nullptr ? std::max(1, p.num_k_groups) : 1;
+  const int64_t m_blocks = sm90::ceil_div<int64_t>(p.m, 128) * groups;
   if (m_blocks * sm90::ceil_div<int64_t>(p.n, 128) < p.num_sms) return 0;
   return sm90::prefer_128x256_tiles(m_blocks, p.n, p.num_sms) ? 2 : 1;
 }

@@ -359,6 +359,55 @@ at::Tensor grouped_moe_masked_kernel_cuda(const at::Tensor& a, const at::Tensor&
   return grouped_moe_masked_op(a, b, masked_m, expected_m, a_scale, b_scale, out_dtype, &grouped_moe_masked_sm90);
 }
 
+// Private, used by fp8gemm::grouped_moe_wgrad on Hopper: the K-grouped weight gradient
+// out[g] = dyt[:, kb_g] . xt[:, kb_g]^T over group g's K blocks kb_g = [bounds[g], bounds[g + 1]),
+// both operands quantized per 1x128 along K (the tokens, each expert's padded to whole blocks).
+//   dyt fp8 [N, T], dyt_scale [N, T/128] (M-major), xt fp8 [K, T], xt_scale [K, T/128],
+//   k_block_bounds int32 [G + 1] on the device -> out [G, N, K] in out_dtype (float32 or bfloat16).
+at::Tensor k_grouped_wgrad_cuda(const at::Tensor& dyt, const at::Tensor& dyt_scale, const at::Tensor& xt,
+                                const at::Tensor& xt_scale, const at::Tensor& k_block_bounds, int64_t num_groups,
+                                at::ScalarType out_dtype) {
+  constexpr const char* op = "fp8gemm::_k_grouped_wgrad";
+  const c10::cuda::CUDAGuard guard(dyt.device());
+  TORCH_CHECK_VALUE(dyt.scalar_type() == at::kFloat8_e4m3fn && xt.scalar_type() == at::kFloat8_e4m3fn, op,
+                    ": expected float8_e4m3fn `dyt` and `xt`, got ", dyt.scalar_type(), " and ", xt.scalar_type());
+  TORCH_CHECK_VALUE(dyt.dim() == 2 && xt.dim() == 2 && dyt.size(1) == xt.size(1), op,
+                    ": expected dyt [N, T] and xt [K, T] with the same T, got ", dyt.sizes(), " and ", xt.sizes());
+  const int64_t n = dyt.size(0), k = xt.size(0), t = dyt.size(1);
+  TORCH_CHECK_VALUE(t % 128 == 0 && n % 8 == 0 && k % 8 == 0, op,
+                    ": expected T % 128 == 0 and N, K multiples of 8, got T=", t, " N=", n, " K=", k);
+  TORCH_CHECK_VALUE(dyt_scale.scalar_type() == at::kFloat && xt_scale.scalar_type() == at::kFloat &&
+                        dyt_scale.sizes() == at::IntArrayRef({n, t / 128}) &&
+                        xt_scale.sizes() == at::IntArrayRef({k, t / 128}),
+                    op, ": expected float32 scales [N, T/128] and [K, T/128], got ", dyt_scale.sizes(), " and ",
+                    xt_scale.sizes());
+  TORCH_CHECK_VALUE(num_groups >= 1 && k_block_bounds.scalar_type() == at::kInt && k_block_bounds.dim() == 1 &&
+                        k_block_bounds.size(0) == num_groups + 1 && k_block_bounds.is_contiguous(),
+                    op, ": expected contiguous int32 `k_block_bounds` of G + 1 = ", num_groups + 1,
+                    " entries, got ", k_block_bounds.scalar_type(), " ", k_block_bounds.sizes());
+  TORCH_CHECK_VALUE(out_dtype == at::kFloat || out_dtype == at::kBFloat16, op,
+                    ": expected out_dtype float32 or bfloat16, got ", out_dtype);
+  for (const at::Tensor* tensor : {&dyt, &dyt_scale, &xt, &xt_scale, &k_block_bounds}) {
+    TORCH_CHECK_VALUE(tensor->device() == dyt.device(), op, ": expected every tensor on ", dyt.device(),
+                      ", got one on ", tensor->device());
+  }
+  TORCH_CHECK(has_sm90_kernels(dyt.device()), op, ": needs the sm_90a kernels (compute capability 9.0)");
+  auto out = at::empty({num_groups, n, k}, dyt.options().dtype(out_dtype));
+  if (n == 0 || k == 0) return out;
+  auto dyt_c = dyt.stride(1) == 1 ? dyt : dyt.contiguous();
+  auto xt_c = xt.stride(1) == 1 ? xt : xt.contiguous();
+  auto a_scale = m_major_scales(dyt_scale);
+  auto b_scale = m_major_scales(xt_scale);
+  auto out_rows = out.view({num_groups * n, k});
+  DenseGemmParams params = dense_params(dyt_c, a_scale, xt_c, b_scale, out_rows);
+  params.b_scale_ld = b_scale.size(1) == 1 ? ceil_div(params.n, 4) * 4 : b_scale.stride(1);
+  params.k_block_bounds = k_block_bounds.data_ptr<int32_t>();
+  params.num_k_groups = static_cast<int>(num_groups);
+  if (t == 0) return out.zero_();
+  sm90_fp8_gemm_dense_row_scaled(params);
+  return out;
+}
+
 std::vector<std::string> sm90_dense_configs() {
   std::vector<std::string> names;
   for (int i = 0; i < sm90_fp8_gemm_num_configs(); ++i) names.emplace_back(sm90_fp8_gemm_config_name(i));
@@ -394,6 +443,8 @@ TORCH_LIBRARY_FRAGMENT(fp8gemm, m) {
         "ScalarType? out_dtype=None, int config=-1, int splits=0) -> Tensor");
   m.def("_sm90_dense_configs() -> str[]", &sm90_dense_configs);
   m.def("_sm90_dense_plan(int m, int n, int k, int num_sms) -> int[]", &sm90_dense_plan);
+  m.def("_k_grouped_wgrad(Tensor dyt, Tensor dyt_scale, Tensor xt, Tensor xt_scale, Tensor k_block_bounds, "
+        "int num_groups, ScalarType out_dtype) -> Tensor");
   m.def("_sm90_dense_1x128_forced(Tensor a, Tensor b, Tensor a_scale, Tensor b_scale, ScalarType? out_dtype=None, "
         "int config=-1) -> Tensor");
   m.def("_sm90_dense_pick_config(int m, int n, int k, int num_sms) -> int", &sm90_dense_pick_config);
@@ -410,6 +461,7 @@ TORCH_LIBRARY_IMPL(fp8gemm, CUDA, m) {
   m.impl("_sm90_grouped_moe_masked", &grouped_moe_masked_kernel_cuda);
   m.impl("dense", &dense_cuda);
   m.impl("dense_1x128", &dense_1x128_cuda);
+  m.impl("_k_grouped_wgrad", &k_grouped_wgrad_cuda);
   m.impl("grouped_moe", &grouped_moe_cuda);
   m.impl("grouped_moe_masked", &grouped_moe_masked_cuda);
   m.impl("quantize_1x128", &quantize_1x128_cuda);
