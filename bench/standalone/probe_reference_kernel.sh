@@ -45,6 +45,8 @@ nvcc -gencode=arch=compute_90a,code=sm_90a "$B"/*.o -L"$CUDA_BIN/../lib64/stubs"
 (nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw --format=csv -lms 100 > "$OUT/probe_smi.csv" 2>&1 &)
 for s in "${SHAPES[@]}"; do
   read -r m n k bm bn st cl ctas smem <<< "$s"
-  timeout 60 "$B/probe" "$OUTD/ref_${n}_${k}.cubin" "$m" "$n" "$k" "$bm" "$bn" "$cl" "$ctas" "$smem" 2>&1 | tee -a "$OUT/probe.txt"
+  # PROBE_ONLY="7168_16384": just that N_K; PROBE_WRAP: a command prefix (e.g. ncu with its options).
+  [[ -n "${PROBE_ONLY:-}" && "${n}_${k}" != "$PROBE_ONLY" ]] && continue
+  timeout "${PROBE_TIMEOUT:-60}" ${PROBE_WRAP:-} "$B/probe" "$OUTD/ref_${n}_${k}.cubin" "$m" "$n" "$k" "$bm" "$bn" "$cl" "$ctas" "$smem" 2>&1 | tee -a "$OUT/probe.txt"
 done
 pkill -f "nvidia-smi --query-gpu" || true

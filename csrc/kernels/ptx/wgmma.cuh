@@ -25,12 +25,26 @@ __device__ __forceinline__ void fence_operand(float& reg) { asm volatile("" : "+
 // for swizzled K-major (set to 1), stride byte offset = 1024 B between 8-row atoms (bits 32-45),
 // base offset 0 (atoms are 1024-B aligned), layout type 1 = 128B swizzle (bits 62-63).
 // Advancing along K inside the 128-B row is done by adding bytes to the start address.
+// The high word is the same for every such operand, so kernels carry only the low word: the
+// descriptor of base + bytes is the base's low word + bytes / 16 (no carry out of the 14-bit field,
+// since shared-memory addresses stay below 256 KB). The main loops then build each descriptor with
+// one integer add instead of a mask-shift-or chain per wgmma.
+constexpr uint32_t kSmemDescSw128Hi = (1024u >> 4) | (1u << 30);
+__device__ __forceinline__ uint32_t smem_desc_sw128_lo(uint32_t smem_addr) {
+  return ((smem_addr & 0x3FFFFu) >> 4) | (1u << 16);
+}
+__device__ __forceinline__ uint64_t smem_desc_sw128(uint32_t desc_lo) {
+  return (static_cast<uint64_t>(kSmemDescSw128Hi) << 32) | desc_lo;
+}
+// A value the compiler must keep in a register rather than recompute: without it ptxas
+// rematerializes shared-memory addresses (S2UR of the CTA id, shifts, masks) inside main loops,
+// on the path between a barrier wait and the wgmma issue.
+__device__ __forceinline__ uint32_t opaque(uint32_t v) {
+  asm volatile("mov.b32 %0, %0;" : "+r"(v));
+  return v;
+}
 __device__ __forceinline__ uint64_t make_smem_desc_sw128(uint32_t smem_addr) {
-  uint64_t desc = (static_cast<uint64_t>(smem_addr) & 0x3FFFFull) >> 4;
-  desc |= static_cast<uint64_t>(1) << 16;
-  desc |= static_cast<uint64_t>(1024 >> 4) << 32;
-  desc |= static_cast<uint64_t>(1) << 62;
-  return desc;
+  return smem_desc_sw128(smem_desc_sw128_lo(smem_addr));
 }
 
 // Register reallocation between warpgroups (sm_90a). Must be executed by all warps of a warpgroup.
