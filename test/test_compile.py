@@ -48,6 +48,7 @@ def _high_precision_samples(device, requires_grad):
          (torch.randn(40, 136, device=device), torch.randn(40, 256, device=device), offs, 3), {}),
         (torch.ops.fp8gemm.quantize_1x128.default, (torch.randn(3, 5, 300, device=device),), {}),
         (torch.ops.fp8gemm.quantize_128x128.default, (torch.randn(2, 200, 300, device=device),), {}),
+        (torch.ops.fp8gemm.quantize_128x128_transposed.default, (torch.randn(2, 200, 300, device=device),), {}),
     ]
 
 

@@ -120,6 +120,9 @@ def test_grouped_moe_masked_rejects(desc, kwargs, fragment):
         (torch.ops.fp8gemm.quantize_1x128, torch.tensor(1.0), "`x` to have at least 1 dim"),
         (torch.ops.fp8gemm.quantize_128x128, torch.zeros(128), "`w` to have at least 2 dims"),
         (torch.ops.fp8gemm.quantize_128x128, torch.zeros(4, 4, dtype=FP8), "`w` to be bfloat16/float16/float32"),
+        (torch.ops.fp8gemm.quantize_128x128_transposed, torch.zeros(128), "`w` to have at least 2 dims"),
+        (torch.ops.fp8gemm.quantize_128x128_transposed, torch.zeros(4, 4, dtype=torch.int32),
+         "`w` to be bfloat16/float16/float32"),
     ],
 )
 def test_quantize_rejects(op, arg, fragment):

@@ -35,11 +35,13 @@ def test_small_m_uses_64_row_tiles():
             assert plan(m, n, k)[0].startswith("bm64_"), (m, n, k)
 
 
-def test_staged_epilogue_only_for_short_k():
-    # The TMA-store configs cost a pipeline stage: measured faster at K = 512, slower at K >= 7168.
+def test_staged_epilogue_for_short_k_and_bf16_only():
+    # The TMA-store configs cost a pipeline stage: since the fifth session's main loop that is ~1% per
+    # K block (20% faster at K = 512, even at K = 16384), so short K takes them; the very longest K
+    # keeps the extra stage.
     assert plan(4096, 32768, 512)[0].endswith("_st")
-    for m, n, k in [(4096, 7168, 16384), (4096, 4096, 7168), (8192, 8192, 8192)]:
-        assert not plan(m, n, k)[0].endswith("_st"), (m, n, k)
+    assert plan(4096, 7168, 2048)[0].endswith("_st")
+    assert not plan(4096, 7168, 16384)[0].endswith("_st")
 
 
 def test_config_names_are_unique():

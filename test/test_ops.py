@@ -116,6 +116,18 @@ def test_quantize_128x128(device):
     assert (scale > 0).all()
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(200, 300), (2, 136, 264), (1, 16)])
+def test_quantize_128x128_transposed_is_the_transposed_quantization(device, shape):
+    w = torch.randn(shape, dtype=torch.bfloat16)
+    values_t, scale_t = fg.quantize_128x128_transposed(w.to(device))
+    values, scale = fg.quantize_128x128(w)
+    assert values_t.shape == (*shape[:-2], shape[-1], shape[-2]) and values_t.is_contiguous()
+    assert scale_t.shape == scale.transpose(-2, -1).shape and scale_t.is_contiguous()
+    assert torch.equal(values_t.cpu().view(torch.uint8), values.transpose(-2, -1).view(torch.uint8))
+    assert torch.equal(scale_t.cpu(), scale.transpose(-2, -1))
+
+
 def _ragged_offsets(sizes):
     return torch.tensor(sizes, dtype=torch.int32).cumsum(0, dtype=torch.int32)
 

@@ -108,7 +108,15 @@ def _run_128x128(w_cpu, w_gpu=None, label=""):
     w_gpu = w_cpu.cuda() if w_gpu is None else w_gpu
     _poison(w_cpu.numel() * 5)
     got = fg.quantize_128x128(w_gpu)
-    _assert_same_128x128(got, fg.quantize_128x128(w_cpu), label)
+    expected = fg.quantize_128x128(w_cpu)
+    _assert_same_128x128(got, expected, label)
+    # The transposed form: the same blocks written as w^T (the dgrad operand), against the CPU op.
+    _poison(w_cpu.numel() * 5)
+    got_t = fg.quantize_128x128_transposed(w_gpu)
+    expected_t = fg.quantize_128x128_transposed(w_cpu)
+    _assert_same_128x128(got_t, expected_t, label + " (transposed)")
+    if w_cpu.dim() >= 2 and w_cpu.numel() > 0:
+        assert torch.equal(expected_t[1].nan_to_num(), expected[1].transpose(-2, -1).nan_to_num()), label
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,9 +255,10 @@ def test_128x128_strided_and_empty(dtype):
     _run_128x128(big[1:].contiguous(), big.cuda()[1:], label="batch slice (16-byte offset)")
     for shape in [(0, 128), (128, 0), (0, 5, 16), (2, 0, 0)]:
         z = torch.zeros(shape, dtype=dtype)
-        q, s = fg.quantize_128x128(z.cuda())
-        rq, rs = fg.quantize_128x128(z)
-        assert q.shape == rq.shape and s.shape == rs.shape and s.stride() == rs.stride()
+        for quantize in (fg.quantize_128x128, fg.quantize_128x128_transposed):
+            q, s = quantize(z.cuda())
+            rq, rs = quantize(z)
+            assert q.shape == rq.shape and s.shape == rs.shape and s.stride() == rs.stride()
 
 
 def test_128x128_large():
@@ -257,6 +266,7 @@ def test_128x128_large():
     q, s = fg.quantize_128x128(x)
     rq, rs = fg.quantize_128x128(x.cpu())
     _assert_same_128x128((q, s), (rq, rs), "7168x18432")
+    _assert_same_128x128(fg.quantize_128x128_transposed(x), (rq.t().contiguous(), rs.t().contiguous()), "7168x18432^T")
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from .ops import (  # noqa: E402
     quantize_1x128,
     quantize_1x128_transposed,
     quantize_128x128,
+    quantize_128x128_transposed,
 )
 from . import moe, nn  # noqa: E402
 from .moe import FP8MoEExperts  # noqa: E402
@@ -44,6 +45,7 @@ __all__ = [
     "quantize_1x128",
     "quantize_1x128_transposed",
     "quantize_128x128",
+    "quantize_128x128_transposed",
 ]
 __version__ = "0.1.0"
 

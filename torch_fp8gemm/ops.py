@@ -27,6 +27,7 @@ __all__ = [
     "quantize_1x128",
     "quantize_1x128_transposed",
     "quantize_128x128",
+    "quantize_128x128_transposed",
 ]
 
 SCALE_BLOCK = 128
@@ -142,6 +143,16 @@ def quantize_128x128(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.ops.fp8gemm.quantize_128x128(w)
 
 
+def quantize_128x128_transposed(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """w [..., N, K] -> (fp8 w^T [..., K, N], float32 [..., ceil(K/128), ceil(N/128)]), contiguous.
+
+    Equals the transposes of ``quantize_128x128(w)``'s outputs bit for bit (a 128x128 block has the
+    same scale and values either way), written in one pass over w: the dgrad operand W^T of the
+    training recipe, without an fp8 transpose afterwards.
+    """
+    return torch.ops.fp8gemm.quantize_128x128_transposed(w)
+
+
 # --------------------------------------------------------------------------------------------
 # Fake kernels: shapes, dtypes and strides only (they also serve device="meta").
 
@@ -237,6 +248,15 @@ def _quantize_128x128_fake(w):
     return torch.empty_like(w, dtype=_FP8, memory_format=torch.contiguous_format), scale
 
 
+@torch.library.register_fake("fp8gemm::quantize_128x128_transposed")
+def _quantize_128x128_transposed_fake(w):
+    torch._check(w.dim() >= 2, lambda: f"fp8gemm::quantize_128x128_transposed: expected `w` to have at least 2 dims "
+                                       f"([..., N, K]), got {w.dim()}")
+    n, k = w.shape[-2], w.shape[-1]
+    scale = w.new_empty((*w.shape[:-2], _ceil_div(k, SCALE_BLOCK), _ceil_div(n, SCALE_BLOCK)), dtype=torch.float32)
+    return w.new_empty((*w.shape[:-2], k, n), dtype=_FP8), scale
+
+
 # --------------------------------------------------------------------------------------------
 # Autograd: the DeepSeek-V3 FP8 training recipe. With y = x W^T, x [M, K], W [N, K], dy [M, N]:
 #   dgrad  dx = dy W:     dy quantized per 1x128 along N (its reduction dim); W^T [K, N] keeps W's
@@ -274,8 +294,8 @@ def _dequantize_activation(a, a_scale):
 
 def _transposed_weight(b, b_scale):
     """W^T [..., K, N] as an FP8 operand with 128x128 scales [..., ceil(K/128), ceil(N/128)]."""
-    if b.dtype != _FP8:  # quantizing W and transposing the fp8 bytes gives W^T's blocks, cheaper
-        b, b_scale = quantize_128x128(b)
+    if b.dtype != _FP8:  # W^T's blocks are W's blocks: quantize and transpose in one pass
+        return quantize_128x128_transposed(b)
     return b.transpose(-2, -1).contiguous(), b_scale.transpose(-2, -1).contiguous()
 
 

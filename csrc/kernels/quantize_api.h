@@ -51,9 +51,12 @@ struct Quantize128x128Params {
   const void* w;          // [batch, n, k] of `type`, contiguous
   QuantInputType type;
   int64_t batch, n, k;    // >= 0
-  void* out;              // float8_e4m3fn [batch, n, k] contiguous
-  float* scale;           // [batch, ceil(n/128), ceil(k/128)] contiguous
+  void* out;              // float8_e4m3fn [batch, n, k] contiguous; transpose_out: [batch, k, n]
+  float* scale;           // [batch, ceil(n/128), ceil(k/128)] contiguous; transpose_out: [batch, ceil(k/128), ceil(n/128)]
   cudaStream_t stream;
+  // Write w^T and its scales (the quantization of each block is the same; only the layout of both
+  // outputs is transposed): the dgrad operand of the training recipe without a separate transpose.
+  bool transpose_out;
 };
 
 void fp8_quantize_128x128(const Quantize128x128Params& p);

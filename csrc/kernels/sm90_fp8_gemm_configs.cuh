@@ -2,7 +2,7 @@
 // CLUSTER_N = 2: 2-CTA cluster along N sharing (multicasting) the A tile ("mc2a");
 // CLUSTER_M = 2: 2-CTA cluster along M sharing the B tile ("mc2b"). STAGED = 1: bf16 results leave
 // through a shared-memory staging tile and TMA stores that overlap the next tile ("_st"; one stage
-// fewer, so it pays for short K only: 4096x32768x512 +13%, 4096x7168x16384 -9%). Stage counts follow from the
+// fewer: 4096x32768x512 +20%, 4096x7168x2048 +5%, about even at K >= 7168). Stage counts follow from the
 // shared-memory budget (max_stages in sm90_fp8_gemm.cuh). The index in this list is the index used
 // by DenseGemmParams::forced_config and sm90_fp8_gemm_config_name. Every entry is instantiated in
 // exactly one of the sm90_fp8_gemm_inst_*.cu files (so that they compile in parallel).

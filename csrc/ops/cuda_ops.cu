@@ -260,18 +260,17 @@ std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed_kernels(const at::T
   return {xt_fp8, m_major_scale_view(storage, {k})};
 }
 
-std::tuple<at::Tensor, at::Tensor> quantize_128x128_kernels(const at::Tensor& w) {
-  if (!has_sm90_kernels(w.device())) {
-    TORCH_WARN_ONCE("fp8gemm::quantize_128x128: no CUDA kernel for this GPU (built for compute capability "
-                    "9.0); running the ATen reference path");
-    return quantize_128x128(w);
-  }
+// transpose_out: the outputs are w^T [..., K, N] and scales [..., ceil(K/128), ceil(N/128)].
+std::tuple<at::Tensor, at::Tensor> launch_128x128(const at::Tensor& w, bool transpose_out) {
   const int64_t n = w.size(-2), k = w.size(-1);
   const auto lead = w.sizes().slice(0, w.dim() - 2);
+  std::vector<int64_t> out_sizes(lead.begin(), lead.end());
+  out_sizes.push_back(transpose_out ? k : n);
+  out_sizes.push_back(transpose_out ? n : k);
   std::vector<int64_t> scale_sizes(lead.begin(), lead.end());
-  scale_sizes.push_back(ceil_div(n, kScaleBlock));
-  scale_sizes.push_back(ceil_div(k, kScaleBlock));
-  auto w_fp8 = at::empty(w.sizes(), w.options().dtype(at::kFloat8_e4m3fn));
+  scale_sizes.push_back(ceil_div(transpose_out ? k : n, kScaleBlock));
+  scale_sizes.push_back(ceil_div(transpose_out ? n : k, kScaleBlock));
+  auto w_fp8 = at::empty(out_sizes, w.options().dtype(at::kFloat8_e4m3fn));
   auto scale = at::empty(scale_sizes, w.options().dtype(at::kFloat));
   if (w.numel() > 0) {
     const auto dense = w.contiguous();
@@ -284,9 +283,28 @@ std::tuple<at::Tensor, at::Tensor> quantize_128x128_kernels(const at::Tensor& w)
     p.out = w_fp8.data_ptr();
     p.scale = scale.data_ptr<float>();
     p.stream = at::cuda::getCurrentCUDAStream(w.device().index()).stream();
+    p.transpose_out = transpose_out;
     fp8_quantize_128x128(p);
   }
   return {w_fp8, scale};
+}
+
+std::tuple<at::Tensor, at::Tensor> quantize_128x128_kernels(const at::Tensor& w) {
+  if (!has_sm90_kernels(w.device())) {
+    TORCH_WARN_ONCE("fp8gemm::quantize_128x128: no CUDA kernel for this GPU (built for compute capability "
+                    "9.0); running the ATen reference path");
+    return quantize_128x128(w);
+  }
+  return launch_128x128(w, false);
+}
+
+std::tuple<at::Tensor, at::Tensor> quantize_128x128_transposed_kernels(const at::Tensor& w) {
+  if (!has_sm90_kernels(w.device())) {
+    TORCH_WARN_ONCE("fp8gemm::quantize_128x128_transposed: no CUDA kernel for this GPU (built for compute "
+                    "capability 9.0); running the ATen reference path");
+    return quantize_128x128_transposed(w);
+  }
+  return launch_128x128(w, true);
 }
 
 std::tuple<at::Tensor, at::Tensor> quantize_1x128_cuda(const at::Tensor& x) {
@@ -302,6 +320,11 @@ std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed_cuda(const at::Tens
 std::tuple<at::Tensor, at::Tensor> quantize_128x128_cuda(const at::Tensor& w) {
   const c10::cuda::CUDAGuard guard(w.device());
   return quantize_128x128_op(w, &quantize_128x128_kernels);
+}
+
+std::tuple<at::Tensor, at::Tensor> quantize_128x128_transposed_cuda(const at::Tensor& w) {
+  const c10::cuda::CUDAGuard guard(w.device());
+  return quantize_128x128_transposed_op(w, &quantize_128x128_transposed_kernels);
 }
 
 // Forces configuration `config` (-1: the heuristic) on this thread for the scope of one private op.
@@ -467,6 +490,7 @@ TORCH_LIBRARY_IMPL(fp8gemm, CUDA, m) {
   m.impl("quantize_1x128", &quantize_1x128_cuda);
   m.impl("quantize_1x128_transposed", &quantize_1x128_transposed_cuda);
   m.impl("quantize_128x128", &quantize_128x128_cuda);
+  m.impl("quantize_128x128_transposed", &quantize_128x128_transposed_cuda);
 }
 
 }  // namespace torch_fp8gemm

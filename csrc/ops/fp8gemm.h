@@ -35,6 +35,9 @@ std::tuple<at::Tensor, at::Tensor> quantize_1x128(const at::Tensor& x);
 std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed(const at::Tensor& x);
 // quantize_128x128: w [..., N, K] -> (fp8 [..., N, K], float32 scales [..., ceil(N/128), ceil(K/128)]).
 std::tuple<at::Tensor, at::Tensor> quantize_128x128(const at::Tensor& w);
+// quantize_128x128_transposed: w [..., N, K] -> the transposes of quantize_128x128(w)'s outputs, i.e.
+// (fp8 w^T [..., K, N], float32 scales [..., ceil(K/128), ceil(N/128)]), contiguous.
+std::tuple<at::Tensor, at::Tensor> quantize_128x128_transposed(const at::Tensor& w);
 // The [..., ceil(K/128)] view that quantize_1x128 returns of its M-major scale storage
 // [ceil(K/128), round_up(M, 4)], where `lead` = the token dims [...] (M = their product).
 at::Tensor m_major_scale_view(const at::Tensor& storage, at::IntArrayRef lead);
@@ -92,5 +95,6 @@ using QuantizeBackend = std::tuple<at::Tensor, at::Tensor> (*)(const at::Tensor&
 std::tuple<at::Tensor, at::Tensor> quantize_1x128_op(const at::Tensor& x, QuantizeBackend backend);
 std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed_op(const at::Tensor& x, QuantizeBackend backend);
 std::tuple<at::Tensor, at::Tensor> quantize_128x128_op(const at::Tensor& w, QuantizeBackend backend);
+std::tuple<at::Tensor, at::Tensor> quantize_128x128_transposed_op(const at::Tensor& w, QuantizeBackend backend);
 
 }  // namespace torch_fp8gemm

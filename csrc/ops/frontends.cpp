@@ -280,4 +280,12 @@ std::tuple<at::Tensor, at::Tensor> quantize_128x128_op(const at::Tensor& w, Quan
   return backend(w);
 }
 
+std::tuple<at::Tensor, at::Tensor> quantize_128x128_transposed_op(const at::Tensor& w, QuantizeBackend backend) {
+  constexpr const char* op = "fp8gemm::quantize_128x128_transposed";
+  FP8GEMM_CHECK_ARG(is_high_precision(w), op, "`w` to be bfloat16/float16/float32, got ", w.scalar_type());
+  FP8GEMM_CHECK_ARG(w.dim() >= 2, op, "`w` to have at least 2 dims ([..., N, K]; the op returns w^T [..., K, N]), got ",
+                    w.dim());
+  return backend(w);
+}
+
 }  // namespace torch_fp8gemm

@@ -93,6 +93,11 @@ std::tuple<at::Tensor, at::Tensor> quantize_128x128(const at::Tensor& w) {
   return {w_fp8, scale.reshape(scale_sizes).clone(at::MemoryFormat::Contiguous)};
 }
 
+std::tuple<at::Tensor, at::Tensor> quantize_128x128_transposed(const at::Tensor& w) {
+  auto [w_fp8, scale] = quantize_128x128(w);
+  return {w_fp8.transpose(-2, -1).contiguous(), scale.transpose(-2, -1).contiguous()};
+}
+
 at::Tensor dequantize_1x128(const at::Tensor& x_fp8, const at::Tensor& scale) {
   return x_fp8.to(at::kFloat) * expand_block_scale(scale, -1, x_fp8.size(-1));
 }

@@ -46,6 +46,10 @@ std::tuple<at::Tensor, at::Tensor> quantize_128x128_cpu(const at::Tensor& w) {
   return quantize_128x128_op(w, &quantize_128x128);
 }
 
+std::tuple<at::Tensor, at::Tensor> quantize_128x128_transposed_cpu(const at::Tensor& w) {
+  return quantize_128x128_transposed_op(w, &quantize_128x128_transposed);
+}
+
 bool cuda_kernels_built() {
 #ifdef TORCH_FP8GEMM_WITH_CUDA
   return true;
@@ -72,6 +76,9 @@ TORCH_LIBRARY(fp8gemm, m) {
   // (weight-gradient operands are quantized along the token dim).
   m.def("quantize_1x128_transposed(Tensor x) -> (Tensor, Tensor)");
   m.def("quantize_128x128(Tensor w) -> (Tensor, Tensor)");
+  // w [..., N, K] -> the transposes of quantize_128x128(w)'s outputs in one pass: w^T [..., K, N] in
+  // fp8 with scales [..., ceil(K/128), ceil(N/128)] (the dgrad operand of the training recipe).
+  m.def("quantize_128x128_transposed(Tensor w) -> (Tensor, Tensor)");
   // Build introspection: whether the sm_90a kernels were compiled into this extension.
   m.def("cuda_kernels_built() -> bool", &cuda_kernels_built);
 }
@@ -84,6 +91,7 @@ TORCH_LIBRARY_IMPL(fp8gemm, CPU, m) {
   m.impl("quantize_1x128", &quantize_1x128_cpu);
   m.impl("quantize_1x128_transposed", &quantize_1x128_transposed_cpu);
   m.impl("quantize_128x128", &quantize_128x128_cpu);
+  m.impl("quantize_128x128_transposed", &quantize_128x128_transposed_cpu);
 }
 
 }  // namespace torch_fp8gemm
