@@ -117,13 +117,15 @@ def test_quantize_128x128(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("shape", [(200, 300), (2, 136, 264), (1, 16)])
+@pytest.mark.parametrize("shape", [(200, 300), (2, 136, 264), (1, 16), (127, 129), (4, 1, 16)])
 def test_quantize_128x128_transposed_is_the_transposed_quantization(device, shape):
     w = torch.randn(shape, dtype=torch.bfloat16)
     values_t, scale_t = fg.quantize_128x128_transposed(w.to(device))
     values, scale = fg.quantize_128x128(w)
     assert values_t.shape == (*shape[:-2], shape[-1], shape[-2]) and values_t.is_contiguous()
     assert scale_t.shape == scale.transpose(-2, -1).shape and scale_t.is_contiguous()
+    standard = torch.empty(scale_t.shape).stride()  # size-1 dims too: the kernels' layout
+    assert scale_t.stride() == standard and values_t.stride() == torch.empty(values_t.shape).stride()
     assert torch.equal(values_t.cpu().view(torch.uint8), values.transpose(-2, -1).view(torch.uint8))
     assert torch.equal(scale_t.cpu(), scale.transpose(-2, -1))
 

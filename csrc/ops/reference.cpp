@@ -95,7 +95,10 @@ std::tuple<at::Tensor, at::Tensor> quantize_128x128(const at::Tensor& w) {
 
 std::tuple<at::Tensor, at::Tensor> quantize_128x128_transposed(const at::Tensor& w) {
   auto [w_fp8, scale] = quantize_128x128(w);
-  return {w_fp8.transpose(-2, -1).contiguous(), scale.transpose(-2, -1).contiguous()};
+  // clone, not contiguous(): a transpose with a size-1 dim already counts as contiguous but keeps
+  // its strides; the kernels' outputs have the standard ones.
+  return {w_fp8.transpose(-2, -1).clone(at::MemoryFormat::Contiguous),
+          scale.transpose(-2, -1).clone(at::MemoryFormat::Contiguous)};
 }
 
 at::Tensor dequantize_1x128(const at::Tensor& x_fp8, const at::Tensor& scale) {
