@@ -85,6 +85,8 @@ void validate_dense_params(const DenseGemmParams& p, int num_configs) {
   require(p.forced_config >= -1 && p.forced_config < num_configs, p,
           "forced_config in [-1, " + std::to_string(num_configs) + "), got " + std::to_string(p.forced_config));
   require(p.forced_splits >= 0, p, "forced_splits >= 0, got " + std::to_string(p.forced_splits));
+  require(p.raster_band >= -(1 << 20) && p.raster_band <= (1 << 20), p,
+          "|raster_band| <= 2^20 (0 = the default order), got " + std::to_string(p.raster_band));
 }
 
 namespace {
