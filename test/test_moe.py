@@ -181,7 +181,7 @@ def test_expert_block_layout_emulates_the_k_grouped_wgrad():
     assert total % 128 == 0 and int(bounds[-1]) * 128 <= total - 128
     assert torch.unique(dest[inside]).numel() == int(inside.sum())  # no two tokens share a row
     assert int(inside.sum()) == sum(sizes)
-    dy_pad, x_pad = _to_expert_blocks(dy, dest, inside, total), _to_expert_blocks(x, dest, inside, total)
+    dy_pad, x_pad = _to_expert_blocks(dy, dest, total), _to_expert_blocks(x, dest, total)
     start = 0
     for g, end in enumerate(ends.tolist()):
         lo, hi = int(bounds[g]) * 128, int(bounds[g + 1]) * 128
@@ -193,3 +193,4 @@ def test_expert_block_layout_emulates_the_k_grouped_wgrad():
     # Rows past the last expert reach the spare block only, as zeros.
     assert bool((dest[~inside] == total - 128).all())
     assert torch.count_nonzero(dy_pad[int(bounds[-1]) * 128:]) == 0
+    assert torch.count_nonzero(x_pad[int(bounds[-1]) * 128:]) == 0

@@ -435,17 +435,21 @@ def _expert_block_layout(group_offsets: torch.Tensor, m: int, num_groups: int):
     return dest, inside, bounds, padded_rows + 128
 
 
-def _to_expert_blocks(t: torch.Tensor, dest: torch.Tensor, inside: torch.Tensor, total: int) -> torch.Tensor:
+def _to_expert_blocks(t: torch.Tensor, dest: torch.Tensor, total: int) -> torch.Tensor:
+    """t's rows at `dest` in a zeroed [total, C] buffer: one zero fill and one copy pass (a masked copy
+    of t first cost two more passes over it, ~2 ms per MoE backward at 16384 tokens on the H200)."""
     out = t.new_zeros((total, t.shape[1]))
-    # Rows past the last expert all land (as zeros) in the spare block.
-    out.index_copy_(0, dest, torch.where(inside.unsqueeze(1), t, torch.zeros_like(t)))
+    # Rows past the last expert all land on the spare block's first row (which of them is copied last
+    # does not matter): zero it again so the buffer is the same on every run.
+    out.index_copy_(0, dest, t)
+    out[total - 128:].zero_()
     return out
 
 
 def _k_grouped_wgrad(grad, x, group_offsets, num_groups, dtype):
-    dest, inside, bounds, total = _expert_block_layout(group_offsets, grad.shape[0], num_groups)
-    dyt, dyt_scale = quantize_1x128_transposed(_to_expert_blocks(grad, dest, inside, total))
-    xt, xt_scale = quantize_1x128_transposed(_to_expert_blocks(x, dest, inside, total))
+    dest, _, bounds, total = _expert_block_layout(group_offsets, grad.shape[0], num_groups)
+    dyt, dyt_scale = quantize_1x128_transposed(_to_expert_blocks(grad, dest, total))
+    xt, xt_scale = quantize_1x128_transposed(_to_expert_blocks(x, dest, total))
     return torch.ops.fp8gemm._k_grouped_wgrad(dyt, dyt_scale, xt, xt_scale, bounds.to(torch.int32).contiguous(),
                                               num_groups, dtype)
 
