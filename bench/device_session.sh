@@ -10,6 +10,10 @@
 #   training   forward + backward of a linear and an MoE layer
 #   quanttests GPU tests of the quantization kernels (and the ops that use them)
 #   example    examples/convert_transformers_model.py (Llama, tiny random config): logits and tokens/s
+#   probe      ours vs the reference kernel in one process (bench/standalone/probe_reference_kernel.sh;
+#              needs the git-ignored cubins: carry bench/standalone/out/probe); OURS_CONFIGS etc. pass through
+#   ncu        the same probe under ncu at 4096x7168x16384: reference and our heuristic's kernel, full
+#              set, details page and per-instruction stall samples (source.csv) into $OUT
 # Benchmark tables are appended to RESULTS.md, which is copied to $OUT.
 set -uo pipefail
 OUT="${OUT:-$PWD/gpu_logs}"
@@ -17,10 +21,13 @@ mkdir -p "$OUT"
 export LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libstdc++.so.6 PYTHONUNBUFFERED=1 MAX_JOBS="${MAX_JOBS:-16}"
 ITERS="${ITERS:-10}"
 start=$(date +%s)
-if ! python3 -m pip install --no-build-isolation --no-deps -e . >"$OUT/build.log" 2>&1; then
-  tail -60 "$OUT/build.log"; exit 1
+# SKIP_BUILD=1: only the standalone stages (probe, ncu), which build their own binaries.
+if [ -z "${SKIP_BUILD:-}" ]; then
+  if ! python3 -m pip install --no-build-isolation --no-deps -e . >"$OUT/build.log" 2>&1; then
+    tail -60 "$OUT/build.log"; exit 1
+  fi
+  echo "build: $(( $(date +%s) - start )) s"
 fi
-echo "build: $(( $(date +%s) - start )) s"
 stage() {  # stage NAME LIMIT_S COMMAND...
   local name=$1 limit=$2; shift 2
   local t0=$(date +%s)
@@ -51,6 +58,14 @@ for s in "$@"; do
     quanttests) stage quanttests 120 python3 -m pytest -q --timeout=120 -p no:cacheprovider test/test_quantize_cuda.py \
                   test/test_autograd.py "test/test_nn.py::test_matches_linear" ;;
     example) stage example "${EXAMPLE_LIMIT:-150}" python3 examples/convert_transformers_model.py --batch 8 --seq 512 ;;
+    probe) OUT="$OUT" stage probe "${PROBE_LIMIT:-240}" bash bench/standalone/probe_reference_kernel.sh --run ;;
+    ncu) OUT="$OUT" PROBE_ONLY=7168_16384 ITERS=1 PROBE_TIMEOUT=400 \
+           PROBE_WRAP="ncu --set full --import-source no --clock-control none -k regex:fp8_gemm_kernel --launch-count ${NCU_KERNELS:-2} -f -o $OUT/cmp" \
+           stage ncu "${NCU_LIMIT:-420}" bash bench/standalone/probe_reference_kernel.sh --run
+         ncu -i "$OUT/cmp.ncu-rep" --page details > "$OUT/ncu_details.txt" 2>&1
+         ncu -i "$OUT/cmp.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu_source.csv" 2>&1
+         grep -E "Duration|SM Frequency|Compute \(SM\) Throughput|Issue Slots Busy" "$OUT/ncu_details.txt"
+         python3 bench/standalone/ncu_compare.py "$OUT/ncu_source.csv" --top 8 > "$OUT/ncu_compare.txt" 2>&1 ;;
     *) echo "unknown stage $s" ;;
   esac
 done
