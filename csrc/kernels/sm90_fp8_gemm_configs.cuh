@@ -15,7 +15,7 @@
 // M = 4096 and 8192, and 192 rows fill the SMs better where 128-row tiles leave a thin last wave.
 #pragma once
 
-#define TORCH_FP8GEMM_SM90_DENSE_CONFIGS(X) \
+#define TORCH_FP8GEMM_SM90_LIBRARY_CONFIGS(X) \
   X(64, 16, 1, 1, 0)                           \
   X(64, 32, 1, 1, 0)                           \
   X(64, 56, 1, 1, 0)                           \
@@ -32,18 +32,26 @@
   X(256, 128, 1, 1, 0)                         \
   X(192, 128, 1, 1, 0)                         \
   X(128, 256, 1, 1, 1)                         \
-  X(256, 128, 1, 1, 1)                         \
+  X(256, 128, 1, 1, 1)
+
+#define TORCH_FP8GEMM_SM90_DENSE_CONFIGS(X) \
+  TORCH_FP8GEMM_SM90_LIBRARY_CONFIGS(X)     \
   TORCH_FP8GEMM_SM90_EXPERIMENT_CONFIGS(X)
 
 // Configs compiled only into measurement builds (-DTORCH_FP8GEMM_EXPERIMENT_CONFIGS, e.g. the probe in
-// bench/standalone/probe_reference_kernel.sh), appended after the library's list so that the
-// library's indices stay the same; the heuristic never picks them.
+// bench/standalone/probe_reference_kernel.sh, or EXTRA_FLAGS of bench/standalone/build_and_run.sh),
+// appended after the library's list so that the library's indices stay the same; the heuristic
+// never picks them (only forced_config reaches them). The 64-row multicast tiles test whether sharing A inside a
+// cluster relieves the L2->SM traffic that bounds the M <= 128 shapes (RESULTS.md, fifth session).
 #ifdef TORCH_FP8GEMM_EXPERIMENT_CONFIGS
 #define TORCH_FP8GEMM_SM90_EXPERIMENT_CONFIGS(X) \
   X(256, 128, 1, 2, 0)                           \
   X(256, 128, 1, 2, 1)                           \
   X(128, 256, 2, 1, 0)                           \
-  X(128, 256, 2, 1, 1)
+  X(128, 256, 2, 1, 1)                           \
+  X(64, 16, 1, 2, 0)                             \
+  X(64, 32, 1, 2, 0)                             \
+  X(64, 64, 1, 2, 0)
 #else
 #define TORCH_FP8GEMM_SM90_EXPERIMENT_CONFIGS(X)
 #endif

@@ -34,6 +34,10 @@ struct ConfigEntry {
 constexpr ConfigEntry kConfigs[] = {TORCH_FP8GEMM_SM90_DENSE_CONFIGS(TORCH_FP8GEMM_CONFIG_ENTRY)};
 #undef TORCH_FP8GEMM_CONFIG_ENTRY
 constexpr int kNumConfigs = static_cast<int>(sizeof(kConfigs) / sizeof(kConfigs[0]));
+// The library's own configs come first; measurement builds append experiment configs after them.
+#define TORCH_FP8GEMM_COUNT_CONFIG(BM, BN, CM, CN, ST) +1
+constexpr int kNumLibraryConfigs = 0 TORCH_FP8GEMM_SM90_LIBRARY_CONFIGS(TORCH_FP8GEMM_COUNT_CONFIG);
+#undef TORCH_FP8GEMM_COUNT_CONFIG
 
 const std::vector<std::string>& config_names() {
   static const std::vector<std::string> names = [] {
@@ -141,6 +145,7 @@ DensePlan plan(const DenseGemmParams& p) {
   for (int i = 0; i < kNumConfigs; ++i) {
     const ConfigEntry& c = kConfigs[i];
     if (p.forced_config >= 0 && i != p.forced_config) continue;
+    if (p.forced_config < 0 && i >= kNumLibraryConfigs) continue;  // experiment configs: forced only
     // BLOCK_M = 64 only pays when it avoids mostly-empty 128-row tiles.
     if (p.forced_config < 0 && c.block_m >= 128 && p.m <= 64) continue;
     const double t = estimate_time(c, p, splits);

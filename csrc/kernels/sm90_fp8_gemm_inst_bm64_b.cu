@@ -6,4 +6,9 @@ namespace torch_fp8gemm::sm90 {
 template void launch_dense<64, 64, 1, 1>(const DenseGemmParams&);
 template void launch_dense<64, 128, 1, 1>(const DenseGemmParams&);
 template void launch_dense<128, 32, 1, 1>(const DenseGemmParams&);
+#ifdef TORCH_FP8GEMM_EXPERIMENT_CONFIGS
+template void launch_dense<64, 16, 1, 2>(const DenseGemmParams&);
+template void launch_dense<64, 32, 1, 2>(const DenseGemmParams&);
+template void launch_dense<64, 64, 1, 2>(const DenseGemmParams&);
+#endif
 }  // namespace torch_fp8gemm::sm90
