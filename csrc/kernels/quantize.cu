@@ -427,6 +427,33 @@ __global__ void __maxnreg__(kColsMaxRegs<In>) quantize_1x128_cols_kernel(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Shared by the two 128x128 kernels (one CTA per block, blockIdx.x = (batch_idx * nb + nbi) * kb + kbi).
+
+struct BlockCoord {
+  int batch_idx, nbi, kbi;  // blocks, rows and columns fit in int32 (checked by the host)
+};
+
+__device__ __forceinline__ BlockCoord block_coord(FastDiv nb, FastDiv kb) {
+  const int block = static_cast<int>(blockIdx.x);
+  const int block_row = static_cast<int>(kb.div(block));  // batch_idx * nb + nbi
+  const int batch_idx = static_cast<int>(nb.div(block_row));
+  return {batch_idx, block_row - batch_idx * static_cast<int>(nb.divisor),
+          block - block_row * static_cast<int>(kb.divisor)};
+}
+
+// The block's scale from each thread's amax bit pattern: one redux.sync per warp, one word per warp
+// through shared memory (warp_amax holds kWarps words), one __syncthreads.
+template <int kWarps>
+__device__ __forceinline__ float block_scale(uint32_t amax, uint32_t* warp_amax) {
+  amax = __reduce_max_sync(kFullMask, amax);
+  if (threadIdx.x % 32 == 0) warp_amax[threadIdx.x / 32] = amax;
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < kWarps; ++i) amax = max(amax, warp_amax[i]);
+  return scale_from_amax(amax);
+}
+
+// ---------------------------------------------------------------------------------------------
 // 128x128 blocks: w [batch, n, k] -> out [batch, n, k], scale [batch, ceil(n/128), ceil(k/128)].
 //
 // One CTA per block, 256 threads for 16-bit inputs and 512 for fp32, so that every thread holds
@@ -458,12 +485,8 @@ __global__ void __maxnreg__(kBlockMaxRegs<In>) quantize_128x128_kernel(
   static_assert(kWarps <= kBlockMaxWarps, "one shared word per warp");
   __shared__ uint32_t warp_amax[kBlockMaxWarps];
 
-  // Blocks, rows and columns fit in int32 (checked by the host); element offsets are int64.
-  const int block = static_cast<int>(blockIdx.x);
-  const int block_row = static_cast<int>(kb.div(block));  // batch_idx * nb + nbi
-  const int kbi = block - block_row * static_cast<int>(kb.divisor);
-  const int batch_idx = static_cast<int>(nb.div(block_row));
-  const int nbi = block_row - batch_idx * static_cast<int>(nb.divisor);
+  // Element offsets are int64.
+  const auto [batch_idx, nbi, kbi] = block_coord(nb, kb);
   const int col = kbi * kGroup + static_cast<int>(threadIdx.x) % kLanesPerRow * kV;
   const int row0 = nbi * kGroup + static_cast<int>(threadIdx.x) / kLanesPerRow;
   const int rows_left = n - row0;  // this thread's rows are row0 + step * kRowsPerStep < n
@@ -481,13 +504,8 @@ __global__ void __maxnreg__(kBlockMaxRegs<In>) quantize_128x128_kernel(
   uint32_t acc = 0;
 #pragma unroll
   for (int step = 0; step < kSteps; ++step) acc = amax_accumulate<In>(acc, v[step]);
-  uint32_t amax = __reduce_max_sync(kFullMask, amax_bits<In>(acc));
-  if (threadIdx.x % 32 == 0) warp_amax[threadIdx.x / 32] = amax;
-  __syncthreads();
-#pragma unroll
-  for (int i = 0; i < kWarps; ++i) amax = max(amax, warp_amax[i]);
-  const float s = scale_from_amax(amax);
-  if (threadIdx.x == 0) scale[block] = s;
+  const float s = block_scale<kWarps>(amax_bits<In>(acc), warp_amax);
+  if (threadIdx.x == 0) scale[blockIdx.x] = s;
 
 #pragma unroll
   for (int step = 0; step < kSteps; ++step) {
@@ -523,11 +541,7 @@ __global__ void __maxnreg__(128) quantize_128x128_t_kernel(
   constexpr int kChunks = kBlockTSub / kV;  // 1 (16-bit) or 2 (fp32) vectors per row
   __shared__ uint32_t warp_amax[kBlockTThreads / 32];
 
-  const int block = static_cast<int>(blockIdx.x);
-  const int block_row = static_cast<int>(kb.div(block));  // batch_idx * nb + nbi
-  const int kbi = block - block_row * static_cast<int>(kb.divisor);
-  const int batch_idx = static_cast<int>(nb.div(block_row));
-  const int nbi = block_row - batch_idx * static_cast<int>(nb.divisor);
+  const auto [batch_idx, nbi, kbi] = block_coord(nb, kb);
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int r0 = nbi * kGroup + (warp % 4) * 32 + (lane / 8) * kBlockTSub;  // first of 8 rows of w
   const int c0 = kbi * kGroup + (warp / 4) * 64 + (lane % 8) * kBlockTSub;  // first of 8 columns of w
@@ -548,12 +562,7 @@ __global__ void __maxnreg__(128) quantize_128x128_t_kernel(
 #pragma unroll
     for (int h = 0; h < kChunks; ++h) acc = amax_accumulate<In>(acc, v[r][h]);
   }
-  uint32_t amax = __reduce_max_sync(kFullMask, amax_bits<In>(acc));
-  if (lane == 0) warp_amax[warp] = amax;
-  __syncthreads();
-#pragma unroll
-  for (int i = 0; i < kBlockTThreads / 32; ++i) amax = max(amax, warp_amax[i]);
-  const float s = scale_from_amax(amax);
+  const float s = block_scale<kBlockTThreads / 32>(amax_bits<In>(acc), warp_amax);
   if (threadIdx.x == 0) {
     scale[(static_cast<int64_t>(batch_idx) * kb.divisor + kbi) * nb.divisor + nbi] = s;
   }
