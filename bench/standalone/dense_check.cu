@@ -21,18 +21,11 @@
 #include <vector>
 
 #include "../../csrc/kernels/sm90_fp8_gemm_api.h"
+#include "cuda_check.h"
 
 
 using namespace torch_fp8gemm;
 
-#define CK(x)                                                                                     \
-  do {                                                                                            \
-    cudaError_t e_ = (x);                                                                         \
-    if (e_ != cudaSuccess) {                                                                      \
-      fprintf(stderr, "CUDA error %s at %s:%d: %s\n", cudaGetErrorName(e_), __FILE__, __LINE__, #x); \
-      exit(2);                                                                                    \
-    }                                                                                             \
-  } while (0)
 
 static FILE* g_log = nullptr;
 static void logf(const char* fmt, ...) {

@@ -25,17 +25,10 @@
 #include <vector>
 
 #include "../../csrc/kernels/sm90_fp8_gemm_api.h"
+#include "cuda_check.h"
 
 using namespace torch_fp8gemm;
 
-#define CK(x)                                                                                   \
-  do {                                                                                          \
-    cudaError_t e_ = (x);                                                                       \
-    if (e_ != cudaSuccess) {                                                                    \
-      fprintf(stderr, "CUDA error %s at %s:%d: %s\n", cudaGetErrorString(e_), __FILE__, __LINE__, #x); \
-      exit(2);                                                                                  \
-    }                                                                                           \
-  } while (0)
 #define CU(x)                                                                      \
   do {                                                                             \
     CUresult r_ = (x);                                                             \
