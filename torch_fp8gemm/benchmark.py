@@ -84,7 +84,8 @@ def _short_kernel_name(name: str, width: int = 90) -> str:
             depth = max(depth - 1, 0)
         elif depth == 0:
             kept.append(ch)
-    short = "".join(kept).replace("void ", "").replace("(anonymous namespace)::", "").replace("::::", "::").strip()
+    # "(anonymous namespace)::" loses its parentheses above and leaves "::::" behind.
+    short = "".join(kept).replace("void ", "").replace("::::", "::").strip()
     # torch's elementwise/reduce launchers carry the functor in their template arguments.
     inner = [f for f in re.findall(r"(\w+_(?:kernel|functor|op)\w*)", name)
              if f not in short and not f.startswith(("gpu_kernel", "launch_"))]
