@@ -144,9 +144,23 @@ def test_deterministic():
 
 
 def test_accuracy_does_not_degrade_with_k():
-    for k in (16384, 32768):
+    # 18432 and 32768: B scales staged in shared memory, two K blocks per thread; 32896: past the
+    # staging limit, read from global memory in the K loop.
+    for k in (16384, 18432, 32768, 32896):
         a, sa, b, sb = gpu_operands(128, 1024, k)
         check(fg.dense(a, b, sa, sb, out_dtype=torch.float32), a, sa, b, sb, label=f"K={k} fp32")
+
+
+def test_every_configuration_past_128_scale_blocks():
+    # K = 18432 (144 K blocks, DeepSeek-V3's down projection and the dgrad of gate/up) and K = 32896
+    # (past the shared-memory staging of B scales) on every configuration, with a ragged tile edge.
+    configs = torch.ops.fp8gemm._sm90_dense_configs()
+    for k in (18432, 32896):
+        a, sa, b, sb = gpu_operands(200, 264, k)
+        for index, name in enumerate(configs):
+            T.poison_cuda_allocator("cuda", 200 * 264 * 4)
+            out = torch.ops.fp8gemm._sm90_dense_forced(a, b, sa, sb, None, torch.float32, index)
+            check(out, a, sa, b, sb, label=f"config {name} K={k}")
 
 
 def test_large_m_times_k_past_int32():

@@ -32,9 +32,10 @@
 
 namespace torch_fp8gemm::sm90 {
 
-// K blocks whose B scales are staged in shared memory per tile (K <= 16384); longer K reads the
+// K blocks whose B scales are staged in shared memory per tile (K <= 32768); longer K reads the
 // scales from global memory in the K loop.
-constexpr int kMaxSfbKBlocks = 128;
+constexpr int kMaxSfbKBlocks = 256;  // K <= 32768 (DeepSeek-V3's K = N = 18432 included)
+constexpr int kSfbPerThread = kMaxSfbKBlocks / 128;  // scales each thread of a warpgroup stages
 
 // Shared memory of one CTA. The host takes sizeof() of this struct, so device offsets and the
 // launch's smem size come from one definition.
@@ -533,7 +534,7 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
     auto a_desc = [&](int s) { return a_desc0 + static_cast<uint32_t>(s) * (kBlockM * kBlockK / 16); };
     auto b_desc = [&](int s) { return b_desc0 + static_cast<uint32_t>(s) * (kBlockN * kBlockK / 16); };
 
-    // B scales: with K <= 16384 each warpgroup stages the tile's two scale rows in shared memory.
+    // B scales: with K <= 32768 each warpgroup stages the tile's two scale rows in shared memory.
     // The rows of the next tile are loaded into registers while this tile runs, stored at the start
     // of the next tile, and published with a warpgroup barrier (double buffer: no overwrite race).
     const bool sfb_in_smem = !kRowScaledB && num_k_blocks <= kMaxSfbKBlocks;
@@ -552,13 +553,17 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
       nb0 = min(n0 / 128, num_n_scale_blocks - 1);  // clamped: phantom tiles lie past n
       nb1 = max(nb0, (min(n0 + kBlockN, args.n) - 1) / 128);
     };
-    float pf0 = 0.f, pf1 = 0.f;  // prefetched scales of k-block wg_thread, rows nb0 / nb1
+    float pf0[kSfbPerThread] = {}, pf1[kSfbPerThread] = {};  // prefetched scales of k-blocks wg_thread + 128 i
     auto prefetch_scales = [&](const Tile& t) {
       int64_t nb0, nb1;
       scale_rows(t, nb0, nb1);
-      if (wg_thread < num_k_blocks) {
-        pf0 = __ldg(b_scales_of(t) + nb0 * num_k_blocks + wg_thread);
-        pf1 = __ldg(b_scales_of(t) + nb1 * num_k_blocks + wg_thread);
+#pragma unroll
+      for (int i = 0; i < kSfbPerThread; ++i) {
+        const int kbi = wg_thread + 128 * i;
+        if (kbi < num_k_blocks) {
+          pf0[i] = __ldg(b_scales_of(t) + nb0 * num_k_blocks + kbi);
+          pf1[i] = __ldg(b_scales_of(t) + nb1 * num_k_blocks + kbi);
+        }
       }
     };
     int buf = 0;
@@ -569,9 +574,13 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
       Tile next_tile;
       const bool has_next = scheduler.next(next_tile);
       if (sfb_in_smem) {
-        if (wg_thread < num_k_blocks) {
-          ss.sfb[buf][wg][0][wg_thread] = pf0;
-          ss.sfb[buf][wg][1][wg_thread] = pf1;
+#pragma unroll
+        for (int i = 0; i < kSfbPerThread; ++i) {
+          const int kbi = wg_thread + 128 * i;
+          if (kbi < num_k_blocks) {
+            ss.sfb[buf][wg][0][kbi] = pf0[i];
+            ss.sfb[buf][wg][1][kbi] = pf1[i];
+          }
         }
         named_barrier_sync(1 + wg, 128);
         if (has_next) prefetch_scales(next_tile);
