@@ -12,7 +12,7 @@ pytestmark = pytest.mark.skipif(not HAS_SM90, reason="needs an sm_90 GPU")
 
 # "op": the public ops (the sm_90a grouped kernels with the heuristic's configuration);
 # "kernel:<config>": the sm_90a grouped kernels through the private ops, each configuration forced.
-IMPLS = ["op", "kernel:-1", "kernel:0", "kernel:1", "kernel:2"]
+IMPLS = ["op", "kernel:-1", "kernel:0", "kernel:1", "kernel:2", "kernel:3", "kernel:4"]
 
 
 def grouped_moe(impl, a, b, offs, sa, sb, out_dtype=None):

@@ -76,11 +76,13 @@ __host__ __device__ constexpr int num_column_waves(int block_n) { return block_n
 template <int kBlockN>
 inline constexpr int kWavesNOf = num_column_waves(kBlockN);
 
-// Bytes of the bf16 output staging tile of the TMA-store epilogue: plain dense tiles whose width is
-// a multiple of 64 columns (128-byte swizzled slabs). Grouped tiles must not write rows of the next
-// expert, which a TMA box cannot mask, and the other widths keep the register epilogue.
+// Bytes of the bf16 output staging tile of the TMA-store epilogue: dense and grouped tiles whose
+// width is a multiple of 64 columns (128-byte swizzled slabs). A grouped tile must not write rows of
+// the next expert, which a TMA box cannot mask: a warpgroup whose rows straddle the expert's end
+// takes the register epilogue for that tile. The other widths always keep the register epilogue.
 template <GemmKind kKind, int kBlockM, int kBlockN>
-inline constexpr int kStagingBytesOf = (kKind == GemmKind::kDense && kBlockN % 64 == 0) ? kBlockM * kBlockN * 2 : 0;
+inline constexpr int kStagingBytesOf =
+    ((kKind == GemmKind::kDense || is_grouped(kKind)) && kBlockN % 64 == 0) ? kBlockM * kBlockN * 2 : 0;
 
 template <int kBlockM, int kBlockN, int kNumStages, int kStageScaleFloats = kBlockM, int kStagingBytes = 0>
 struct SharedStorage {
@@ -390,7 +392,7 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
   using Mma = ptx::WgmmaFp8<kSubN>;
   static_assert(!kGrouped || kBlockM <= 128, "grouped kinds: the A-scale box (BLOCK_M + slack) must stay <= 256");
   static_assert(!kStagedOut || kStagingBytesOf<kKind, kBlockM, kBlockN> > 0,
-                "the staged epilogue serves plain dense tiles whose width is a multiple of 64");
+                "the staged epilogue serves dense and grouped tiles whose width is a multiple of 64");
   constexpr int kStagingBytes = kStagedOut ? kStagingBytesOf<kKind, kBlockM, kBlockN> : 0;
   using Storage = SharedStorage<kBlockM, kBlockN, kNumStages, kStageScaleFloats, kStagingBytes>;
   static_assert(kKind == GemmKind::kDense || kClusterSize == 1, "only the plain dense kind runs in clusters");
@@ -743,6 +745,9 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
       bool staged = false;
       if constexpr (kStagingBytes > 0) {
         staged = !args.out_fp32 && args.num_splits == 1;
+        // Grouped: only while all of this warpgroup's rows belong to the tile's expert (the TMA box
+        // would write the next expert's rows); a straddling tile's warpgroup stores from registers.
+        if constexpr (kGrouped) staged = staged && m0 + (kWavesM - 1) * 128 + wg * 64 + 64 <= row_end_of();
       }
       if constexpr (kStagingBytes > 0) if (staged) {
         // TMA-store epilogue: the previous tile's stores must have read the staging rows of this

@@ -249,9 +249,9 @@ void launch_dense_row_scaled(const DenseGemmParams& p) {
   launch_kernel<kBlockM, kBlockN, 1, 1, GemmKind::kDenseRowScaledB>(p, nullptr);
 }
 
-template <int kBlockM, int kBlockN, GemmKind kKind>
+template <int kBlockM, int kBlockN, GemmKind kKind, bool kStagedOut = false>
 void launch_grouped(const GroupedGemmParams& p) {
-  launch_kernel<kBlockM, kBlockN, 1, 1, kKind>(p.gemm, &p);
+  launch_kernel<kBlockM, kBlockN, 1, 1, kKind, kStagedOut>(p.gemm, &p);
 }
 
 }  // namespace torch_fp8gemm::sm90
