@@ -1,0 +1,47 @@
+"""Every grouped configuration forced on the contiguous MoE shapes of the benchmark (same ragged,
+unpadded group sizes), next to the heuristic's pick: which configuration each shape should take.
+
+    python bench/grouped_config_sweep.py [--iters 20]
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from torch_fp8gemm import ops
+from torch_fp8gemm import testing as T
+from torch_fp8gemm.benchmark import KernelTimer, _m_major, _random_fp8, _random_scales, _ragged_sizes
+
+SHAPES = [(4, 8192, 4096, 7168), (4, 8192, 7168, 2048), (8, 4096, 4096, 7168), (8, 4096, 7168, 2048)]
+CONFIGS = [-1, 0, 1, 2, 3, 4]  # -1: the heuristic
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--iters", type=int, default=20)
+    args = parser.parse_args()
+    timer = KernelTimer("cuda")
+    generator = torch.Generator().manual_seed(0)
+    for groups, rows, n, k in SHAPES:
+        kb, nb = T.ceil_div(k, 128), T.ceil_div(n, 128)
+        sizes = _ragged_sizes(groups, rows, generator)
+        m = sum(sizes)
+        a = _random_fp8((m, k), "cuda")
+        sa = _m_major(_random_scales((m, kb), "cuda"))
+        b = _random_fp8((groups, n, k), "cuda")
+        sb = _random_scales((groups, nb, kb), "cuda")
+        offs = torch.tensor(sizes, dtype=torch.int32).cumsum(0, dtype=torch.int32).cuda()
+        reference = ops.grouped_moe(a, b, offs, sa, sb)
+        cells = []
+        for config in CONFIGS:
+            def run(config=config):
+                return torch.ops.fp8gemm._sm90_grouped_moe(a, b, offs, sa, sb, None, config)
+            same = torch.equal(run(), reference)
+            us = timer.median_us(run, iters=args.iters)
+            cells.append(f"{config}: {2.0 * m * n * k / us / 1e6:.0f}{'' if same else ' (differs)'}")
+        print(f"G={groups} rows={rows} N={n} K={k}: " + ", ".join(cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()
