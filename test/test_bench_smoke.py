@@ -97,6 +97,24 @@ def test_kernel_timer_cuda():
     assert timer.median_us(lambda: x @ x, iters=3) > 0
 
 
+@requires_cuda
+def test_kernel_timer_interleaved_attributes_calls():
+    # Round-robin timing must charge each call's kernels to its own callable: a callable launching
+    # nothing but a tiny copy, one running eight large matmuls, and the tiny one again.
+    timer = B.KernelTimer("cuda", flush_bytes=1 << 20)
+    small = torch.ones(8, device="cuda")
+    big = torch.randn(2048, 2048, device="cuda")
+
+    def eight_matmuls():
+        for _ in range(8):
+            big @ big
+
+    tiny, heavy, tiny_again = timer.median_us_interleaved([lambda: small.add_(1), eight_matmuls,
+                                                           lambda: small.add_(1)], iters=5)
+    assert heavy > 20 * max(tiny, tiny_again), (tiny, heavy, tiny_again)
+    assert timer.last_breakdown and sum(timer.last_breakdown.values()) < heavy / 20
+
+
 def test_kernel_categories():
     from torch_fp8gemm.benchmark import kernel_category
 

@@ -97,6 +97,27 @@ def _timed(name: str, fn: Callable[[], object], timer, iters: int, device, warm:
         return float("nan")
 
 
+def _timed_interleaved(named_fns: dict, timer, iters: int, device, warm: bool = True) -> dict:
+    """Median µs of each callable of ``named_fns`` (name -> fn), timed round-robin so that clock drift
+    over the run hits all alike (KernelTimer.median_us_interleaved). ``warm``: each is called twice
+    first (compiles outside the timing); one that cannot run here reads NaN with a logged reason."""
+    runnable = {}
+    for name, fn in named_fns.items():
+        try:
+            if warm:
+                fn()
+                fn()
+                _sync(device)
+            runnable[name] = fn
+        except _BASELINE_ERRORS as exc:
+            reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+            _log(f"      {' '.join(name) if isinstance(name, tuple) else name}: n/a ({reason})")
+    us = dict.fromkeys(named_fns, float("nan"))
+    if runnable:
+        us.update(zip(runnable, timer.median_us_interleaved(list(runnable.values()), iters)))
+    return us
+
+
 def _us(us: float) -> str:
     return "n/a" if math.isnan(us) else f"{us:.1f}"
 
@@ -160,10 +181,8 @@ def benchmark_linear_forward(iters: int, timer=None, *, small: bool = False, dev
         with torch.inference_mode():
             for tokens in token_counts:
                 x = torch.randn(tokens, k, device=device, dtype=torch.bfloat16)
-                us = {}
-                for (mode, kind), module in variants.items():
-                    us[mode, kind] = _timed(f"{kind} {mode}", lambda module=module: module(x), timer, iters, device,
-                                            warm=mode == "compiled")
+                us = _timed_interleaved({key: (lambda module=module: module(x)) for key, module in variants.items()},
+                                        timer, iters, device)
                 eager_ratios.append(us["eager", "bf16"] / us["eager", "fp8"])
                 compiled_ratios.append(us["compiled", "bf16"] / us["compiled", "fp8"])
                 rows.append([model, layer, f"{k}→{n}", str(tokens), _us(us["eager", "bf16"]), _us(us["eager", "fp8"]),

@@ -1,7 +1,9 @@
 """Verification and benchmark tables: the main job run by ``python -m torch_fp8gemm``.
 
 Timing is kernel device time from CUPTI (torch.profiler), with the L2 cache flushed before every
-call (a 512 MiB buffer is rewritten), median over ``iters`` calls after warm-up. Every kernel the
+call (a 512 MiB buffer is rewritten), median over ``iters`` calls after warm-up. The methods compared
+in one table row are timed round-robin (``KernelTimer.median_us_interleaved``), so the GPU's clock
+drift over a run does not favour whichever ran first. Every kernel the
 timed callable launches counts, so our op is charged for any layout copies it makes. Off CUDA
 (smoke runs) ``WallTimer`` stands in with the host clock. Layer-level benchmarks (FP8Linear,
 FP8MoEExperts, training steps) are in ``torch_fp8gemm.bench_layers``.
@@ -105,35 +107,50 @@ class KernelTimer:
         self.last_other: Optional[dict] = None
 
     def median_us(self, fn: Callable[[], object], iters: int = 30, warmup: int = 3) -> float:
+        return self.median_us_interleaved([fn], iters, warmup)[0]
+
+    def median_us_interleaved(self, fns: list, iters: int = 30, warmup: int = 3) -> list:
+        """Median kernel time of each callable, timed round-robin (call 1 of each, call 2 of each,
+        ...) in one profiler session. The H200's clock drifts by several percent with temperature
+        and power over a run; interleaving exposes every callable to the same drift, so ratios
+        between them do not depend on which ran first. ``last_breakdown``/``last_other`` describe
+        the first callable."""
         for _ in range(warmup):
-            fn()
+            for fn in fns:
+                fn()
         torch.cuda.synchronize()
         activities = [torch.profiler.ProfilerActivity.CUDA]
         with torch.profiler.profile(activities=activities) as prof:
             for _ in range(iters):
-                self.flush.bitwise_not_()
-                fn()
+                for fn in fns:
+                    self.flush.bitwise_not_()
+                    fn()
             torch.cuda.synchronize()
         kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
         kernels.sort(key=lambda e: e.time_range.start)
-        per_call: list[float] = []
+        per_call: list[list[float]] = [[] for _ in fns]  # per callable, µs of each of its calls
         by_category: dict = {}
         other: dict = {}
+        calls = -1  # index of the current call over all callables (a flush starts the next one)
         for event in kernels:
             if _FLUSH_MARKER in event.name:
-                per_call.append(0.0)
-            elif per_call:
-                per_call[-1] += event.time_range.elapsed_us()
-                category = kernel_category(event.name)
-                by_category[category] = by_category.get(category, 0.0) + event.time_range.elapsed_us()
-                if category == "other torch kernels":
-                    short = _short_kernel_name(event.name)
-                    other[short] = other.get(short, 0.0) + event.time_range.elapsed_us()
-        if not per_call or max(per_call) == 0.0:
-            raise RuntimeError("the profiler recorded no kernels for the timed callable")
-        self.last_breakdown = {c: us / len(per_call) for c, us in sorted(by_category.items(), key=lambda kv: -kv[1])}
-        self.last_other = {c: us / len(per_call) for c, us in sorted(other.items(), key=lambda kv: -kv[1])[:5]}
-        return statistics.median(per_call)
+                calls += 1
+                per_call[calls % len(fns)].append(0.0)
+            elif calls >= 0:
+                elapsed = event.time_range.elapsed_us()
+                per_call[calls % len(fns)][-1] += elapsed
+                if calls % len(fns) == 0:
+                    category = kernel_category(event.name)
+                    by_category[category] = by_category.get(category, 0.0) + elapsed
+                    if category == "other torch kernels":
+                        short = _short_kernel_name(event.name)
+                        other[short] = other.get(short, 0.0) + elapsed
+        if any(not times or max(times) == 0.0 for times in per_call):
+            raise RuntimeError("the profiler recorded no kernels for a timed callable")
+        first = len(per_call[0])
+        self.last_breakdown = {c: us / first for c, us in sorted(by_category.items(), key=lambda kv: -kv[1])}
+        self.last_other = {c: us / first for c, us in sorted(other.items(), key=lambda kv: -kv[1])[:5]}
+        return [statistics.median(times) for times in per_call]
 
 
 class WallTimer:
@@ -160,6 +177,9 @@ class WallTimer:
             self._sync()
             times.append((time.perf_counter() - start) * 1e6)
         return statistics.median(times)
+
+    def median_us_interleaved(self, fns: list, iters: int = 30, warmup: int = 3) -> list:
+        return [self.median_us(fn, iters, warmup) for fn in fns]
 
 
 def timer_for(device):
@@ -300,15 +320,15 @@ def benchmark_dense(shapes, iters: int) -> str:
         flops = 2.0 * m * n * k
         nbytes = m * k + n * k + 4 * (sa.numel() + sb.numel()) + 2 * m * n
 
-        ours_us = timer.median_us(lambda: ops.dense(a, b, sa, sb), iters)
         block = torch_blockwise_scaled_mm(a, sa, b, sb)
-        block_us = timer.median_us(block, iters) if block else float("nan")
         one = torch.ones((), device=device)
-        per_tensor_us = timer.median_us(
-            lambda: torch._scaled_mm(a, b.t(), one, one, out_dtype=torch.bfloat16, use_fast_accum=True), iters
-        )
         xb, wb = x.bfloat16(), w.bfloat16()
-        bf16_us = timer.median_us(lambda: torch.mm(xb, wb.t()), iters)
+        fns = [lambda: ops.dense(a, b, sa, sb),
+               lambda: torch._scaled_mm(a, b.t(), one, one, out_dtype=torch.bfloat16, use_fast_accum=True),
+               lambda: torch.mm(xb, wb.t())] + ([block] if block else [])
+        times = timer.median_us_interleaved(fns, iters)  # round-robin: every method sees the same clocks
+        ours_us, per_tensor_us, bf16_us = times[:3]
+        block_us = times[3] if block else float("nan")
 
         tflops = lambda us: flops / us / 1e6  # noqa: E731
         ratio_block = block_us / ours_us if block else float("nan")
@@ -468,8 +488,6 @@ def _moe_case(layout: str, groups: int, rows: int, n: int, k: int, *, iters: int
     # scales of experts that own rows, and every output row it writes (bf16).
     nbytes = m * k + 4 * m * kb + active * (n * k + 4 * nb * kb) + 2 * out_rows * n
 
-    ours_us = timer.median_us(ours, iters)
-
     # Floor: one fp8gemm::dense per expert (scales re-laid M-major beforehand, so no copies are timed).
     per_expert_args = [(a_g, _m_major(sa_g), b[g], sb[g]) for g, (a_g, sa_g) in enumerate(expert_rows)
                        if a_g.shape[0] > 0]
@@ -482,10 +500,14 @@ def _moe_case(layout: str, groups: int, rows: int, n: int, k: int, *, iters: int
     del per_expert_args, expert_rows
 
     # torch's rowwise FP8 grouped GEMM on the same fp8 bytes (fast accumulation, as torchao uses it).
+    # Ours and it are timed round-robin (the bar compares them: the same clock drift for both).
     a_row, b_row = _rowwise_scales(sa, sb, n)
-    rowwise_us = _time_baseline("torch._scaled_grouped_mm", lambda: torch._scaled_grouped_mm(
-        a, b.transpose(-2, -1), a_row, b_row, out_dtype=torch.bfloat16, use_fast_accum=True, **grouped_kwargs),
-        timer, iters)
+    rowwise = lambda: torch._scaled_grouped_mm(  # noqa: E731
+        a, b.transpose(-2, -1), a_row, b_row, out_dtype=torch.bfloat16, use_fast_accum=True, **grouped_kwargs)
+    if math.isnan(_time_baseline("torch._scaled_grouped_mm", rowwise, timer, 1)):
+        ours_us, rowwise_us = timer.median_us(ours, iters), float("nan")
+    else:
+        ours_us, rowwise_us = timer.median_us_interleaved([ours, rowwise], iters)
     del a_row, b_row
 
     # bf16 grouped GEMM on the dequantized operands (built chunk by chunk, freed right after).
