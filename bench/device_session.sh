@@ -14,6 +14,8 @@
 #              needs the git-ignored cubins: carry bench/standalone/out/probe); OURS_CONFIGS etc. pass through
 #   ncu        the same probe under ncu at 4096x7168x16384: reference and our heuristic's kernel, full
 #              set, details page and per-instruction stall samples (source.csv) into $OUT
+#   sanitize   compute-sanitizer memcheck + racecheck on the grouped staged-epilogue cases of
+#              bench/diag_grouped.py (SANITIZE_CASES overrides the case list)
 # Benchmark tables are appended to RESULTS.md, which is copied to $OUT.
 set -uo pipefail
 OUT="${OUT:-$PWD/gpu_logs}"
@@ -66,6 +68,9 @@ for s in "$@"; do
          ncu -i "$OUT/cmp.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu_source.csv" 2>&1
          grep -E "Duration|SM Frequency|Compute \(SM\) Throughput|Issue Slots Busy" "$OUT/ncu_details.txt"
          python3 bench/standalone/ncu_compare.py "$OUT/ncu_source.csv" --top 8 > "$OUT/ncu_compare.txt" 2>&1 ;;
+    sanitize) stage sanitize "${SANITIZE_LIMIT:-500}" bash -c 'for tool in memcheck racecheck; do
+                python3 bench/diag_grouped.py --cases "${SANITIZE_CASES:-11,12,13,14,15}" --wrap "compute-sanitizer --tool $tool"
+              done' ;;
     *) echo "unknown stage $s" ;;
   esac
 done

@@ -1,5 +1,12 @@
 """Device diagnostic for the grouped kernels: runs one case per process (CUDA errors are sticky) and
-prints PASS/FAIL/ERROR per case. Usage: python bench/diag_grouped.py [case-index]"""
+prints PASS/FAIL/ERROR per case, optionally each under compute-sanitizer.
+
+    python bench/diag_grouped.py                       every case
+    python bench/diag_grouped.py --cases 11,12 --wrap "compute-sanitizer --tool racecheck"
+    python bench/diag_grouped.py 3                     case 3 in this process
+"""
+import argparse
+import shlex
 import subprocess
 import sys
 
@@ -18,6 +25,13 @@ CASES = [
     ("masked", [55, 38], 64, 576, 512, 0),
     ("masked", [64, 64], 64, 576, 512, 0),
     ("masked", [55, 38], 128, 576, 512, 1),
+    # Staged (TMA-store) epilogue configs 3 and 4: warpgroups wholly inside an expert store through
+    # shared memory + TMA, the straddling ones from registers; an empty expert in between.
+    ("contiguous", [200, 100, 0, 77], 0, 576, 512, 3),
+    ("contiguous", [200, 100, 0, 77], 0, 576, 512, 4),
+    ("contiguous", [128, 64, 129], 0, 264, 640, 3),
+    ("masked", [200, 0, 128], 256, 576, 512, 3),
+    ("masked", [200, 0, 128], 256, 576, 512, 4),
 ]
 
 
@@ -46,12 +60,25 @@ def run_case(i):
     print(f"case {i} {CASES[i]}: {'PASS' if err < 2.5e-3 else 'FAIL'} rel err {err:.3e}", flush=True)
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("case", nargs="?", type=int, help="run this case in this process")
+    parser.add_argument("--cases", default="", help="comma-separated case indices (default: all)")
+    parser.add_argument("--wrap", default="", help="command prefix for each case, e.g. compute-sanitizer")
+    args = parser.parse_args()
+    if args.case is not None:
+        run_case(args.case)
+        return
+    indices = [int(c) for c in args.cases.split(",") if c.strip()] or range(len(CASES))
+    for i in indices:
+        cmd = shlex.split(args.wrap) + [sys.executable, __file__, str(i)]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        line = [l for l in r.stdout.splitlines() if l.startswith("case")]
+        summary = [l.strip() for l in (r.stdout + r.stderr).splitlines() if "ERROR SUMMARY" in l]
+        print((line[0] if line else f"case {i} {CASES[i]}: ERROR rc={r.returncode} "
+               + (r.stderr.strip().splitlines() or ["?"])[-1][:200]) + (f"  [{summary[-1]}]" if summary else ""),
+              flush=True)
+
+
 if __name__ == "__main__":
-    if len(sys.argv) > 1:
-        run_case(int(sys.argv[1]))
-    else:
-        for i in range(len(CASES)):
-            r = subprocess.run([sys.executable, __file__, str(i)], capture_output=True, text=True, timeout=120)
-            line = [l for l in r.stdout.splitlines() if l.startswith("case")]
-            print(line[0] if line else f"case {i} {CASES[i]}: ERROR rc={r.returncode} "
-                  + (r.stderr.strip().splitlines() or ["?"])[-1][:200], flush=True)
+    main()
