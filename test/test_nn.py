@@ -298,6 +298,29 @@ def test_compiled_activation_quantization_fuses_into_norm():
     assert T.relative_error(out, eager) <= 0.03
 
 
+@pytest.mark.parametrize("op", ["dense", "grouped_moe", "grouped_moe_masked"])
+def test_gemm_ops_take_operands_in_the_layout_inductor_produced(op):
+    # Without flexible_layout Inductor forces the traced strides on custom-op inputs and, on the GPU,
+    # re-materialized the quantized activations' [M, K] view in a second kernel that read x again.
+    assert torch.Tag.flexible_layout in getattr(torch.ops.fp8gemm, op).default.tags
+
+
+@requires_cuda
+@pytest.mark.parametrize("k", [512, 1024])
+def test_compiled_forward_quantizes_in_one_kernel(k):
+    """A compiled FP8Linear fed from a graph input: the activation quantization is one generated kernel
+    (one read of x), then the GEMM. It was two (the fp8 cast split off, reading x again) until the
+    recipe cast before flattening and the GEMM ops took flexible layouts."""
+    layer = FP8Linear.from_linear(nn.Linear(k, 256, bias=False, device="cuda", dtype=torch.bfloat16), inference=True)
+    x = torch.randn(64, k, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        out, code = run_and_get_code(torch.compile(layer, fullgraph=True, dynamic=False), x)
+        eager = layer(x)
+    kernels = set(re.findall(r"def (triton_\w+)\(", "\n".join(code)))
+    assert len(kernels) == 1, f"expected one quantization kernel, got {sorted(kernels)}"
+    assert T.relative_error(out, eager) <= 0.03
+
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "convert_transformers_model.py"
 
 
