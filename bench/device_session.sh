@@ -16,6 +16,8 @@
 #              set, details page and per-instruction stall samples (source.csv) into $OUT
 #   tune       the standalone harness without the watchdog, experiment configs included, every config
 #              (and split-K) timed on the 19 dense shapes: bench/standalone/build_and_run.sh --no-check --tune
+#              (TUNE_FLAGS: extra nvcc flags, e.g. -DTORCH_FP8GEMM_MULTICAST_LEADER on that branch;
+#              TUNE_ARGS: harness arguments, e.g. --tune to run the correctness sweep first)
 #   sanitize   compute-sanitizer memcheck + racecheck on the grouped staged-epilogue cases of
 #              bench/diag_grouped.py (SANITIZE_CASES overrides the case list)
 # Benchmark tables are appended to RESULTS.md, which is copied to $OUT.
@@ -70,8 +72,8 @@ for s in "$@"; do
          ncu -i "$OUT/cmp.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu_source.csv" 2>&1
          grep -E "Duration|SM Frequency|Compute \(SM\) Throughput|Issue Slots Busy" "$OUT/ncu_details.txt"
          python3 bench/standalone/ncu_compare.py "$OUT/ncu_source.csv" --top 8 > "$OUT/ncu_compare.txt" 2>&1 ;;
-    tune) WATCHDOG_FLAG= EXTRA_FLAGS=-DTORCH_FP8GEMM_EXPERIMENT_CONFIGS \
-            stage tune "${TUNE_LIMIT:-400}" bash bench/standalone/build_and_run.sh --no-check --tune ;;
+    tune) WATCHDOG_FLAG= EXTRA_FLAGS="-DTORCH_FP8GEMM_EXPERIMENT_CONFIGS ${TUNE_FLAGS:-}" \
+            stage tune "${TUNE_LIMIT:-400}" bash bench/standalone/build_and_run.sh ${TUNE_ARGS:---no-check --tune} ;;
     sanitize) stage sanitize "${SANITIZE_LIMIT:-500}" bash -c 'for tool in memcheck racecheck; do
                 python3 bench/diag_grouped.py --cases "${SANITIZE_CASES:-11,12,13,14,15}" --wrap "compute-sanitizer --tool $tool"
               done' ;;
