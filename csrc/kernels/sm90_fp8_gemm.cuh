@@ -375,9 +375,9 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
   constexpr int kClusterSize = kClusterM * kClusterN;
   constexpr bool kMulticastA = kClusterN == 2;  // the pair shares the m-block: A is multicast
   constexpr bool kMulticastB = kClusterM == 2;  // the pair shares the n-block: B is multicast
-  // Rows of the shared operand that each CTA of the pair loads (and multicasts to both).
-  constexpr int kRowsA = kMulticastA ? kBlockM / 2 : kBlockM;
-  constexpr int kRowsB = kMulticastB ? kBlockN / 2 : kBlockN;
+  // Rows of the shared operand that a loading CTA of the pair loads (and multicasts to both).
+  constexpr int kRowsA = kMulticastA ? kBlockM / kMulticastSlices : kBlockM;
+  constexpr int kRowsB = kMulticastB ? kBlockN / kMulticastSlices : kBlockN;
   static_assert(kRowsA % 8 == 0 && kRowsB % 8 == 0, "multicast halves must stay 1024-B aligned");
   // Bytes that land in this CTA's stage per K block (own loads + the peer's multicast half).
   constexpr bool kGrouped = is_grouped(kKind);
@@ -480,14 +480,18 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
           ptx::mbarrier_arrive_expect_tx(&ss.full[stage], kStageBytes);
           const int k0 = kb * kBlockK;
           if constexpr (kMulticastA) {
-            const int r0 = static_cast<int>(cta_rank) * kRowsA;
-            ptx::tma_load_2d_multicast(ss.a[stage] + r0 * kBlockK, &tmap_a, &ss.full[stage], k0, m0 + r0, 0b11);
+            if (kMulticastSlices == 2 || cta_rank == 0) {
+              const int r0 = static_cast<int>(cta_rank) * kRowsA;  // 0 with a single slice
+              ptx::tma_load_2d_multicast(ss.a[stage] + r0 * kBlockK, &tmap_a, &ss.full[stage], k0, m0 + r0, 0b11);
+            }
           } else {
             ptx::tma_load_2d(ss.a[stage], &tmap_a, &ss.full[stage], k0, m0);
           }
           if constexpr (kMulticastB) {
-            const int r0 = static_cast<int>(cta_rank) * kRowsB;
-            ptx::tma_load_2d_multicast(ss.b[stage] + r0 * kBlockK, &tmap_b, &ss.full[stage], k0, n0 + r0, 0b11);
+            if (kMulticastSlices == 2 || cta_rank == 0) {
+              const int r0 = static_cast<int>(cta_rank) * kRowsB;
+              ptx::tma_load_2d_multicast(ss.b[stage] + r0 * kBlockK, &tmap_b, &ss.full[stage], k0, n0 + r0, 0b11);
+            }
           } else {
             ptx::tma_load_2d(ss.b[stage], &tmap_b, &ss.full[stage], k0, n0);
           }
