@@ -194,3 +194,13 @@ def test_expert_block_layout_emulates_the_k_grouped_wgrad():
     assert bool((dest[~inside] == total - 128).all())
     assert torch.count_nonzero(dy_pad[int(bounds[-1]) * 128:]) == 0
     assert torch.count_nonzero(x_pad[int(bounds[-1]) * 128:]) == 0
+    # The gather map that the quantizer takes on the GPU path builds the same layout, and quantizing
+    # through it gives the bytes of quantizing the materialized layout.
+    from torch_fp8gemm.ops import _expert_block_rows
+
+    rows = _expert_block_rows(dest, total)
+    assert torch.equal(torch.where((rows >= 0).unsqueeze(1), x[rows.clamp(min=0)], 0.0), x_pad)
+    for t, t_pad in ((dy, dy_pad), (x, x_pad)):
+        q, s = torch.ops.fp8gemm._quantize_1x128_transposed_rows(t, rows)
+        rq, rs = torch.ops.fp8gemm.quantize_1x128_transposed(t_pad)
+        assert torch.equal(q.view(torch.uint8), rq.view(torch.uint8)) and torch.equal(s, rs)

@@ -103,3 +103,64 @@ def test_compile_fullgraph_dynamic(backend):
     for m in (130, 257):
         x = torch.randn(m, 48)
         assert torch.equal(compiled(x), fn(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# fp8gemm::_quantize_1x128_transposed_rows: the same of x's rows gathered by an index (the MoE weight
+# gradient's expert-block layout), zeros where the index is negative or past x's rows.
+
+
+def _gathered_by_hand(x, rows):
+    out = torch.zeros(rows.shape[0], x.shape[1], dtype=x.dtype, device=x.device)
+    for j, r in enumerate(rows.tolist()):
+        if 0 <= r < x.shape[0]:
+            out[j] = x[r]
+    return out
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("m,k,num_rows", [(300, 260, 384), (300, 128, 129), (5, 16, 1), (7, 144, 0), (0, 128, 130)])
+def test_gathered_rows_match_the_gathered_matrix(device, dtype, m, k, num_rows):
+    torch.manual_seed(m + k + num_rows)
+    x = (torch.randn(m, k) * torch.logspace(-3, 3, k)).to(dtype).to(device)
+    # valid rows in any order and repeated, plus rows that must read as zeros: -1, m, a large index
+    rows = torch.randint(-1, m + 2, (num_rows,))
+    if num_rows > 3:
+        rows[:3] = torch.tensor([-5, m, 10**9])
+    rows = rows.to(device)
+    _assert_same(torch.ops.fp8gemm._quantize_1x128_transposed_rows(x, rows),
+                 fg.quantize_1x128_transposed(_gathered_by_hand(x, rows)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gathered_rows_ignore_what_they_drop(device):
+    x = torch.randn(200, 256, device=device)
+    x[7] = float("inf")
+    x[9, 3] = float("nan")
+    rows = torch.tensor([0, 8, -1, 199, 200, 5] * 30, device=device)  # rows 7 and 9 never selected
+    q, s = torch.ops.fp8gemm._quantize_1x128_transposed_rows(x, rows)
+    assert torch.isfinite(s).all() and torch.isfinite(q.float()).all()
+    _assert_same((q, s), fg.quantize_1x128_transposed(_gathered_by_hand(x, rows)))
+
+
+@pytest.mark.parametrize(
+    "x,rows,fragment",
+    [
+        (torch.zeros(4, 128), torch.zeros(4, dtype=torch.int32), "`rows` to be a 1-D int64 tensor of source rows, got Int"),
+        (torch.zeros(4, 128), torch.zeros(2, 2, dtype=torch.int64), "`rows` to be a 1-D int64 tensor"),
+        (torch.zeros(2, 3, 128), torch.zeros(4, dtype=torch.int64), "`x` to have 2 dims ([M, K]), got 3"),
+        (torch.zeros(4, 128, dtype=torch.int32), torch.zeros(4, dtype=torch.int64), "`x` to be bfloat16/float16/float32"),
+    ],
+)
+def test_gathered_rows_reject(x, rows, fragment):
+    with pytest.raises(ValueError, match=r"^fp8gemm::_quantize_1x128_transposed_rows: expected .*" + _re(fragment)):
+        torch.ops.fp8gemm._quantize_1x128_transposed_rows(x, rows)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gathered_rows_opcheck(device):
+    x = torch.randn(70, 384, device=device)
+    for rows in (torch.tensor([3, -1, 69, 70, 0] * 40), torch.arange(0), torch.arange(70).flip(0)):
+        torch.library.opcheck(torch.ops.fp8gemm._quantize_1x128_transposed_rows.default, (x, rows.to(device)),
+                              test_utils=FP8_UTILS)

@@ -241,6 +241,19 @@ def _quantize_1x128_transposed_fake(x):
     return x.new_empty((k, m), dtype=_FP8), scale
 
 
+@torch.library.register_fake("fp8gemm::_quantize_1x128_transposed_rows")
+def _quantize_1x128_transposed_rows_fake(x, rows):
+    torch._check_value(
+        x.dim() == 2,
+        lambda: f"fp8gemm::_quantize_1x128_transposed_rows: expected `x` to have 2 dims ([M, K]), got {x.dim()}",
+    )
+    torch._check_value(
+        rows.dim() == 1 and rows.dtype == torch.int64,
+        lambda: "fp8gemm::_quantize_1x128_transposed_rows: expected `rows` to be a 1-D int64 tensor",
+    )
+    return _quantize_1x128_transposed_fake(x.new_empty((rows.shape[0], x.shape[1])))
+
+
 @torch.library.register_fake("fp8gemm::quantize_128x128")
 def _quantize_128x128_fake(w):
     n, k = w.shape[-2], w.shape[-1]
@@ -446,10 +459,26 @@ def _to_expert_blocks(t: torch.Tensor, dest: torch.Tensor, total: int) -> torch.
     return out
 
 
+def _expert_block_rows(dest: torch.Tensor, total: int) -> torch.Tensor:
+    """The inverse of `dest` as a gather map: rows [total] int64 with rows[dest[i]] = i, and -1 (a zero
+    row) everywhere else, the spare block included (rows past the last expert all point into it)."""
+    rows = torch.full((total,), -1, dtype=torch.int64, device=dest.device)
+    rows.scatter_(0, dest, torch.arange(dest.shape[0], device=dest.device))
+    rows[total - 128:] = -1
+    return rows
+
+
 def _k_grouped_wgrad(grad, x, group_offsets, num_groups, dtype):
     dest, _, bounds, total = _expert_block_layout(group_offsets, grad.shape[0], num_groups)
-    dyt, dyt_scale = quantize_1x128_transposed(_to_expert_blocks(grad, dest, total))
-    xt, xt_scale = quantize_1x128_transposed(_to_expert_blocks(x, dest, total))
+    if hasattr(torch.ops.fp8gemm, "_quantize_1x128_transposed_rows"):
+        # Gather into the expert-block layout inside the quantizer: no zero fill, no index_copy pass
+        # (index_copy ran at ~0.65 TB/s on the H200, ~3.5 ms of a 16384-token MoE backward).
+        rows = _expert_block_rows(dest, total)
+        dyt, dyt_scale = torch.ops.fp8gemm._quantize_1x128_transposed_rows(grad, rows)
+        xt, xt_scale = torch.ops.fp8gemm._quantize_1x128_transposed_rows(x, rows)
+    else:
+        dyt, dyt_scale = quantize_1x128_transposed(_to_expert_blocks(grad, dest, total))
+        xt, xt_scale = quantize_1x128_transposed(_to_expert_blocks(x, dest, total))
     return torch.ops.fp8gemm._k_grouped_wgrad(dyt, dyt_scale, xt, xt_scale, bounds.to(torch.int32).contiguous(),
                                               num_groups, dtype)
 

@@ -317,6 +317,9 @@ __global__ void __maxnreg__(kRowsMaxRegs<In>) quantize_1x128_rows_kernel(
 // warps meet once through a 4 x 64 word shared array and one __syncthreads. Threads 0..63 then
 // store the block's 64 scales as one contiguous 256-byte run (x^T's M-major scales are indexed by
 // column).
+// Gathered rows (MoE weight gradients: each expert's tokens laid out in whole 128-row blocks): row r
+// of the quantized matrix is x[rows[r]], zeros where that index is negative or past x's rows, so the
+// expert-block layout never exists as a separate tensor.
 constexpr int kColsThreads = 128;
 constexpr int kColsWarps = kColsThreads / 32;
 constexpr int kColsTileCols = 64;
@@ -342,11 +345,13 @@ constexpr int kColsMaxRegs = kIs16Bit<In> ? 64 : 96;
 
 template <class In, bool kVectorLoad, bool kVectorStore>
 __global__ void __maxnreg__(kColsMaxRegs<In>) quantize_1x128_cols_kernel(
-    const typename In::Raw* __restrict__ x,  // [m, k], row stride ldx elements
+    const typename In::Raw* __restrict__ x,  // [x_rows, k], row stride ldx elements
     int m, int k, int64_t ldx,
     uint8_t* __restrict__ out,               // [k, m] contiguous
     float* __restrict__ scale,               // M-major for out: [ceil(m/128), scale_ld]
-    int scale_ld, FastDiv col_tiles) {
+    int scale_ld, FastDiv col_tiles,
+    const int64_t* __restrict__ rows,        // [m] source rows, or nullptr: row r is x's row r
+    int64_t x_rows) {
   constexpr int kV = kVecElems<In>;
   constexpr int kChunksPerRow = kColsSub / kV;  // 1 or 2
   __shared__ uint32_t warp_amax[kColsWarps][kColsTileCols];
@@ -360,8 +365,10 @@ __global__ void __maxnreg__(kColsMaxRegs<In>) quantize_1x128_cols_kernel(
   Chunk v[kColsSub][kChunksPerRow];  // [row][chunk]: register column i is element i % kV of chunk i / kV
 #pragma unroll
   for (int r = 0; r < kColsSub; ++r) {
-    const bool live = r0 + r < m;
-    const typename In::Raw* row_ptr = x + (live ? (r0 + r) * ldx : 0);  // int * int64: 64-bit offset
+    int64_t src = r0 + r;
+    if (rows != nullptr && r0 + r < m) src = __ldg(rows + r0 + r);
+    const bool live = r0 + r < m && src >= 0 && src < x_rows;
+    const typename In::Raw* row_ptr = x + (live ? src * ldx : 0);
 #pragma unroll
     for (int h = 0; h < kChunksPerRow; ++h) {
       v[r][h] = load_chunk<In, kVectorLoad>(row_ptr, c0 + cols_tile_col<In>(lane_col, h * kV), k, live);
@@ -685,8 +692,12 @@ void fp8_quantize_1x128(const Quantize1x128Params& p) {
 void fp8_quantize_1x128_transposed(const Quantize1x128Params& p) {
   constexpr const char* fn = "fp8_quantize_1x128_transposed";
   check_1x128_params(fn, p, p.k);
+  if (p.rows != nullptr && (p.x_rows < 0 || p.x_rows > kMaxDim)) {
+    fail(fn, "expected 0 <= x_rows <= " + std::to_string(kMaxDim) + ", got " + std::to_string(p.x_rows));
+  }
   if (p.m == 0 || p.scale_ld == 0) return;  // nothing to write
-  if (p.x == nullptr || p.out == nullptr || p.scale == nullptr) fail(fn, "null pointer argument");
+  if (p.out == nullptr || p.scale == nullptr) fail(fn, "null pointer argument");
+  if (p.x == nullptr && (p.rows == nullptr || p.x_rows > 0)) fail(fn, "null pointer argument");
 
   // Column tiles cover scale_ld (>= k) so that the padding columns' scales are zeroed too.
   const int64_t col_tiles = ceil_div64(p.scale_ld, kColsTileCols);
@@ -695,7 +706,8 @@ void fp8_quantize_1x128_transposed(const Quantize1x128Params& p) {
   dispatch_input(fn, p.type, [&](auto input) {
     using In = decltype(input);
     using Raw = typename In::Raw;
-    const bool vector_load = rows_vectorizable(p.x, p.m, p.k, p.ldx, sizeof(Raw));
+    const int64_t x_rows = p.rows != nullptr ? p.x_rows : p.m;
+    const bool vector_load = rows_vectorizable(p.x, x_rows, p.k, p.ldx, sizeof(Raw));
     // 8-byte stores of 8 consecutive rows: every output row must start 8-byte aligned.
     const bool vector_store = p.m % 8 == 0 && aligned(p.out, 8);
     auto kernel = vector_load ? (vector_store ? quantize_1x128_cols_kernel<In, true, true>
@@ -705,7 +717,7 @@ void fp8_quantize_1x128_transposed(const Quantize1x128Params& p) {
     kernel<<<blocks, kColsThreads, 0, p.stream>>>(static_cast<const Raw*>(p.x), static_cast<int>(p.m),
                                                   static_cast<int>(p.k), p.ldx, static_cast<uint8_t*>(p.out),
                                                   p.scale, static_cast<int>(p.scale_ld),
-                                                  make_fast_div(col_tiles));
+                                                  make_fast_div(col_tiles), p.rows, x_rows);
   });
   check_launch(fn);
 }

@@ -37,6 +37,10 @@ struct Quantize1x128Params {
                           // transposed: [ceil(m/128), scale_ld] with scale_ld >= k (see above)
   int64_t scale_ld;
   cudaStream_t stream;
+  // Transposed only, optional: quantize the rows gathered by `rows` [m] (on the device) instead of
+  // x's own: row j is x[rows[j]], or zeros where rows[j] < 0 or >= x_rows (x then has x_rows rows).
+  const int64_t* rows = nullptr;
+  int64_t x_rows = 0;
 };
 
 // 1x128 groups along k of every row of x: out[r, c] and scale[c / 128 * scale_ld + r].
@@ -44,7 +48,7 @@ void fp8_quantize_1x128(const Quantize1x128Params& p);
 
 // 1x128 groups along m of every column of x, i.e. the rows of x^T: out = fp8 x^T [k, m] with
 // out[c, r] and scale[r / 128 * scale_ld + c] (x^T's own M-major layout; scale_ld = round_up(k, 4)
-// reproduces quantize_1x128(x.t().contiguous())).
+// reproduces quantize_1x128(x.t().contiguous())). With `rows`, the same of the gathered matrix.
 void fp8_quantize_1x128_transposed(const Quantize1x128Params& p);
 
 struct Quantize128x128Params {

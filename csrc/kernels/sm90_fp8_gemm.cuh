@@ -375,9 +375,9 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
   constexpr int kClusterSize = kClusterM * kClusterN;
   constexpr bool kMulticastA = kClusterN == 2;  // the pair shares the m-block: A is multicast
   constexpr bool kMulticastB = kClusterM == 2;  // the pair shares the n-block: B is multicast
-  // Rows of the shared operand that each CTA of the pair loads (and multicasts to both).
-  constexpr int kRowsA = kMulticastA ? kBlockM / 2 : kBlockM;
-  constexpr int kRowsB = kMulticastB ? kBlockN / 2 : kBlockN;
+  // Rows of the shared operand that a loading CTA of the pair loads (and multicasts to both).
+  constexpr int kRowsA = kMulticastA ? kBlockM / kMulticastSlices : kBlockM;
+  constexpr int kRowsB = kMulticastB ? kBlockN / kMulticastSlices : kBlockN;
   static_assert(kRowsA % 8 == 0 && kRowsB % 8 == 0, "multicast halves must stay 1024-B aligned");
   // Bytes that land in this CTA's stage per K block (own loads + the peer's multicast half).
   constexpr bool kGrouped = is_grouped(kKind);
@@ -480,14 +480,18 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
           ptx::mbarrier_arrive_expect_tx(&ss.full[stage], kStageBytes);
           const int k0 = kb * kBlockK;
           if constexpr (kMulticastA) {
-            const int r0 = static_cast<int>(cta_rank) * kRowsA;
-            ptx::tma_load_2d_multicast(ss.a[stage] + r0 * kBlockK, &tmap_a, &ss.full[stage], k0, m0 + r0, 0b11);
+            if (kMulticastSlices == 2 || cta_rank == 0) {
+              const int r0 = static_cast<int>(cta_rank) * kRowsA;  // 0 with a single slice
+              ptx::tma_load_2d_multicast(ss.a[stage] + r0 * kBlockK, &tmap_a, &ss.full[stage], k0, m0 + r0, 0b11);
+            }
           } else {
             ptx::tma_load_2d(ss.a[stage], &tmap_a, &ss.full[stage], k0, m0);
           }
           if constexpr (kMulticastB) {
-            const int r0 = static_cast<int>(cta_rank) * kRowsB;
-            ptx::tma_load_2d_multicast(ss.b[stage] + r0 * kBlockK, &tmap_b, &ss.full[stage], k0, n0 + r0, 0b11);
+            if (kMulticastSlices == 2 || cta_rank == 0) {
+              const int r0 = static_cast<int>(cta_rank) * kRowsB;
+              ptx::tma_load_2d_multicast(ss.b[stage] + r0 * kBlockK, &tmap_b, &ss.full[stage], k0, n0 + r0, 0b11);
+            }
           } else {
             ptx::tma_load_2d(ss.b[stage], &tmap_b, &ss.full[stage], k0, n0);
           }
@@ -621,120 +625,133 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
       const int num_former = (nb1 > nb0) ? static_cast<int>((128 - n0 % 128) / 8) : kBlockN / 8;
       const float* sfb0 = b_scales_of(tile) + nb0 * num_k_blocks;
       const float* sfb1 = b_scales_of(tile) + nb1 * num_k_blocks;
-      auto next_b_scales = [&](int kb, float& sb0, float& sb1) {
-        if (sfb_in_smem) {
-          sb0 = ss.sfb[buf][wg][0][kb];
-          sb1 = kSingleScaleRow ? sb0 : ss.sfb[buf][wg][1][kb];
-        } else {
-          sb0 = __ldg(sfb0 + kb);
-          sb1 = kSingleScaleRow ? sb0 : __ldg(sfb1 + kb);
-        }
-      };
 
 #pragma unroll
       for (int i = 0; i < kNumWaves * Mma::kNumAccum; ++i) acc[i] = 0.f;
 
-      // An empty K range (a K-grouped GEMM's group without rows) leaves the accumulators at zero.
-      if (kb_begin < kb_end) {
-        if constexpr (kPipelined) {
-          // The fragment in flight across the loop back-edge is always tmp0 and no issue is
-          // conditional inside the loop, so no copies of in-flight accumulator registers are needed
-          // (ptxas would otherwise serialize the wgmmas, warning C7514).
-          float sa0, sa1, nsa0, nsa1, sb0, sb1;
-          int cur_stage, nxt_stage;
-          auto wait_and_issue = [&](float* t, float& a0, float& a1, int& s_out) {
-            ptx::mbarrier_wait_parity(&ss.full[stage], phase);
-            a0 = ss.sfa[stage][sfa_shift + sfa_row], a1 = ss.sfa[stage][sfa_shift + sfa_row + 8];
-            issue_k_block<Mma>(a_desc(stage), b_desc(stage), t);
-            s_out = stage;
-            advance();
-          };
-          auto retire = [&](int kb, float* t, int s, float a0, float a1) {
-#pragma unroll
-            for (int i = 0; i < Mma::kNumAccum; ++i) ptx::fence_operand(t[i]);
-            if constexpr (kRowScaledB) {  // the B scales live in the stage: promote, then release it
-              promote_row_scaled<kBlockN>(acc, t, a0, a1, ss.sfa[s] + kBlockM);
-              release(s);
-            } else {
-              release(s);
-              next_b_scales(kb, sb0, sb1);
-              promote<kBlockN, kSingleScaleRow>(acc, t, a0, a1, sb0, sb1, num_former);
-            }
-          };
-          wait_and_issue(tmp0, sa0, sa1, cur_stage);  // block kb_begin -> tmp0
-          int kb = kb_begin;
-          for (; kb + 2 < kb_end; kb += 2) {
-            wait_and_issue(tmp1, nsa0, nsa1, nxt_stage);  // block kb + 1 -> tmp1
-            ptx::wgmma_wait_group<1>();
-            retire(kb, tmp0, cur_stage, sa0, sa1);
-            wait_and_issue(tmp0, sa0, sa1, cur_stage);  // block kb + 2 -> tmp0
-            ptx::wgmma_wait_group<1>();
-            retire(kb + 1, tmp1, nxt_stage, nsa0, nsa1);
-          }
-          if (kb + 1 < kb_end) {
-            wait_and_issue(tmp1, nsa0, nsa1, nxt_stage);
-            ptx::wgmma_wait_group<1>();
-            retire(kb, tmp0, cur_stage, sa0, sa1);
-            ptx::wgmma_wait_group<0>();
-            retire(kb + 1, tmp1, nxt_stage, nsa0, nsa1);
+      // The main loop is instantiated for both sources of the B scales and the source is chosen once
+      // per tile: with a run-time choice inside the loop, ptxas computed both address paths under
+      // predicates in every K block, on the path from a block's last promotion to the next issue.
+      auto main_loop = [&](auto sfb_source) {
+        constexpr bool kSfbInSmem = decltype(sfb_source)::value;
+        auto next_b_scales = [&](int kb, float& sb0, float& sb1) {
+          if constexpr (kSfbInSmem) {
+            sb0 = ss.sfb[buf][wg][0][kb];
+            sb1 = kSingleScaleRow ? sb0 : ss.sfb[buf][wg][1][kb];
           } else {
-            ptx::wgmma_wait_group<0>();
-            retire(kb, tmp0, cur_stage, sa0, sa1);
+            sb0 = __ldg(sfb0 + kb);
+            sb1 = kSingleScaleRow ? sb0 : __ldg(sfb1 + kb);
           }
-        } else {
-          // One temporary fragment: each wave's wgmmas are waited for and promoted before the next
-          // wave is issued; the other math warpgroup's wgmmas keep the tensor cores busy meanwhile.
-          // Keep the path from one wave's wait to the next wave's issue short: that is the time in
-          // which the other warpgroup alone must keep the tensor cores busy (ncu: the wgmma issue
-          // waiting on descriptor arithmetic cost ~15% against a reference kernel).
-          // A wave whose rows all lie past the end is skipped (its stores are too); the first one
-          // never is (wg_active). Issue and wait of a wave sit in one branch: in-flight accumulators
-          // across a control-flow merge make ptxas serialize the wgmmas (C7514).
-          bool wave_active[kWavesM];
+        };
+        // An empty K range (a K-grouped GEMM's group without rows) leaves the accumulators at zero.
+        if (kb_begin < kb_end) {
+          if constexpr (kPipelined) {
+            // The fragment in flight across the loop back-edge is always tmp0 and no issue is
+            // conditional inside the loop, so no copies of in-flight accumulator registers are needed
+            // (ptxas would otherwise serialize the wgmmas, warning C7514).
+            float sa0, sa1, nsa0, nsa1, sb0, sb1;
+            int cur_stage, nxt_stage;
+            auto wait_and_issue = [&](float* t, float& a0, float& a1, int& s_out) {
+              ptx::mbarrier_wait_parity(&ss.full[stage], phase);
+              a0 = ss.sfa[stage][sfa_shift + sfa_row], a1 = ss.sfa[stage][sfa_shift + sfa_row + 8];
+              issue_k_block<Mma>(a_desc(stage), b_desc(stage), t);
+              s_out = stage;
+              advance();
+            };
+            auto retire = [&](int kb, float* t, int s, float a0, float a1) {
 #pragma unroll
-          for (int wm = 0; wm < kWavesM; ++wm) wave_active[wm] = wm == 0 || m0 + wm * 128 + wg * 64 < row_end_of();
-          for (int kb = kb_begin; kb < kb_end; ++kb) {
-            float sb0, sb1;
-            next_b_scales(kb, sb0, sb1);
-            const uint32_t stage_a_desc = a_desc(stage), stage_b_desc = b_desc(stage);
-            ptx::mbarrier_wait_parity(&ss.full[stage], phase);
-            float sa[kWavesM][2];
+              for (int i = 0; i < Mma::kNumAccum; ++i) ptx::fence_operand(t[i]);
+              if constexpr (kRowScaledB) {  // the B scales live in the stage: promote, then release it
+                promote_row_scaled<kBlockN>(acc, t, a0, a1, ss.sfa[s] + kBlockM);
+                release(s);
+              } else {
+                release(s);
+                next_b_scales(kb, sb0, sb1);
+                promote<kBlockN, kSingleScaleRow>(acc, t, a0, a1, sb0, sb1, num_former);
+              }
+            };
+            wait_and_issue(tmp0, sa0, sa1, cur_stage);  // block kb_begin -> tmp0
+            int kb = kb_begin;
+            for (; kb + 2 < kb_end; kb += 2) {
+              wait_and_issue(tmp1, nsa0, nsa1, nxt_stage);  // block kb + 1 -> tmp1
+              ptx::wgmma_wait_group<1>();
+              retire(kb, tmp0, cur_stage, sa0, sa1);
+              wait_and_issue(tmp0, sa0, sa1, cur_stage);  // block kb + 2 -> tmp0
+              ptx::wgmma_wait_group<1>();
+              retire(kb + 1, tmp1, nxt_stage, nsa0, nsa1);
+            }
+            if (kb + 1 < kb_end) {
+              wait_and_issue(tmp1, nsa0, nsa1, nxt_stage);
+              ptx::wgmma_wait_group<1>();
+              retire(kb, tmp0, cur_stage, sa0, sa1);
+              ptx::wgmma_wait_group<0>();
+              retire(kb + 1, tmp1, nxt_stage, nsa0, nsa1);
+            } else {
+              ptx::wgmma_wait_group<0>();
+              retire(kb, tmp0, cur_stage, sa0, sa1);
+            }
+          } else {
+            // One temporary fragment: each wave's wgmmas are waited for and promoted before the next
+            // wave is issued; the other math warpgroup's wgmmas keep the tensor cores busy meanwhile.
+            // Keep the path from one wave's wait to the next wave's issue short: that is the time in
+            // which the other warpgroup alone must keep the tensor cores busy (ncu: the wgmma issue
+            // waiting on descriptor arithmetic cost ~15% against a reference kernel).
+            // A wave whose rows all lie past the end is skipped (its stores are too); the first one
+            // never is (wg_active). Issue and wait of a wave sit in one branch: in-flight accumulators
+            // across a control-flow merge make ptxas serialize the wgmmas (C7514).
+            bool wave_active[kWavesM];
 #pragma unroll
-            for (int wm = 0; wm < kWavesM; ++wm) {
+            for (int wm = 0; wm < kWavesM; ++wm) wave_active[wm] = wm == 0 || m0 + wm * 128 + wg * 64 < row_end_of();
+            for (int kb = kb_begin; kb < kb_end; ++kb) {
+              float sb0, sb1;
+              next_b_scales(kb, sb0, sb1);
+              const uint32_t stage_a_desc = a_desc(stage), stage_b_desc = b_desc(stage);
+              ptx::mbarrier_wait_parity(&ss.full[stage], phase);
+              float sa[kWavesM][2];
 #pragma unroll
-              for (int wn = 0; wn < kWavesN; ++wn) {
-                const bool last_wave = wm == kWavesM - 1 && wn == kWavesN - 1;
-                float* wave_acc = acc + (wm * kWavesN + wn) * Mma::kNumAccum;
-                if (wave_active[wm]) {
-                  issue_k_block<Mma>(stage_a_desc + wm * 128 * kBlockK / 16, stage_b_desc + wn * kSubN * kBlockK / 16, tmp0);
-                  if (wm == 0 && wn == 0) {
-                    // The A scales of every wave, read while the first wave runs and before the
-                    // stage can be released.
+              for (int wm = 0; wm < kWavesM; ++wm) {
 #pragma unroll
-                    for (int w = 0; w < kWavesM; ++w) {
-                      sa[w][0] = ss.sfa[stage][sfa_shift + sfa_row + w * 128];
-                      sa[w][1] = ss.sfa[stage][sfa_shift + sfa_row + w * 128 + 8];
+                for (int wn = 0; wn < kWavesN; ++wn) {
+                  const bool last_wave = wm == kWavesM - 1 && wn == kWavesN - 1;
+                  float* wave_acc = acc + (wm * kWavesN + wn) * Mma::kNumAccum;
+                  if (wave_active[wm]) {
+                    issue_k_block<Mma>(stage_a_desc + wm * 128 * kBlockK / 16, stage_b_desc + wn * kSubN * kBlockK / 16, tmp0);
+                    if (wm == 0 && wn == 0) {
+                      // The A scales of every wave, read while the first wave runs and before the
+                      // stage can be released.
+#pragma unroll
+                      for (int w = 0; w < kWavesM; ++w) {
+                        sa[w][0] = ss.sfa[stage][sfa_shift + sfa_row + w * 128];
+                        sa[w][1] = ss.sfa[stage][sfa_shift + sfa_row + w * 128 + 8];
+                      }
                     }
+                    ptx::wgmma_wait_group<0>();
                   }
-                  ptx::wgmma_wait_group<0>();
-                }
 #pragma unroll
-                for (int i = 0; i < Mma::kNumAccum; ++i) ptx::fence_operand(tmp0[i]);
-                if constexpr (kRowScaledB) {
-                  promote_row_scaled<kSubN>(wave_acc, tmp0, sa[wm][0], sa[wm][1], ss.sfa[stage] + kBlockM + wn * kSubN);
-                  if (last_wave) release(stage);
-                } else {
-                  if (last_wave) release(stage);
-                  // Column wave wn uses scale row nb<wn> alone; a single wave splits the tile's two rows.
-                  const float sb_first = wn == 0 ? sb0 : sb1;
-                  promote<kSubN, kWaveSingleScaleRow>(wave_acc, tmp0, sa[wm][0], sa[wm][1], sb_first,
-                                                      kWavesN > 1 ? sb_first : sb1, num_former);
+                  for (int i = 0; i < Mma::kNumAccum; ++i) ptx::fence_operand(tmp0[i]);
+                  if constexpr (kRowScaledB) {
+                    promote_row_scaled<kSubN>(wave_acc, tmp0, sa[wm][0], sa[wm][1], ss.sfa[stage] + kBlockM + wn * kSubN);
+                    if (last_wave) release(stage);
+                  } else {
+                    if (last_wave) release(stage);
+                    // Column wave wn uses scale row nb<wn> alone; a single wave splits the tile's two rows.
+                    const float sb_first = wn == 0 ? sb0 : sb1;
+                    promote<kSubN, kWaveSingleScaleRow>(wave_acc, tmp0, sa[wm][0], sa[wm][1], sb_first,
+                                                        kWavesN > 1 ? sb_first : sb1, num_former);
+                  }
                 }
               }
+              advance();
             }
-            advance();
           }
         }
+      };
+      if constexpr (kRowScaledB) {
+        main_loop(std::false_type{});  // row-scaled B: the scales live in the stage (never sfb_in_smem)
+      } else if (sfb_in_smem) {
+        main_loop(std::true_type{});
+      } else {
+        main_loop(std::false_type{});
       }
 
       // K-grouped: group g's rows of out start at g * m.

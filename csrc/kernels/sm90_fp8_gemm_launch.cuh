@@ -117,13 +117,13 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped) {
   auto kernel = sm90_fp8_gemm_kernel<kBlockM, kBlockN, Cfg::kStages, kClusterM, kClusterN, kKind, kStagedOut>;
   const int64_t b_rows = grouped != nullptr ? grouped->num_groups * p.n : p.n;
 
-  // With multicast each CTA of the pair loads half of the shared operand's box.
-  const CUtensorMap tmap_a =
-      make_tensor_map_2d(p.a, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.k, p.m, p.lda, kBlockK, kBlockM / kClusterN,
-                         CU_TENSOR_MAP_SWIZZLE_128B, "a");
-  const CUtensorMap tmap_b =
-      make_tensor_map_2d(p.b, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.k, b_rows, p.ldb, kBlockK, kBlockN / kClusterM,
-                         CU_TENSOR_MAP_SWIZZLE_128B, "b");
+  // With multicast each CTA of the pair loads its slice of the shared operand's box (kMulticastSlices).
+  const int a_box_rows = kClusterN == 2 ? kBlockM / kMulticastSlices : kBlockM;
+  const int b_box_rows = kClusterM == 2 ? kBlockN / kMulticastSlices : kBlockN;
+  const CUtensorMap tmap_a = make_tensor_map_2d(p.a, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.k, p.m, p.lda, kBlockK,
+                                                a_box_rows, CU_TENSOR_MAP_SWIZZLE_128B, "a");
+  const CUtensorMap tmap_b = make_tensor_map_2d(p.b, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.k, b_rows, p.ldb, kBlockK,
+                                                b_box_rows, CU_TENSOR_MAP_SWIZZLE_128B, "b");
   const int num_k_blocks = static_cast<int>(ceil_div<int64_t>(p.k, kBlockK));
   const CUtensorMap tmap_sfa =
       make_tensor_map_2d(p.a_scale, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, p.m, num_k_blocks, p.a_scale_ld * 4,

@@ -260,6 +260,34 @@ std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed_kernels(const at::T
   return {xt_fp8, m_major_scale_view(storage, {k})};
 }
 
+std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed_rows_kernels(const at::Tensor& x, const at::Tensor& rows) {
+  if (!has_sm90_kernels(x.device())) {
+    TORCH_WARN_ONCE("fp8gemm::_quantize_1x128_transposed_rows: no CUDA kernel for this GPU (built for compute "
+                    "capability 9.0); running the ATen reference path");
+    return quantize_1x128_transposed_rows(x, rows);
+  }
+  const int64_t x_rows = x.size(0), k = x.size(1), m = rows.size(0);
+  auto xt_fp8 = at::empty({k, m}, x.options().dtype(at::kFloat8_e4m3fn));
+  auto storage = at::empty({ceil_div(m, kScaleBlock), ceil_div(k, 4) * 4}, x.options().dtype(at::kFloat));
+  if (m > 0 && k > 0) {
+    const auto [source, ldx] = as_rows(x, x_rows, k);
+    Quantize1x128Params p{};
+    p.x = x_rows > 0 ? source.data_ptr() : nullptr;
+    p.type = quant_input_type(x);
+    p.m = m;
+    p.k = k;
+    p.ldx = ldx;
+    p.out = xt_fp8.data_ptr();
+    p.scale = storage.data_ptr<float>();
+    p.scale_ld = storage.size(1);
+    p.stream = at::cuda::getCurrentCUDAStream(x.device().index()).stream();
+    p.rows = rows.data_ptr<int64_t>();
+    p.x_rows = x_rows;
+    fp8_quantize_1x128_transposed(p);
+  }
+  return {xt_fp8, m_major_scale_view(storage, {k})};
+}
+
 // transpose_out: the outputs are w^T [..., K, N] and scales [..., ceil(K/128), ceil(N/128)].
 std::tuple<at::Tensor, at::Tensor> launch_128x128(const at::Tensor& w, bool transpose_out) {
   const int64_t n = w.size(-2), k = w.size(-1);
@@ -315,6 +343,11 @@ std::tuple<at::Tensor, at::Tensor> quantize_1x128_cuda(const at::Tensor& x) {
 std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed_cuda(const at::Tensor& x) {
   const c10::cuda::CUDAGuard guard(x.device());
   return quantize_1x128_transposed_op(x, &quantize_1x128_transposed_kernels);
+}
+
+std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed_rows_cuda(const at::Tensor& x, const at::Tensor& rows) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  return quantize_1x128_transposed_rows_op(x, rows, &quantize_1x128_transposed_rows_kernels);
 }
 
 std::tuple<at::Tensor, at::Tensor> quantize_128x128_cuda(const at::Tensor& w) {
@@ -489,6 +522,7 @@ TORCH_LIBRARY_IMPL(fp8gemm, CUDA, m) {
   m.impl("grouped_moe_masked", &grouped_moe_masked_cuda);
   m.impl("quantize_1x128", &quantize_1x128_cuda);
   m.impl("quantize_1x128_transposed", &quantize_1x128_transposed_cuda);
+  m.impl("_quantize_1x128_transposed_rows", &quantize_1x128_transposed_rows_cuda);
   m.impl("quantize_128x128", &quantize_128x128_cuda);
   m.impl("quantize_128x128_transposed", &quantize_128x128_transposed_cuda);
 }

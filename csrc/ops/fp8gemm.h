@@ -33,6 +33,10 @@ std::tuple<at::Tensor, at::Tensor> quantize_1x128(const at::Tensor& x);
 // quantize_1x128_transposed: x [M, K] -> quantize_1x128(x.t().contiguous()), i.e. x^T [K, M] in fp8
 // with one scale per 1x128 group along M (weight-gradient operands) and [K, ceil(M/128)] M-major scales.
 std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed(const at::Tensor& x);
+// _quantize_1x128_transposed_rows: quantize_1x128_transposed of the gathered matrix g [R, K] with
+// g[j] = x[rows[j]], or zeros where rows[j] < 0 or >= M (rows: int64 [R]). The MoE weight gradient
+// lays each expert's tokens out in whole 128-row blocks this way without materializing g.
+std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed_rows(const at::Tensor& x, const at::Tensor& rows);
 // quantize_128x128: w [..., N, K] -> (fp8 [..., N, K], float32 scales [..., ceil(N/128), ceil(K/128)]).
 std::tuple<at::Tensor, at::Tensor> quantize_128x128(const at::Tensor& w);
 // quantize_128x128_transposed: w [..., N, K] -> the transposes of quantize_128x128(w)'s outputs, i.e.
@@ -94,6 +98,9 @@ at::Tensor dense_1x128_op(const at::Tensor& a, const at::Tensor& b, const std::o
 using QuantizeBackend = std::tuple<at::Tensor, at::Tensor> (*)(const at::Tensor& x);
 std::tuple<at::Tensor, at::Tensor> quantize_1x128_op(const at::Tensor& x, QuantizeBackend backend);
 std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed_op(const at::Tensor& x, QuantizeBackend backend);
+using GatherQuantizeBackend = std::tuple<at::Tensor, at::Tensor> (*)(const at::Tensor& x, const at::Tensor& rows);
+std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed_rows_op(const at::Tensor& x, const at::Tensor& rows,
+                                                                     GatherQuantizeBackend backend);
 std::tuple<at::Tensor, at::Tensor> quantize_128x128_op(const at::Tensor& w, QuantizeBackend backend);
 std::tuple<at::Tensor, at::Tensor> quantize_128x128_transposed_op(const at::Tensor& w, QuantizeBackend backend);
 

@@ -273,6 +273,19 @@ std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed_op(const at::Tensor
   return backend(x);
 }
 
+std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed_rows_op(const at::Tensor& x, const at::Tensor& rows,
+                                                                     GatherQuantizeBackend backend) {
+  constexpr const char* op = "fp8gemm::_quantize_1x128_transposed_rows";
+  FP8GEMM_CHECK_ARG(is_high_precision(x), op, "`x` to be bfloat16/float16/float32, got ", x.scalar_type());
+  FP8GEMM_CHECK_ARG(x.dim() == 2, op, "`x` to have 2 dims ([M, K]), got ", x.dim(), " (shape ", x.sizes(), ")");
+  FP8GEMM_CHECK_ARG(rows.scalar_type() == at::kLong && rows.dim() == 1, op,
+                    "`rows` to be a 1-D int64 tensor of source rows, got ", rows.scalar_type(), " of shape ",
+                    rows.sizes());
+  FP8GEMM_CHECK_ARG(rows.device() == x.device(), op, "`rows` on `x`'s device (", x.device(), "), got ",
+                    rows.device());
+  return backend(x, rows.contiguous());
+}
+
 std::tuple<at::Tensor, at::Tensor> quantize_128x128_op(const at::Tensor& w, QuantizeBackend backend) {
   constexpr const char* op = "fp8gemm::quantize_128x128";
   FP8GEMM_CHECK_ARG(is_high_precision(w), op, "`w` to be bfloat16/float16/float32, got ", w.scalar_type());

@@ -72,6 +72,17 @@ std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed(const at::Tensor& x
   return quantize_1x128(x.t().contiguous());
 }
 
+std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed_rows(const at::Tensor& x, const at::Tensor& rows) {
+  const int64_t m = x.size(0);
+  auto valid = rows.ge(0).logical_and(rows.lt(m));
+  auto gathered = at::zeros({rows.size(0), x.size(1)}, x.options());
+  if (m > 0) {
+    // where, not a multiply by the mask: a dropped row holding inf or NaN must still read as zeros.
+    gathered = at::where(valid.unsqueeze(1), x.index_select(0, rows.clamp(0, m - 1)), at::zeros({}, x.options()));
+  }
+  return quantize_1x128_transposed(gathered);
+}
+
 std::tuple<at::Tensor, at::Tensor> quantize_128x128(const at::Tensor& w) {
   const int64_t n = w.size(-2), k = w.size(-1);
   const int64_t nb = ceil_div(n, kScaleBlock), kb = ceil_div(k, kScaleBlock);

@@ -42,6 +42,10 @@ std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed_cpu(const at::Tenso
   return quantize_1x128_transposed_op(x, &quantize_1x128_transposed);
 }
 
+std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed_rows_cpu(const at::Tensor& x, const at::Tensor& rows) {
+  return quantize_1x128_transposed_rows_op(x, rows, &quantize_1x128_transposed_rows);
+}
+
 std::tuple<at::Tensor, at::Tensor> quantize_128x128_cpu(const at::Tensor& w) {
   return quantize_128x128_op(w, &quantize_128x128);
 }
@@ -82,6 +86,9 @@ TORCH_LIBRARY(fp8gemm, m) {
   // x [M, K] -> quantize_1x128(x.t().contiguous()) in one pass: x^T quantized per 1x128 group along M
   // (weight-gradient operands are quantized along the token dim).
   m.def("quantize_1x128_transposed(Tensor x) -> (Tensor, Tensor)");
+  // Private: quantize_1x128_transposed of x's rows gathered by `rows` (zeros where rows[j] is out of
+  // [0, M)); the MoE weight gradient's expert-block layout in the same pass.
+  m.def("_quantize_1x128_transposed_rows(Tensor x, Tensor rows) -> (Tensor, Tensor)");
   m.def("quantize_128x128(Tensor w) -> (Tensor, Tensor)");
   // w [..., N, K] -> the transposes of quantize_128x128(w)'s outputs in one pass: w^T [..., K, N] in
   // fp8 with scales [..., ceil(K/128), ceil(N/128)] (the dgrad operand of the training recipe).
@@ -97,6 +104,7 @@ TORCH_LIBRARY_IMPL(fp8gemm, CPU, m) {
   m.impl("grouped_moe_masked", &grouped_moe_masked_cpu);
   m.impl("quantize_1x128", &quantize_1x128_cpu);
   m.impl("quantize_1x128_transposed", &quantize_1x128_transposed_cpu);
+  m.impl("_quantize_1x128_transposed_rows", &quantize_1x128_transposed_rows_cpu);
   m.impl("quantize_128x128", &quantize_128x128_cpu);
   m.impl("quantize_128x128_transposed", &quantize_128x128_transposed_cpu);
 }
