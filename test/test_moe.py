@@ -204,3 +204,21 @@ def test_expert_block_layout_emulates_the_k_grouped_wgrad():
         q, s = torch.ops.fp8gemm._quantize_1x128_transposed_rows(t, rows)
         rq, rs = torch.ops.fp8gemm.quantize_1x128_transposed(t_pad)
         assert torch.equal(q.view(torch.uint8), rq.view(torch.uint8)) and torch.equal(s, rs)
+
+
+def test_gather_rows_gradients_are_gathers():
+    # The two permutations of the MoE forward: tokens gathered k times into expert order, and the
+    # expert-ordered rows gathered back into (token, k) order; gradients checked in float64.
+    from torch_fp8gemm.moe import _gather_rows
+
+    torch.manual_seed(0)
+    tokens, k, h = 7, 3, 5
+    expert_ids = torch.randint(0, 4, (tokens * k,))
+    order = torch.argsort(expert_ids, stable=True)
+    position = torch.empty_like(order).scatter_(0, order, torch.arange(order.shape[0]))
+    x = torch.randn(tokens, h, dtype=torch.float64, requires_grad=True)
+    assert torch.equal(_gather_rows(x, order // k, position, k), x[order // k])
+    torch.autograd.gradcheck(lambda t: _gather_rows(t, order // k, position, k), (x,))
+    rows = torch.randn(tokens * k, h, dtype=torch.float64, requires_grad=True)
+    assert torch.equal(_gather_rows(rows, position, order), torch.empty_like(rows).index_copy_(0, order, rows))
+    torch.autograd.gradcheck(lambda t: _gather_rows(t, position, order), (rows,))

@@ -12,8 +12,12 @@ between model families and stay in the model) and replaces only the expert loop:
    layout ``grouped_moe`` takes -- no padding, no host round trip;
 3. one grouped GEMM for gate and up together (``gate_up_proj`` [E, 2I, H]), SiLU gating, one
    grouped GEMM for down (``down_proj`` [E, H, I]);
-4. un-permute (an index_copy by the sort order, deterministic) and sum the top-k rows of each token
+4. un-permute (a row gather by the inverse sort order) and sum the top-k rows of each token
    weighted by the routing weights in float32.
+
+Both permutations are row gathers in forward and backward (``_gather_rows``): the gradient of the
+token gather is a gather by the inverse order plus a sum over each token's k copies, not torch's
+scatter-add (atomics) or accumulating ``index_put``; no step depends on atomics' order.
 
 Nothing in forward reads device data on the host (no ``.item()``/``.tolist()``/``nonzero``), so it
 traces with ``torch.compile(fullgraph=True, dynamic=True)`` and shapes do not depend on routing,
@@ -49,6 +53,38 @@ _PROJECTIONS = ("gate_up_proj", "down_proj")
 
 def _out_dtype_for(dtype: torch.dtype) -> torch.dtype:
     return torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
+
+
+class _GatherRows(torch.autograd.Function):
+    """out = x[index] for an index that takes every row of x exactly `copies` times, with
+    `inverse` the positions of x's copies: out[inverse[r * copies + j]] = x[r] for j < copies.
+    Backward gathers too (grad_x[r] = sum_j grad_out[inverse[r * copies + j]]), instead of the
+    scatter-add that index_select / advanced indexing run in their backward."""
+
+    @staticmethod
+    def forward(x, index, inverse, copies):
+        return x.index_select(0, index)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, index, inverse, copies = inputs
+        ctx.save_for_backward(inverse)
+        ctx.copies = copies
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inverse,) = ctx.saved_tensors
+        gathered = grad.index_select(0, inverse)
+        if ctx.copies > 1:
+            gathered = gathered.view(-1, ctx.copies, grad.shape[-1]).sum(dim=1)
+        return gathered, None, None, None
+
+
+def _gather_rows(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor, copies: int = 1) -> torch.Tensor:
+    """x[index] (rows), differentiable through row gathers only; see _GatherRows."""
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return x.index_select(0, index)
+    return _GatherRows.apply(x, index, inverse, copies)
 
 
 class FP8MoEExperts(nn.Module):
@@ -193,9 +229,10 @@ class FP8MoEExperts(nn.Module):
         name: str,
         offsets: torch.Tensor,
         out_dtype: torch.dtype,
-        rows: Optional[torch.Tensor] = None,
+        rows: Optional[tuple] = None,
     ) -> torch.Tensor:
-        """``grouped_moe`` of ``x[rows]`` (or ``x``) with projection ``name``.
+        """``grouped_moe`` of ``x[rows[0]]`` (or ``x``) with projection ``name``; ``rows`` is the
+        (index, inverse, copies) of ``_gather_rows``.
 
         In inference mode without gradients the activations are quantized before the gather, so the
         T token rows are quantized once instead of T*k times."""
@@ -203,10 +240,11 @@ class FP8MoEExperts(nn.Module):
         if not self.inference or (torch.is_grad_enabled() and x.requires_grad):
             # high-precision activations: the op quantizes them itself and returns their gradient
             scale = getattr(self, f"{name}_scale_inv") if self.inference else None
-            return ops.grouped_moe(x if rows is None else x[rows], weight, offsets, None, scale, out_dtype)
+            a = x if rows is None else _gather_rows(x, *rows)
+            return ops.grouped_moe(a, weight, offsets, None, scale, out_dtype)
         x_fp8, x_scale = quantize_activations(x)
         if rows is not None:
-            x_fp8, x_scale = x_fp8[rows], x_scale[rows]
+            x_fp8, x_scale = x_fp8.index_select(0, rows[0]), x_scale[rows[0]]
         return ops.grouped_moe(x_fp8, weight, offsets, x_scale, getattr(self, f"{name}_scale_inv"), out_dtype)
 
     def forward(
@@ -229,17 +267,19 @@ class FP8MoEExperts(nn.Module):
         expert_ids = top_k_index.reshape(-1)
         order = torch.argsort(expert_ids, stable=True)
         token_of_row = order // top_k
+        # position of pair p = t * k + j in the sorted problem (the inverse permutation)
+        position = torch.empty_like(order).scatter_(0, order, torch.arange(order.shape[0], device=order.device))
         # 2. cumulative row ends per expert, int32 on the device: offsets[e] = #pairs with id <= e
         experts = torch.arange(self.num_experts, device=expert_ids.device, dtype=expert_ids.dtype)
         offsets = torch.searchsorted(expert_ids[order], experts, right=True).to(torch.int32)
         # 3. gate/up grouped GEMM, SiLU gating, down grouped GEMM
         out_dtype = _out_dtype_for(hidden_states.dtype)
-        gate_up = self._grouped(x, "gate_up_proj", offsets, out_dtype, rows=token_of_row)
+        gate_up = self._grouped(x, "gate_up_proj", offsets, out_dtype, rows=(token_of_row, position, top_k))
         gate, up = gate_up.chunk(2, dim=-1)
         hidden = (F.silu(gate) * up).to(hidden_states.dtype)
         down = self._grouped(hidden, "down_proj", offsets, out_dtype)
         # 4. back to (token, k) order, weighted sum over k in float32
-        unsorted = torch.empty_like(down).index_copy_(0, order, down).view(tokens, top_k, self.hidden_size)
+        unsorted = _gather_rows(down, position, order).view(tokens, top_k, self.hidden_size)
         out = (unsorted.float() * routing.float().unsqueeze(-1)).sum(dim=1)
         return out.to(hidden_states.dtype).reshape(hidden_states.shape)
 
