@@ -48,3 +48,10 @@ def test_config_names_are_unique():
     configs = torch.ops.fp8gemm._sm90_dense_configs()
     assert len(set(configs)) == len(configs)
     assert sum(name.endswith("_st") for name in configs) == 2
+
+
+def test_two_wave_tiles_pay_no_two_scale_row_promotion():
+    # 128x256's two column waves each lie in one 128-column scale block: the cost model ties it with
+    # 256x128 (same area, same tile count) and keeps the earlier config of the list, 128x256.
+    assert plan(4096, 7168, 16384)[0] == "bm128_bn256_s4_mc1"
+    assert plan(8192, 8192, 8192)[0] == "bm128_bn256_s4_mc1"

@@ -45,6 +45,11 @@ __device__ __forceinline__ bool mbarrier_try_wait_parity(uint64_t* bar, uint32_t
 }
 
 // Arrives on the mbarrier at the same smem offset in CTA `cta_rank` of this cluster (may be self).
+// Relaxed, not .release.cluster: ptxas puts MEMBAR.ALL.CTA + MEMBAR.ALL.GPU before every release
+// arrive (checked in SASS), once per stage release in the main loop. What a release would order here
+// are the math warps' shared loads of the stage's scales; the stage is refilled only after the
+// producer sees the barrier complete and its TMA load fetches from L2/HBM, far later than a shared
+// load returns, and the stage's wgmma reads are complete (waited for) before the arrive.
 __device__ __forceinline__ void mbarrier_arrive_cluster(uint64_t* bar, uint32_t cta_rank) {
   asm volatile(
       "{\n.reg .b32 remote;\n"
