@@ -19,54 +19,18 @@ from torch._inductor.utils import run_and_get_code
 
 from torch_fp8gemm import ops
 from torch_fp8gemm.benchmark import KernelTimer, copy_bandwidth_gbs
+from torch_fp8gemm.nn import quantize_activations
 
 FP8 = torch.float8_e4m3fn
 
 
-def current(x):
+def flatten_then_cast(x):
+    """The recipe before 450d4bc: groups flattened back to [M, K], then cast to fp8."""
     m, k = x.shape
     groups = x.float().reshape(m, k // 128, 128)
     scale = groups.abs().amax(dim=-1).clamp(min=1e-12) / 448.0
     values = (groups / scale.unsqueeze(-1)).clamp(-448.0, 448.0).reshape(m, k)
     return values.to(FP8), scale.t().contiguous().t()
-
-
-def k_major_scale(x):
-    """As current, but the scales stay K-major (measures the cost of the transposed scale store)."""
-    m, k = x.shape
-    groups = x.float().reshape(m, k // 128, 128)
-    scale = groups.abs().amax(dim=-1).clamp(min=1e-12) / 448.0
-    values = (groups / scale.unsqueeze(-1)).clamp(-448.0, 448.0).reshape(m, k)
-    return values.to(FP8), scale
-
-
-def bf16_amax(x):
-    """amax on the bf16 input (exact), converted once per group."""
-    m, k = x.shape
-    amax = x.reshape(m, k // 128, 128).abs().amax(dim=-1).float()
-    scale = amax.clamp(min=1e-12) / 448.0
-    values = (x.float().reshape(m, k // 128, 128) / scale.unsqueeze(-1)).clamp(-448.0, 448.0).reshape(m, k)
-    return values.to(FP8), scale.t().contiguous().t()
-
-
-def scale_first_empty_strided(x):
-    """Scales written through a preallocated M-major buffer (copy_ into a transposed view)."""
-    m, k = x.shape
-    groups = x.float().reshape(m, k // 128, 128)
-    scale = groups.abs().amax(dim=-1).clamp(min=1e-12) / 448.0
-    values = (groups / scale.unsqueeze(-1)).clamp(-448.0, 448.0).reshape(m, k)
-    out = torch.empty((k // 128, m), device=x.device, dtype=torch.float32)
-    out.copy_(scale.t())
-    return values.to(FP8), out.t()
-
-
-def cast_then_reshape(x):
-    """As current, but the fp8 cast happens on the [M, K/128, 128] view, before the reshape to [M, K]."""
-    m, k = x.shape
-    groups = x.float().reshape(m, k // 128, 128)
-    scale = groups.abs().amax(dim=-1).clamp(min=1e-12) / 448.0
-    values = (groups / scale.unsqueeze(-1)).clamp(-448.0, 448.0).to(FP8).reshape(m, k)
-    return values, scale.t().contiguous().t()
 
 
 def flat_groups(x):
@@ -87,7 +51,8 @@ def flat_k_major(x):
     return values, scale.reshape(m, k // 128)
 
 
-VARIANTS = {"current": current, "cast_then_reshape": cast_then_reshape, "flat_groups": flat_groups,
+# "library": the recipe FP8Linear traces (cast to fp8 on the [M, K/128, 128] view, then flatten).
+VARIANTS = {"flatten_then_cast": flatten_then_cast, "library": quantize_activations, "flat_groups": flat_groups,
             "flat_k_major": flat_k_major}
 _END_OF_KERNEL = "'" * 3 + ", device_str="
 

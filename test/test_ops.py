@@ -195,6 +195,19 @@ def test_the_reference_detects_wrong_answers():
     assert T.relative_error(wrong, expected) > 1e-2
 
 
+def test_bf16_error_bar_holds_the_worst_single_rounding():
+    # Values just past a power of two, halfway between BF16 neighbours: each rounds off by ~2^-8 of
+    # itself. Eight of them exceed the large-output bar (why small outputs get more room) and stay
+    # inside the small-output bar; 1024 of them hit the large-output bar, which relies on averaging.
+    exact = torch.full((8,), 1.0 + 2.0**-8 + 2.0**-20, dtype=torch.float64)
+    rounded = exact.to(torch.bfloat16)
+    err = T.relative_error(rounded, exact)
+    assert T.BF16_BAR < err <= T.error_bar(rounded, tensor_core=True)
+    assert err <= T.error_bar(rounded, tensor_core=False)
+    big = exact.repeat(128)
+    assert T.relative_error(big.to(torch.bfloat16), big) > T.error_bar(big.to(torch.bfloat16), tensor_core=False)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_quantizers_return_contiguous_fp8_for_transposed_inputs(device):
     # multiples of 128: nothing pads, so a strided view could leak through

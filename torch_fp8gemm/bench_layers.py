@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .benchmark import _append_results, _environment, _format_table, _log, timer_for
+from .benchmark import _append_results, _environment, _failure_reason, _format_table, _log, timer_for
 from .moe import FP8MoEExperts
 from .nn import FP8Linear
 
@@ -92,8 +92,7 @@ def _timed(name: str, fn: Callable[[], object], timer, iters: int, device, warm:
             _sync(device)
         return timer.median_us(fn, iters)
     except _BASELINE_ERRORS as exc:
-        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-        _log(f"      {name}: n/a ({reason})")
+        _log(f"      {name}: n/a ({_failure_reason(exc, 120)})")
         return float("nan")
 
 
@@ -110,8 +109,8 @@ def _timed_interleaved(named_fns: dict, timer, iters: int, device, warm: bool = 
                 _sync(device)
             runnable[name] = fn
         except _BASELINE_ERRORS as exc:
-            reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-            _log(f"      {' '.join(name) if isinstance(name, tuple) else name}: n/a ({reason})")
+            label = " ".join(name) if isinstance(name, tuple) else name
+            _log(f"      {label}: n/a ({_failure_reason(exc, 120)})")
     us = dict.fromkeys(named_fns, float("nan"))
     if runnable:
         us.update(zip(runnable, timer.median_us_interleaved(list(runnable.values()), iters)))
@@ -269,7 +268,7 @@ def rowwise_unavailable(device) -> Optional[str]:
                          out_dtype=torch.bfloat16)
         return None
     except _BASELINE_ERRORS as exc:
-        return str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        return _failure_reason(exc, 120)
 
 
 class BF16GroupedExperts(nn.Module):

@@ -438,14 +438,29 @@ def _rowwise_scales(a_scale: torch.Tensor, b_scale: torch.Tensor, n: int) -> tup
     return a_row, b_row
 
 
+def _failure_reason(exc: BaseException, width: int) -> str:
+    """The first line of an exception's message (or its type), for an "n/a" log line."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:width] if text else type(exc).__name__
+
+
 def _time_baseline(name: str, fn: Callable[[], object], timer, iters: int) -> float:
     """Median µs of a torch baseline, or NaN (logged) where this torch/device lacks it."""
     try:
         return timer.median_us(fn, iters)
     except _BASELINE_ERRORS as exc:
-        reason = str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__
-        _log(f"      {name} unavailable here: {reason}")
+        _log(f"      {name} unavailable here: {_failure_reason(exc, 100)}")
         return float("nan")
+
+
+def _runs_here(name: str, fn: Callable[[], object]) -> bool:
+    """Whether a torch baseline runs on this torch/device (one call; the reason is logged if not)."""
+    try:
+        fn()
+        return True
+    except _BASELINE_ERRORS as exc:
+        _log(f"      {name} unavailable here: {_failure_reason(exc, 100)}")
+        return False
 
 
 def _moe_case(layout: str, groups: int, rows: int, n: int, k: int, *, iters: int, device, timer,
@@ -504,10 +519,10 @@ def _moe_case(layout: str, groups: int, rows: int, n: int, k: int, *, iters: int
     a_row, b_row = _rowwise_scales(sa, sb, n)
     rowwise = lambda: torch._scaled_grouped_mm(  # noqa: E731
         a, b.transpose(-2, -1), a_row, b_row, out_dtype=torch.bfloat16, use_fast_accum=True, **grouped_kwargs)
-    if math.isnan(_time_baseline("torch._scaled_grouped_mm", rowwise, timer, 1)):
-        ours_us, rowwise_us = timer.median_us(ours, iters), float("nan")
-    else:
+    if _runs_here("torch._scaled_grouped_mm", rowwise):
         ours_us, rowwise_us = timer.median_us_interleaved([ours, rowwise], iters)
+    else:
+        ours_us, rowwise_us = timer.median_us(ours, iters), float("nan")
     del a_row, b_row
 
     # bf16 grouped GEMM on the dequantized operands (built chunk by chunk, freed right after).
