@@ -46,14 +46,17 @@ for s in "$@"; do
   case "$s" in
     tests)
       files=()
-      for f in test/test_quantize_cuda.py test/test_row_scaled_cuda.py test/test_grouped_cuda.py test/test_moe.py test/test_nn.py \
+      for f in test/test_quantize_cuda.py test/test_quantize_transposed.py test/test_row_scaled_cuda.py test/test_grouped_cuda.py test/test_moe.py test/test_nn.py \
                test/test_bench_smoke.py test/test_ops.py test/test_autograd.py test/test_compile.py; do
         [ -f "$f" ] && files+=("$f")
       done
       stage tests "${TESTS_LIMIT:-300}" python3 -m pytest -q --timeout=120 -p no:cacheprovider "${files[@]}" \
         "test/test_dense_cuda.py::test_every_configuration_is_forced" \
         "test/test_dense_cuda.py::test_side_stream_and_cuda_graph" \
-        "test/test_dense_cuda.py::test_split_k_every_configuration" "test/test_dense_cuda.py::test_split_k_plan" ;;
+        "test/test_dense_cuda.py::test_split_k_every_configuration" "test/test_dense_cuda.py::test_split_k_plan" \
+        "test/test_dense_cuda.py::test_split_k_past_scale_staging" \
+        "test/test_dense_cuda.py::test_accuracy_does_not_degrade_with_k" \
+        "test/test_dense_cuda.py::test_every_configuration_past_128_scale_blocks" ;;
     train) stage train "${TRAIN_LIMIT:-240}" python3 bench/train_compare.py --steps 300 --device cuda --out "$OUT/train_compare.md" ;;
     dense) stage dense "${DENSE_LIMIT:-300}" python3 -m torch_fp8gemm --suite dense --iters "${DENSE_ITERS:-20}" --results RESULTS.md ;;
     moe) stage moe "${MOE_LIMIT:-300}" python3 -m torch_fp8gemm --suite moe --iters "$ITERS" --results RESULTS.md ;;

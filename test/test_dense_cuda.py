@@ -94,6 +94,18 @@ def test_split_k_every_configuration():
                 assert torch.equal(out, again), f"split-K rerun differs: {name} {m}x{n}x{k}"
 
 
+def test_split_k_past_scale_staging():
+    # K = 32896 (257 K blocks) is past the shared-memory staging of B scales: each split reads its B
+    # scales from global memory at its own K offset. Every configuration, three unequal splits.
+    configs = torch.ops.fp8gemm._sm90_dense_configs()
+    m, n, k, splits = 65, 264, 32896, 3
+    a, sa, b, sb = gpu_operands(m, n, k)
+    for index, name in enumerate(configs):
+        T.poison_cuda_allocator("cuda", splits * m * n * 4)
+        out = torch.ops.fp8gemm._sm90_dense_forced(a, b, sa, sb, None, torch.float32, index, splits)
+        check(out, a, sa, b, sb, label=f"config {name} splits {splits} K={k}")
+
+
 def test_split_k_plan():
     n_configs = len(torch.ops.fp8gemm._sm90_dense_configs())
     for m, n, k in [(1, 8, 16), (64, 2112, 7168), (128, 7168, 16384), (4096, 7168, 2048)]:

@@ -96,6 +96,28 @@ def test_contiguous_edge_sizes(impl, sizes):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
+def test_past_scale_staging(impl):
+    # K = 32896 (257 K blocks): past the shared-memory staging of B scales, so every group's B scales
+    # are read from global memory in the K loop; contiguous (with an empty group) and masked.
+    n, k, sizes = 264, 32896, [0, 70, 150]
+    m = sum(sizes)
+    a, sa, b, sb = operands(m, n, k, len(sizes))
+    offs = torch.tensor(sizes, dtype=torch.int32).cumsum(0, dtype=torch.int32).cuda()
+    expected = T.reference_grouped_moe(a, sa, b, sb, offs)
+    T.poison_cuda_allocator("cuda", m * n * 4)
+    out = grouped_moe(impl, a, b, offs, sa, sb, out_dtype=torch.float32)
+    _check(out, expected, torch.float32, f"{impl} contiguous K={k}")
+
+    max_m = 72
+    a, sa, b, sb = operands(max_m, n, k, 2, masked=True)
+    masked = torch.tensor([max_m, 33], dtype=torch.int32).cuda()
+    expected = T.reference_grouped_moe_masked(a, sa, b, sb, masked)
+    T.poison_cuda_allocator("cuda", 2 * max_m * n * 4)
+    out = grouped_moe_masked(impl, a, b, masked, 48, sa, sb, out_dtype=torch.float32)
+    _check(out, expected, torch.float32, f"{impl} masked K={k}")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("groups,max_m", [(1, 64), (2, 129), (8, 256), (32, 16), (256, 8)])
 def test_masked(impl, groups, max_m):
     n, k = 576, 384

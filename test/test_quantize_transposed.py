@@ -164,3 +164,14 @@ def test_gathered_rows_opcheck(device):
     for rows in (torch.tensor([3, -1, 69, 70, 0] * 40), torch.arange(0), torch.arange(70).flip(0)):
         torch.library.opcheck(torch.ops.fp8gemm._quantize_1x128_transposed_rows.default, (x, rows.to(device)),
                               test_utils=FP8_UTILS)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gathered_rows_of_strided_inputs(device):
+    # x as a view with a padded row stride, an odd column offset (no 16-byte vector loads) and a
+    # transposed view: the kernels read x through its own row stride.
+    big = torch.randn(260, 300, device=device, dtype=torch.bfloat16)
+    rows = torch.tensor([5, -1, 0, 199, 42, 300] * 25, device=device)
+    for x in (big[:200, :256], big[:200, 3:147], big.t()[:, :200]):
+        _assert_same(torch.ops.fp8gemm._quantize_1x128_transposed_rows(x, rows),
+                     fg.quantize_1x128_transposed(_gathered_by_hand(x, rows)))

@@ -663,6 +663,7 @@ bool rows_vectorizable(const void* x, int64_t m, int64_t k, int64_t ldx, int ele
 void fp8_quantize_1x128(const Quantize1x128Params& p) {
   constexpr const char* fn = "fp8_quantize_1x128";
   check_1x128_params(fn, p, p.m);
+  if (p.rows != nullptr) fail(fn, "gathered rows are supported by fp8_quantize_1x128_transposed only");
   const int64_t num_kb = ceil_div64(p.k, kGroup);
   if (num_kb == 0 || p.scale_ld == 0) return;  // nothing to write
   if (p.x == nullptr || p.out == nullptr || p.scale == nullptr) fail(fn, "null pointer argument");

@@ -4,6 +4,7 @@
 
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include <limits>
 #include <string>
 
 namespace torch_fp8gemm {
@@ -283,6 +284,9 @@ std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed_rows_op(const at::T
                     rows.sizes());
   FP8GEMM_CHECK_ARG(rows.device() == x.device(), op, "`rows` on `x`'s device (", x.device(), "), got ",
                     rows.device());
+  // rows.size(0) is the quantized matrix's M: the kernels index it with 32-bit ints.
+  FP8GEMM_CHECK_ARG(rows.size(0) <= std::numeric_limits<int32_t>::max(), op,
+                    "`rows` to have at most 2^31 - 1 entries, got ", rows.size(0));
   return backend(x, rows.contiguous());
 }
 
