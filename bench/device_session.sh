@@ -19,7 +19,7 @@
 #              (TUNE_FLAGS: extra nvcc flags, e.g. -DTORCH_FP8GEMM_MULTICAST_LEADER on that branch;
 #              TUNE_ARGS: harness arguments, e.g. --tune to run the correctness sweep first)
 #   sanitize   compute-sanitizer memcheck + racecheck on the grouped staged-epilogue cases of
-#              bench/diag_grouped.py (SANITIZE_CASES overrides the case list)
+#              bench/diag_grouped.py (SANITIZE_CASES overrides the case list, SANITIZE_TOOLS the tools)
 # Benchmark tables are appended to RESULTS.md, which is copied to $OUT.
 set -uo pipefail
 OUT="${OUT:-$PWD/gpu_logs}"
@@ -77,7 +77,7 @@ for s in "$@"; do
          python3 bench/standalone/ncu_compare.py "$OUT/ncu_source.csv" --top 8 > "$OUT/ncu_compare.txt" 2>&1 ;;
     tune) WATCHDOG_FLAG= EXTRA_FLAGS="-DTORCH_FP8GEMM_EXPERIMENT_CONFIGS ${TUNE_FLAGS:-}" \
             stage tune "${TUNE_LIMIT:-400}" bash bench/standalone/build_and_run.sh ${TUNE_ARGS:---no-check --tune} ;;
-    sanitize) stage sanitize "${SANITIZE_LIMIT:-500}" bash -c 'for tool in memcheck racecheck; do
+    sanitize) stage sanitize "${SANITIZE_LIMIT:-500}" bash -c 'for tool in ${SANITIZE_TOOLS:-memcheck racecheck}; do
                 python3 bench/diag_grouped.py --cases "${SANITIZE_CASES:-11,12,13,14,15}" --wrap "compute-sanitizer --tool $tool"
               done' ;;
     *) echo "unknown stage $s" ;;

@@ -74,7 +74,7 @@ def main() -> None:
         cmd = shlex.split(args.wrap) + [sys.executable, __file__, str(i)]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         line = [l for l in r.stdout.splitlines() if l.startswith("case")]
-        summary = [l.strip() for l in (r.stdout + r.stderr).splitlines() if "ERROR SUMMARY" in l]
+        summary = [l.strip() for l in (r.stdout + r.stderr).splitlines() if "SUMMARY" in l]
         print((line[0] if line else f"case {i} {CASES[i]}: ERROR rc={r.returncode} "
                + (r.stderr.strip().splitlines() or ["?"])[-1][:200]) + (f"  [{summary[-1]}]" if summary else ""),
               flush=True)
