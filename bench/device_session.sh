@@ -14,6 +14,7 @@
 #              needs the git-ignored cubins: carry bench/standalone/out/probe); OURS_CONFIGS etc. pass through
 #   ncu        the same probe under ncu at 4096x7168x16384: reference and our heuristic's kernel, full
 #              set, details page and per-instruction stall samples (source.csv) into $OUT
+#   ncusmall   ours and cuBLASLt block-wise under ncu at one M <= 128 shape (NCU_SHAPE, default 128x32768x512)
 #   tune       the standalone harness without the watchdog, experiment configs included, every config
 #              (and split-K) timed on the 19 dense shapes: bench/standalone/build_and_run.sh --no-check --tune
 #              (TUNE_FLAGS: extra nvcc flags, e.g. -DTORCH_FP8GEMM_MULTICAST_LEADER on that branch;
@@ -75,6 +76,12 @@ for s in "$@"; do
          ncu -i "$OUT/cmp.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu_source.csv" 2>&1
          grep -E "Duration|SM Frequency|Compute \(SM\) Throughput|Issue Slots Busy" "$OUT/ncu_details.txt"
          python3 bench/standalone/ncu_compare.py "$OUT/ncu_source.csv" --top 8 > "$OUT/ncu_compare.txt" 2>&1 ;;
+    ncusmall)  # ours vs cuBLASLt block-wise at one M <= 128 shape (NCU_SHAPE), full set, details page into $OUT
+      stage ncusmall "${NCU_LIMIT:-240}" ncu --set full --import-source no -k regex:gemm --launch-skip 0 \
+        --launch-count 6 -f -o "$OUT/small" python3 bench/ncu_small_m.py "${NCU_SHAPE:-128x32768x512}"
+      ncu -i "$OUT/small.ncu-rep" --page details > "$OUT/ncu_small_details.txt" 2>&1
+      grep -E "^  [a-zA-Z_].*\(|Duration|DRAM Throughput|Memory Throughput|Grid Size|Block Size|Registers Per|Waves Per SM|L2 Hit Rate|Elapsed Cycles|SM Frequency" \
+        "$OUT/ncu_small_details.txt" | head -120 ;;
     tune) WATCHDOG_FLAG= EXTRA_FLAGS="-DTORCH_FP8GEMM_EXPERIMENT_CONFIGS ${TUNE_FLAGS:-}" \
             stage tune "${TUNE_LIMIT:-400}" bash bench/standalone/build_and_run.sh ${TUNE_ARGS:---no-check --tune} ;;
     sanitize) stage sanitize "${SANITIZE_LIMIT:-500}" bash -c 'for tool in ${SANITIZE_TOOLS:-memcheck racecheck}; do
