@@ -77,9 +77,11 @@ for s in "$@"; do
          grep -E "Duration|SM Frequency|Compute \(SM\) Throughput|Issue Slots Busy" "$OUT/ncu_details.txt"
          python3 bench/standalone/ncu_compare.py "$OUT/ncu_source.csv" --top 8 > "$OUT/ncu_compare.txt" 2>&1 ;;
     ncusmall)  # ours vs cuBLASLt block-wise at one M <= 128 shape (NCU_SHAPE), full set, details page into $OUT
-      stage ncusmall "${NCU_LIMIT:-240}" ncu --set full --import-source no -k regex:gemm --launch-skip 0 \
-        --launch-count 6 -f -o "$OUT/small" python3 bench/ncu_small_m.py "${NCU_SHAPE:-128x32768x512}"
+      stage ncusmall "${NCU_LIMIT:-240}" ncu --set full --import-source no -k "regex:${NCU_KERNELS_REGEX:-gemm|nvjet|cutlass}" \
+        --launch-skip 0 --launch-count 6 -f -o "$OUT/small" python3 bench/ncu_small_m.py "${NCU_SHAPE:-128x32768x512}"
       ncu -i "$OUT/small.ncu-rep" --page details > "$OUT/ncu_small_details.txt" 2>&1
+      ncu -i "$OUT/small.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu_small_source.csv" 2>&1
+      python3 bench/standalone/ncu_compare.py "$OUT/ncu_small_source.csv" --top 14 > "$OUT/ncu_small_compare.txt" 2>&1
       grep -E "^  [a-zA-Z_].*\(|Duration|DRAM Throughput|Memory Throughput|Grid Size|Block Size|Registers Per|Waves Per SM|L2 Hit Rate|Elapsed Cycles|SM Frequency" \
         "$OUT/ncu_small_details.txt" | head -120 ;;
     tune) WATCHDOG_FLAG= EXTRA_FLAGS="-DTORCH_FP8GEMM_EXPERIMENT_CONFIGS ${TUNE_FLAGS:-}" \
