@@ -48,7 +48,7 @@ for s in "$@"; do
     tests)
       files=()
       for f in test/test_quantize_cuda.py test/test_quantize_transposed.py test/test_row_scaled_cuda.py test/test_grouped_cuda.py test/test_moe.py test/test_nn.py \
-               test/test_bench_smoke.py test/test_ops.py test/test_autograd.py test/test_compile.py; do
+               test/test_bench_smoke.py test/test_ops.py test/test_autograd.py test/test_compile.py test/test_compile_pass.py; do
         [ -f "$f" ] && files+=("$f")
       done
       stage tests "${TESTS_LIMIT:-300}" python3 -m pytest -q --timeout=120 -p no:cacheprovider "${files[@]}" \
