@@ -841,18 +841,14 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
             } else if (args.out_fp32) {
               store_fragment<float, kSubN>(wave_acc, args, row0, col0, row_end);
             } else if constexpr ((kSubN / 8) % 4 == 0) {
-#if TORCH_FP8GEMM_EXP_EPILOGUE == 2
-              // measurement build: the stores almost never run (the data-dependent test keeps the math)
-              if (wave_acc[0] == 1234.5f) store_fragment_bf16_x16<kSubN>(wave_acc, args, row0, col0, row_end);
-#elif TORCH_FP8GEMM_EXP_EPILOGUE == 1
-              if (args.bias == nullptr && row0 + 64 <= row_end && col0 + kSubN <= args.n) {
+              // Dense tiles lying wholly inside the output take the branch-free path (measured on the
+              // H200: +6-7% at 128x32768x512, +2% on the other M <= 128 shapes). The grouped kinds keep
+              // the checked path until their GPU tests have run on the fast one.
+              if (kKind == GemmKind::kDense && args.bias == nullptr && row0 + 64 <= row_end && col0 + kSubN <= args.n) {
                 store_fragment_bf16_x16_interior<kSubN>(wave_acc, args, row0, col0);
               } else {
                 store_fragment_bf16_x16<kSubN>(wave_acc, args, row0, col0, row_end);
               }
-#else
-              store_fragment_bf16_x16<kSubN>(wave_acc, args, row0, col0, row_end);
-#endif
             } else {
               store_fragment<__nv_bfloat16, kSubN>(wave_acc, args, row0, col0, row_end);
             }
