@@ -3,7 +3,8 @@
 // Usage: dense_check [--quick] [--no-bench] [--tune] [--out DIR]
 //   correctness: random e4m3 A/B and scales, GPU reference (per-128-K fp32 dot products, fp64 sum of
 //   scaled block sums), output poisoned with NaN beforehand, guard region around the output checked,
-//   relative Frobenius error vs the bar (2.5e-3 bf16, 1e-5 fp32), bit-identical reruns.
+//   relative Frobenius error vs the library's bars (testing.py: bf16 2.5e-3, or 2^-8 + 3e-4 under 1024
+//   outputs; fp32 3e-4), bit-identical reruns.
 //   bench: the 19 DeepSeek-V3 dense shapes of shared/ANCHORS.md, L2 flushed before each launch,
 //   median of per-launch event times; --tune also times every config per shape.
 #include <cuda_bf16.h>
@@ -291,7 +292,9 @@ static void run_case(Buffers& bf, const Case& cs, uint64_t seed) {
   ErrStats st;
   CK(cudaMemcpy(&st, bf.st, sizeof st, cudaMemcpyDeviceToHost));
   const double rel = st.ref2 > 0 ? std::sqrt(st.diff2 / st.ref2) : std::sqrt(st.diff2);
-  const double bar = fp32 ? 1e-5 : 2.5e-3;
+  // The library's bars (torch_fp8gemm/testing.py): FP32 out from the tensor cores 3e-4; BF16 out 2.5e-3,
+  // or one BF16 rounding (2^-8) plus the FP32 bar for outputs under 1024 elements.
+  const double bar = fp32 ? 3e-4 : (m * n < 1024 ? 0.00390625 + 3e-4 : 2.5e-3);
   const bool ok = rel <= bar && st.nonfinite == 0 && st.guard_bad == 0 && st.mismatch == 0;
   if (!ok) ++g_fail;
   logf("%s m=%5ld n=%5ld k=%5ld %s bias=%d scales=2^[%d,%d] pads=(%ld,%ld,%ld) cfg=%-20s splits=%d rel=%.3e "

@@ -269,6 +269,34 @@ __device__ __forceinline__ void store_fragment_bf16_x16(const float* acc, const 
   }
 }
 
+// Interior tiles without bias (every row and column of the 64-row slice lies inside the output):
+// the same 16-byte stores with no bounds checks, no bias loads and no "+ 0" adds, so the code a warp
+// runs once per tile is branch-free. Small-K shapes run this once per tile with cold instruction
+// caches (ncu at 128x32768x512: 31% of stall samples waiting on instruction fetch).
+template <int kBlockN>
+__device__ __forceinline__ void store_fragment_bf16_x16_interior(const float* acc, const KernelArgs& args,
+                                                                 int64_t row0, int64_t col0) {
+  static_assert((kBlockN / 8) % 4 == 0, "groups are transposed four at a time");
+  const int lane = threadIdx.x % 32;
+  const int warp = (threadIdx.x % 128) / 32;
+  const int q = lane % 4;
+  __nv_bfloat16* out = static_cast<__nv_bfloat16*>(args.out) + (row0 + warp * 16 + lane / 4) * args.ldo + col0 + 8 * q;
+#pragma unroll
+  for (int g0 = 0; g0 < kBlockN / 8; g0 += 4) {
+    uint32_t w[2][4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) w[h][j] = pack_bf16x2(acc[4 * (g0 + j) + 2 * h], acc[4 * (g0 + j) + 2 * h + 1]);
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      quad_transpose(w[h][0], w[h][1], w[h][2], w[h][3], q);
+      *reinterpret_cast<uint4*>(out + 8 * h * args.ldo + 8 * g0) = make_uint4(w[h][0], w[h][1], w[h][2], w[h][3]);
+    }
+  }
+}
+
 // TMA-store epilogue, part 1: one 64-row wave fragment (kSubN columns starting at tile column
 // col_in_tile) into the swizzled staging tile, bias added, bf16. Rows and columns past the output
 // are written here too; the TMA store clips them.
@@ -813,7 +841,14 @@ __global__ void __launch_bounds__(num_threads<kBlockM, kBlockN, kNumStages>(), 1
             } else if (args.out_fp32) {
               store_fragment<float, kSubN>(wave_acc, args, row0, col0, row_end);
             } else if constexpr ((kSubN / 8) % 4 == 0) {
-              store_fragment_bf16_x16<kSubN>(wave_acc, args, row0, col0, row_end);
+              // Dense tiles lying wholly inside the output take the branch-free path (measured on the
+              // H200: +6-7% at 128x32768x512, +2% on the other M <= 128 shapes). The grouped kinds keep
+              // the checked path until their GPU tests have run on the fast one.
+              if (kKind == GemmKind::kDense && args.bias == nullptr && row0 + 64 <= row_end && col0 + kSubN <= args.n) {
+                store_fragment_bf16_x16_interior<kSubN>(wave_acc, args, row0, col0);
+              } else {
+                store_fragment_bf16_x16<kSubN>(wave_acc, args, row0, col0, row_end);
+              }
             } else {
               store_fragment<__nv_bfloat16, kSubN>(wave_acc, args, row0, col0, row_end);
             }
