@@ -220,20 +220,27 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float x, float y) {
 
 // Four 8-column groups g0 .. g0 + 3 of a fragment (columns col_base + 8 * group + 2 * q + {0, 1}),
 // bias added, packed to bf16 and quad-transposed: on return w[h] holds the 8 consecutive columns of
-// group g0 + q (this lane's position q in its quad) in row half h. Shared by both bf16 epilogues.
+// group g0 + q (this lane's position q in its quad) in row half h. Shared by the bf16 epilogues;
+// kMayHaveBias = false drops the bias loads and the "+ 0" adds (x + 0.f is not foldable: -0 + 0 = +0).
+template <bool kMayHaveBias = true>
 __device__ __forceinline__ void pack_transposed_groups(const float* acc, const __nv_bfloat16* bias, int64_t n,
                                                        int64_t col_base, int g0, int q, uint32_t (&w)[2][4]) {
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
-    const int64_t col = col_base + 8 * (g0 + j) + 2 * q;
-    float b0 = 0.f, b1 = 0.f;
-    if (bias != nullptr && col < n) {
-      const __nv_bfloat162 bv = *reinterpret_cast<const __nv_bfloat162*>(bias + col);
-      b0 = __low2float(bv), b1 = __high2float(bv);
-    }
     const int i = g0 + j;
+    if constexpr (kMayHaveBias) {
+      const int64_t col = col_base + 8 * i + 2 * q;
+      float b0 = 0.f, b1 = 0.f;
+      if (bias != nullptr && col < n) {
+        const __nv_bfloat162 bv = *reinterpret_cast<const __nv_bfloat162*>(bias + col);
+        b0 = __low2float(bv), b1 = __high2float(bv);
+      }
 #pragma unroll
-    for (int h = 0; h < 2; ++h) w[h][j] = pack_bf16x2(acc[4 * i + 2 * h] + b0, acc[4 * i + 2 * h + 1] + b1);
+      for (int h = 0; h < 2; ++h) w[h][j] = pack_bf16x2(acc[4 * i + 2 * h] + b0, acc[4 * i + 2 * h + 1] + b1);
+    } else {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) w[h][j] = pack_bf16x2(acc[4 * i + 2 * h], acc[4 * i + 2 * h + 1]);
+    }
   }
 #pragma unroll
   for (int h = 0; h < 2; ++h) quad_transpose(w[h][0], w[h][1], w[h][2], w[h][3], q);
@@ -284,14 +291,9 @@ __device__ __forceinline__ void store_fragment_bf16_x16_interior(const float* ac
 #pragma unroll
   for (int g0 = 0; g0 < kBlockN / 8; g0 += 4) {
     uint32_t w[2][4];
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h) w[h][j] = pack_bf16x2(acc[4 * (g0 + j) + 2 * h], acc[4 * (g0 + j) + 2 * h + 1]);
-    }
+    pack_transposed_groups<false>(acc, nullptr, args.n, col0, g0, q, w);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      quad_transpose(w[h][0], w[h][1], w[h][2], w[h][3], q);
       *reinterpret_cast<uint4*>(out + 8 * h * args.ldo + 8 * g0) = make_uint4(w[h][0], w[h][1], w[h][2], w[h][3]);
     }
   }

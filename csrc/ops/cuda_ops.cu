@@ -212,13 +212,15 @@ std::pair<at::Tensor, int64_t> as_rows(const at::Tensor& x, int64_t m, int64_t k
 }
 
 // Runs a 1x128 quantizer (rows or transposed) on the rows of x [m, k] into fp8 `out` and M-major
-// scale `storage` (every entry of both, padding included, is written by the kernel).
+// scale `storage` (every entry of both, padding included, is written by the kernel). With `rows`
+// (transposed only), the m rows quantized are x's rows gathered by it, x keeping its own row count.
 void launch_1x128(void (*quantize)(const Quantize1x128Params&), const at::Tensor& x, int64_t m, int64_t k,
-                  at::Tensor& out, at::Tensor& storage) {
+                  at::Tensor& out, at::Tensor& storage, const at::Tensor* rows = nullptr) {
   if (m == 0 || k == 0) return;
-  const auto [rows, ldx] = as_rows(x, m, k);
+  const int64_t x_rows = rows != nullptr ? x.size(0) : m;
+  const auto [source, ldx] = as_rows(x, x_rows, k);
   Quantize1x128Params p{};
-  p.x = rows.data_ptr();
+  p.x = x_rows > 0 ? source.data_ptr() : nullptr;
   p.type = quant_input_type(x);
   p.m = m;
   p.k = k;
@@ -227,6 +229,10 @@ void launch_1x128(void (*quantize)(const Quantize1x128Params&), const at::Tensor
   p.scale = storage.data_ptr<float>();
   p.scale_ld = storage.size(1);
   p.stream = at::cuda::getCurrentCUDAStream(x.device().index()).stream();
+  if (rows != nullptr) {
+    p.rows = rows->data_ptr<int64_t>();
+    p.x_rows = x_rows;
+  }
   quantize(p);
 }
 
@@ -266,25 +272,10 @@ std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed_rows_kernels(const 
                     "capability 9.0); running the ATen reference path");
     return quantize_1x128_transposed_rows(x, rows);
   }
-  const int64_t x_rows = x.size(0), k = x.size(1), m = rows.size(0);
+  const int64_t k = x.size(1), m = rows.size(0);
   auto xt_fp8 = at::empty({k, m}, x.options().dtype(at::kFloat8_e4m3fn));
   auto storage = at::empty({ceil_div(m, kScaleBlock), ceil_div(k, 4) * 4}, x.options().dtype(at::kFloat));
-  if (m > 0 && k > 0) {
-    const auto [source, ldx] = as_rows(x, x_rows, k);
-    Quantize1x128Params p{};
-    p.x = x_rows > 0 ? source.data_ptr() : nullptr;
-    p.type = quant_input_type(x);
-    p.m = m;
-    p.k = k;
-    p.ldx = ldx;
-    p.out = xt_fp8.data_ptr();
-    p.scale = storage.data_ptr<float>();
-    p.scale_ld = storage.size(1);
-    p.stream = at::cuda::getCurrentCUDAStream(x.device().index()).stream();
-    p.rows = rows.data_ptr<int64_t>();
-    p.x_rows = x_rows;
-    fp8_quantize_1x128_transposed(p);
-  }
+  launch_1x128(&fp8_quantize_1x128_transposed, x, m, k, xt_fp8, storage, &rows);
   return {xt_fp8, m_major_scale_view(storage, {k})};
 }
 
