@@ -449,8 +449,9 @@ def _expert_block_layout(group_offsets: torch.Tensor, m: int, num_groups: int):
 
 
 def _to_expert_blocks(t: torch.Tensor, dest: torch.Tensor, total: int) -> torch.Tensor:
-    """t's rows at `dest` in a zeroed [total, C] buffer: one zero fill and one copy pass (a masked copy
-    of t first cost two more passes over it, ~2 ms per MoE backward at 16384 tokens on the H200)."""
+    """t's rows at `dest` in a zeroed [total, C] buffer: the expert-block layout built as a tensor. The
+    weight gradient gathers it inside the quantizer instead (_expert_block_rows); the tests use this
+    as the plain-torch statement of the layout."""
     out = t.new_zeros((total, t.shape[1]))
     # Rows past the last expert all land on the spare block's first row (which of them is copied last
     # does not matter): zero it again so the buffer is the same on every run.
@@ -470,15 +471,11 @@ def _expert_block_rows(dest: torch.Tensor, total: int) -> torch.Tensor:
 
 def _k_grouped_wgrad(grad, x, group_offsets, num_groups, dtype):
     dest, _, bounds, total = _expert_block_layout(group_offsets, grad.shape[0], num_groups)
-    if hasattr(torch.ops.fp8gemm, "_quantize_1x128_transposed_rows"):
-        # Gather into the expert-block layout inside the quantizer: no zero fill, no index_copy pass
-        # (index_copy ran at ~0.65 TB/s on the H200, ~3.5 ms of a 16384-token MoE backward).
-        rows = _expert_block_rows(dest, total)
-        dyt, dyt_scale = torch.ops.fp8gemm._quantize_1x128_transposed_rows(grad, rows)
-        xt, xt_scale = torch.ops.fp8gemm._quantize_1x128_transposed_rows(x, rows)
-    else:
-        dyt, dyt_scale = quantize_1x128_transposed(_to_expert_blocks(grad, dest, total))
-        xt, xt_scale = quantize_1x128_transposed(_to_expert_blocks(x, dest, total))
+    # Gather into the expert-block layout inside the quantizer: no zero fill, no index_copy pass
+    # (index_copy ran at ~0.65 TB/s on the H200, ~3.5 ms of a 16384-token MoE backward).
+    rows = _expert_block_rows(dest, total)
+    dyt, dyt_scale = torch.ops.fp8gemm._quantize_1x128_transposed_rows(grad, rows)
+    xt, xt_scale = torch.ops.fp8gemm._quantize_1x128_transposed_rows(x, rows)
     return torch.ops.fp8gemm._k_grouped_wgrad(dyt, dyt_scale, xt, xt_scale, bounds.to(torch.int32).contiguous(),
                                               num_groups, dtype)
 
