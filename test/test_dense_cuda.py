@@ -77,43 +77,6 @@ def test_every_configuration_is_forced():
                 check(out, a, sa, b, sb, bias=bias, label=f"config {name} {m}x{n}x{k} {out_dtype}")
 
 
-def test_split_k_every_configuration():
-    # Split-K (K blocks divided over work units, FP32 partials reduced in a second pass), forced on
-    # every config: tails in m, n and K (runs of unequal length, a last run shorter than the rest),
-    # bias, both output dtypes, and bit-identical reruns (the reduction order is fixed).
-    configs = torch.ops.fp8gemm._sm90_dense_configs()
-    for index, name in enumerate(configs):
-        for (m, n, k), splits in [((1, 8, 1040), 3), ((65, 2112, 7168), 7), ((129, 576, 2000), 2), ((300, 136, 4096), 5)]:
-            a, sa, b, sb = gpu_operands(m, n, k)
-            bias = torch.randn(n, device="cuda")
-            for out_dtype in (torch.bfloat16, torch.float32):
-                T.poison_cuda_allocator("cuda", splits * m * n * 4)
-                out = torch.ops.fp8gemm._sm90_dense_forced(a, b, sa, sb, bias, out_dtype, index, splits)
-                check(out, a, sa, b, sb, bias=bias, label=f"config {name} splits {splits} {m}x{n}x{k} {out_dtype}")
-                again = torch.ops.fp8gemm._sm90_dense_forced(a, b, sa, sb, bias, out_dtype, index, splits)
-                assert torch.equal(out, again), f"split-K rerun differs: {name} {m}x{n}x{k}"
-
-
-def test_split_k_past_scale_staging():
-    # K = 32896 (257 K blocks) is past the shared-memory staging of B scales: each split reads its B
-    # scales from global memory at its own K offset. Every configuration, three unequal splits.
-    configs = torch.ops.fp8gemm._sm90_dense_configs()
-    m, n, k, splits = 65, 264, 32896, 3
-    a, sa, b, sb = gpu_operands(m, n, k)
-    for index, name in enumerate(configs):
-        T.poison_cuda_allocator("cuda", splits * m * n * 4)
-        out = torch.ops.fp8gemm._sm90_dense_forced(a, b, sa, sb, None, torch.float32, index, splits)
-        check(out, a, sa, b, sb, label=f"config {name} splits {splits} K={k}")
-
-
-def test_split_k_plan():
-    n_configs = len(torch.ops.fp8gemm._sm90_dense_configs())
-    for m, n, k in [(1, 8, 16), (64, 2112, 7168), (128, 7168, 16384), (4096, 7168, 2048)]:
-        config, splits = torch.ops.fp8gemm._sm90_dense_plan(m, n, k, 132)
-        assert 0 <= config < n_configs
-        assert splits == 1  # the heuristic does not split K (no gain measured on the H200)
-
-
 def test_heuristic_picks_valid_configurations():
     n_configs = len(torch.ops.fp8gemm._sm90_dense_configs())
     for m, n, k in [(1, 8, 16), (64, 2112, 7168), (4096, 7168, 2048), (8192, 8192, 8192)]:
@@ -156,8 +119,8 @@ def test_deterministic():
 
 
 def test_accuracy_does_not_degrade_with_k():
-    # 18432 and 32768: B scales staged in shared memory, two K blocks per thread; 32896: past the
-    # staging limit, read from global memory in the K loop.
+    # 18432 and 32768: the tile's B scales staged in shared memory at once; 32896: past one chunk of
+    # 256 K blocks, staged in two.
     for k in (16384, 18432, 32768, 32896):
         a, sa, b, sb = gpu_operands(128, 1024, k)
         check(fg.dense(a, b, sa, sb, out_dtype=torch.float32), a, sa, b, sb, label=f"K={k} fp32")
@@ -165,7 +128,7 @@ def test_accuracy_does_not_degrade_with_k():
 
 def test_every_configuration_past_128_scale_blocks():
     # K = 18432 (144 K blocks, DeepSeek-V3's down projection and the dgrad of gate/up) and K = 32896
-    # (past the shared-memory staging of B scales) on every configuration, with a ragged tile edge.
+    # (B scales staged in two chunks) on every configuration, with a ragged tile edge.
     configs = torch.ops.fp8gemm._sm90_dense_configs()
     for k in (18432, 32896):
         a, sa, b, sb = gpu_operands(200, 264, k)

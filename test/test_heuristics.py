@@ -1,5 +1,8 @@
 """The dense kernel's configuration heuristic (host code only: runs on CPU machines too, wherever the
 extension was built with its sm_90a kernels)."""
+import math
+import re
+
 import pytest
 import torch
 
@@ -13,45 +16,62 @@ DEEPSEEK_SHAPES = [
     (128, 7168, 2048), (4096, 2112, 7168), (4096, 24576, 1536), (4096, 32768, 512), (4096, 7168, 16384),
     (4096, 4096, 7168), (4096, 7168, 2048), (8192, 8192, 8192),
 ]
+NAME = re.compile(r"bm(\d+)_bn(\d+)_s(\d+)_mc(1|2a|2b)$")
 
 
-def plan(m, n, k, sms=132):
+def pick(m, n, k, sms=132):
     configs = torch.ops.fp8gemm._sm90_dense_configs()
-    index, splits = torch.ops.fp8gemm._sm90_dense_plan(m, n, k, sms)
+    index = torch.ops.fp8gemm._sm90_dense_pick_config(m, n, k, sms)
     assert 0 <= index < len(configs)
-    return configs[index], splits
+    bm, bn, stages, mc = NAME.match(configs[index]).groups()
+    return configs[index], int(bm), int(bn), int(stages), mc
 
 
-def test_plans_are_valid_and_never_split():
-    for m, n, k in DEEPSEEK_SHAPES + [(1, 8, 16), (3, 136, 144), (100000, 8, 16), (1, 65536, 65536)]:
-        for sms in (1, 78, 132):
-            name, splits = plan(m, n, k, sms)
-            assert splits == 1, f"{m}x{n}x{k}: the heuristic split K ({name}, {splits})"
-
-
-def test_small_m_uses_64_row_tiles():
-    for m, n, k in DEEPSEEK_SHAPES:
-        if m <= 64:
-            assert plan(m, n, k)[0].startswith("bm64_"), (m, n, k)
-
-
-def test_staged_epilogue_for_short_k_and_bf16_only():
-    # The TMA-store configs cost a pipeline stage: since the fifth session's main loop that is ~1% per
-    # K block (20% faster at K = 512, even at K = 16384), so short K takes them; the very longest K
-    # keeps the extra stage.
-    assert plan(4096, 32768, 512)[0].endswith("_st")
-    assert plan(4096, 7168, 2048)[0].endswith("_st")
-    assert not plan(4096, 7168, 16384)[0].endswith("_st")
-
-
-def test_config_names_are_unique():
+def test_config_names_are_unique_and_parse():
     configs = torch.ops.fp8gemm._sm90_dense_configs()
     assert len(set(configs)) == len(configs)
-    assert sum(name.endswith("_st") for name in configs) == 2
+    for name in configs:
+        assert NAME.match(name), name
 
 
-def test_two_wave_tiles_pay_no_two_scale_row_promotion():
-    # 128x256's two column waves each lie in one 128-column scale block: the cost model ties it with
-    # 256x128 (same area, same tile count) and keeps the earlier config of the list, 128x256.
-    assert plan(4096, 7168, 16384)[0] == "bm128_bn256_s4_mc1"
-    assert plan(8192, 8192, 8192)[0] == "bm128_bn256_s4_mc1"
+def test_picks_are_valid_for_any_shape():
+    for m, n, k in DEEPSEEK_SHAPES + [(1, 8, 16), (3, 136, 144), (100000, 8, 16), (1, 65536, 65536)]:
+        for sms in (1, 78, 132):
+            name, bm, bn, stages, mc = pick(m, n, k, sms)
+            assert stages >= 3, name
+            if mc != "1":
+                assert sms % 2 == 0, f"{name} on {sms} SMs"
+
+
+def test_row_tiles_never_exceed_small_m():
+    # 16- and 32-row tiles only where they hold all of m; m <= 64 never pays for 128-row tiles.
+    for m in (1, 8, 16, 17, 32, 33, 64):
+        for n, k in [(2112, 7168), (7168, 2048), (32768, 512), (4096, 7168)]:
+            name, bm, *_ = pick(m, n, k)
+            assert bm <= 64 and (bm >= 64 or m <= bm), (m, n, k, name)
+
+
+def test_small_m_tiles_fill_the_sms():
+    # Weight-streaming shapes (m <= 128) are bound by how many SMs pull B: the pick keeps at least
+    # 3/4 of the SMs busy in its last wave, or runs several waves.
+    for m, n, k in DEEPSEEK_SHAPES:
+        if m > 128:
+            continue
+        name, bm, bn, *_ = pick(m, n, k)
+        tiles = math.ceil(m / bm) * math.ceil(n / bn)
+        assert tiles >= 0.75 * 132, (m, n, k, name, tiles)
+
+
+def test_large_shapes_take_256_row_tiles_sharing_a():
+    # M >= 4096 with N >= 4096: 256x128 tiles in pairs that multicast A (half the L2 reads of A).
+    for m, n, k in DEEPSEEK_SHAPES:
+        if m >= 4096 and n >= 4096:
+            name, bm, bn, stages, mc = pick(m, n, k)
+            assert (bm, mc) == (256, "2a"), (m, n, k, name)
+
+
+def test_multicast_needs_more_than_one_wave():
+    for m, n, k in DEEPSEEK_SHAPES:
+        name, bm, bn, stages, mc = pick(m, n, k)
+        if mc != "1":
+            assert math.ceil(m / bm) * math.ceil(n / bn) > 132, (m, n, k, name)

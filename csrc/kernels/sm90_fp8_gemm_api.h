@@ -14,15 +14,9 @@ struct DenseGemmParams {
   int64_t lda, ldb, a_scale_ld, ldo;
   OutKind out_kind;
   int num_sms;           // SMs to use for the persistent grid (device multiProcessorCount normally)
-  int forced_config;     // -1: heuristic picks; otherwise index into the config list (for tests)
+  int forced_config;     // -1: heuristic picks; otherwise index into the kind's config list (for tests)
   cudaStream_t stream;
   int64_t b_scale_ld;    // sm90_fp8_gemm_dense_row_scaled only (see there); ignored elsewhere
-  // Split-K (sm90_fp8_gemm_dense only): 0 = the heuristic's choice (currently never a split: it
-  // measured no gain on the H200), s >= 1 asks for s runs of K blocks (capped so that no run is
-  // empty). With more than one run the kernel writes FP32 partial sums to `workspace`, which must
-  // then hold sm90_fp8_gemm_workspace_floats(p) floats, and a reducing kernel follows.
-  int forced_splits;
-  float* workspace;
   // K-grouped row-scaled GEMM (sm90_fp8_gemm_dense_row_scaled only; nullptr elsewhere): num_k_groups
   // groups, group g reducing over the K blocks [k_block_bounds[g], k_block_bounds[g + 1]) (int32
   // [num_k_groups + 1] on the device) into out rows [g * m, (g + 1) * m): the MoE weight gradient
@@ -30,23 +24,11 @@ struct DenseGemmParams {
   // out then has num_k_groups * m rows; a group with an empty range gets zeros.
   const int32_t* k_block_bounds;
   int num_k_groups;
-  // Tile order of the dense persistent grid (sm90_fp8_gemm_dense): 0 = the default (bands of 16
-  // m-blocks, m fastest); b > 0: bands of b m-blocks; b < 0: bands of -b n-blocks, n fastest.
-  int raster_band;
 };
-// The heuristic's (or the forced) configuration and split-K factor for p.
-struct DensePlan {
-  int config;
-  int splits;  // 1: no split-K
-};
-DensePlan sm90_fp8_gemm_plan(const DenseGemmParams& p);
-// Floats of workspace sm90_fp8_gemm_dense needs for p (0 without split-K).
-int64_t sm90_fp8_gemm_workspace_floats(const DenseGemmParams& p);
 int sm90_fp8_gemm_num_configs();                 // size of the compiled config list
-const char* sm90_fp8_gemm_config_name(int idx);  // e.g. "bm128_bn128_s6_mc2"
+const char* sm90_fp8_gemm_config_name(int idx);  // e.g. "bm128_bn128_s5_mc1"
 int sm90_fp8_gemm_pick_config(const DenseGemmParams& p);  // the heuristic's choice
-// Launches on p.stream (with split-K a second, reducing kernel follows). No host sync, no
-// allocation (must be CUDA-graph capturable).
+// Launches on p.stream. No host sync, no allocation (CUDA-graph capturable).
 // Reports failures by throwing std::runtime_error with a clear message (never exit/abort).
 void sm90_fp8_gemm_dense(const DenseGemmParams& p);
 
@@ -81,8 +63,4 @@ void sm90_fp8_gemm_grouped(const GroupedGemmParams& p);
 // reading the expert bounds on the device; launch it on the same stream before or after the GEMM.
 void grouped_zero_unowned_rows(const GroupedGemmParams& p);
 
-// out[m, n] (bf16 or fp32, row stride ldo) = sum over s of partial[s][m][n] (+ bias[n]), summed in
-// the order s = 0, 1, ... (run-to-run deterministic). Used by sm90_fp8_gemm_dense for split-K.
-void split_k_reduce(const float* partial, int num_splits, int64_t m, int64_t n, const void* bias, void* out,
-                    int64_t ldo, OutKind out_kind, int num_sms, cudaStream_t stream);
 }  // namespace torch_fp8gemm

@@ -1,57 +1,38 @@
-// The compiled config list of the dense sm_90a FP8 GEMM: X(BLOCK_M, BLOCK_N, CLUSTER_M, CLUSTER_N, STAGED).
-// CLUSTER_N = 2: 2-CTA cluster along N sharing (multicasting) the A tile ("mc2a");
-// CLUSTER_M = 2: 2-CTA cluster along M sharing the B tile ("mc2b"). STAGED = 1: bf16 results leave
-// through a shared-memory staging tile and TMA stores that overlap the next tile ("_st"; one stage
-// fewer: 4096x32768x512 +20%, 4096x7168x2048 +5%, about even at K >= 7168). Stage counts follow from the
-// shared-memory budget (max_stages in sm90_fp8_gemm.cuh). The index in this list is the index used
-// by DenseGemmParams::forced_config and sm90_fp8_gemm_config_name. Every entry is instantiated in
-// exactly one of the sm90_fp8_gemm_inst_*.cu files (so that they compile in parallel).
-//
-// Pruned on H200 measurements (bench/standalone/RESULTS_kernel.md): BM=64 tiles serve m <= 128
-// (weight streaming, tiles >= #SMs), BM=128 x BN=128 serves large m. 112 and 144 keep the
-// two-scale-row path (BN not dividing 128) and the multicast entries keep both cluster paths
-// available; the heuristic currently prefers the plain configs. 128x256 and 256x128 (two waves per
-// math warpgroup) and 192x128 (three math warpgroups) serve large M and N: 5-10% over 128x128 at
-// M = 4096 and 8192, and 192 rows fill the SMs better where 128-row tiles leave a thin last wave.
+// The compiled configurations of the sm_90a FP8 GEMM, as X-macro lists: one list per kind and, for
+// the dense kind, one per BLOCK_M (each sm90_fp8_gemm_inst_*.cu file instantiates one list, so that
+// they compile in parallel). The heuristic (sm90_fp8_gemm_heuristics.cu) builds its tables and the
+// config names from the same lists. Stage counts follow from the shared-memory budget (GemmShape).
+//   X(BLOCK_M, BLOCK_N, CLUSTER_M, CLUSTER_N)
+//   CLUSTER_M = 2: a 2-CTA cluster of two m-blocks sharing (multicasting) B; CLUSTER_N = 2: of two
+//   n-blocks sharing A.
+// The dense set covers what the cost model picks over LLM layer shapes from M = 1 to 16384: block N
+// in steps of 16 to fill the SMs, 16- and 32-row tiles for decode-sized M, 256-row tiles for large
+// M and N, and multicast where tiles come in several waves.
 #pragma once
 
-#define TORCH_FP8GEMM_SM90_LIBRARY_CONFIGS(X) \
-  X(64, 16, 1, 1, 0)                           \
-  X(64, 32, 1, 1, 0)                           \
-  X(64, 56, 1, 1, 0)                           \
-  X(64, 64, 1, 1, 0)                           \
-  X(64, 128, 1, 1, 0)                          \
-  X(128, 32, 1, 1, 0)                          \
-  X(128, 64, 1, 1, 0)                          \
-  X(128, 112, 1, 1, 0)                         \
-  X(128, 128, 1, 1, 0)                         \
-  X(128, 144, 1, 1, 0)                         \
-  X(128, 128, 1, 2, 0)                         \
-  X(128, 128, 2, 1, 0)                         \
-  X(128, 256, 1, 1, 0)                         \
-  X(256, 128, 1, 1, 0)                         \
-  X(192, 128, 1, 1, 0)                         \
-  X(128, 256, 1, 1, 1)                         \
-  X(256, 128, 1, 1, 1)
+#define TORCH_FP8GEMM_SMALL_M_CONFIGS(X, BM)                                                      \
+  X(BM, 16, 1, 1) X(BM, 32, 1, 1) X(BM, 48, 1, 1) X(BM, 64, 1, 1) X(BM, 80, 1, 1) X(BM, 96, 1, 1) \
+  X(BM, 112, 1, 1) X(BM, 128, 1, 1) X(BM, 144, 1, 1) X(BM, 96, 2, 1) X(BM, 112, 2, 1)             \
+  X(BM, 128, 2, 1) X(BM, 144, 2, 1) X(BM, 192, 2, 1)
 
-#define TORCH_FP8GEMM_SM90_DENSE_CONFIGS(X) \
-  TORCH_FP8GEMM_SM90_LIBRARY_CONFIGS(X)     \
-  TORCH_FP8GEMM_SM90_EXPERIMENT_CONFIGS(X)
+#define TORCH_FP8GEMM_DENSE_BM16_CONFIGS(X) TORCH_FP8GEMM_SMALL_M_CONFIGS(X, 16)
+#define TORCH_FP8GEMM_DENSE_BM32_CONFIGS(X) TORCH_FP8GEMM_SMALL_M_CONFIGS(X, 32)
+#define TORCH_FP8GEMM_DENSE_BM64_CONFIGS(X) TORCH_FP8GEMM_SMALL_M_CONFIGS(X, 64)
+#define TORCH_FP8GEMM_DENSE_BM128_CONFIGS(X)                                                                 \
+  X(128, 64, 1, 1) X(128, 80, 1, 1) X(128, 96, 1, 1) X(128, 112, 1, 1) X(128, 128, 1, 1) X(128, 144, 1, 1) \
+  X(128, 160, 1, 1) X(128, 192, 1, 1) X(128, 144, 2, 1) X(128, 160, 2, 1) X(128, 192, 2, 1)                \
+  X(128, 112, 1, 2) X(128, 128, 1, 2)
+#define TORCH_FP8GEMM_DENSE_BM256_CONFIGS(X) X(256, 112, 1, 1) X(256, 128, 1, 1) X(256, 112, 1, 2) X(256, 128, 1, 2)
 
-// Configs compiled only into measurement builds (-DTORCH_FP8GEMM_EXPERIMENT_CONFIGS, e.g. the probe in
-// bench/standalone/probe_reference_kernel.sh, or EXTRA_FLAGS of bench/standalone/build_and_run.sh),
-// appended after the library's list so that the library's indices stay the same; the heuristic
-// never picks them (only forced_config reaches them). The 64-row multicast tiles test whether sharing A inside a
-// cluster relieves the L2->SM traffic that bounds the M <= 128 shapes (RESULTS.md, fifth session).
-#ifdef TORCH_FP8GEMM_EXPERIMENT_CONFIGS
-#define TORCH_FP8GEMM_SM90_EXPERIMENT_CONFIGS(X) \
-  X(256, 128, 1, 2, 0)                           \
-  X(256, 128, 1, 2, 1)                           \
-  X(128, 256, 2, 1, 0)                           \
-  X(128, 256, 2, 1, 1)                           \
-  X(64, 16, 1, 2, 0)                             \
-  X(64, 32, 1, 2, 0)                             \
-  X(64, 64, 1, 2, 0)
-#else
-#define TORCH_FP8GEMM_SM90_EXPERIMENT_CONFIGS(X)
-#endif
+#define TORCH_FP8GEMM_DENSE_CONFIGS(X)                                             \
+  TORCH_FP8GEMM_DENSE_BM16_CONFIGS(X) TORCH_FP8GEMM_DENSE_BM32_CONFIGS(X)           \
+  TORCH_FP8GEMM_DENSE_BM64_CONFIGS(X) TORCH_FP8GEMM_DENSE_BM128_CONFIGS(X)          \
+  TORCH_FP8GEMM_DENSE_BM256_CONFIGS(X)
+
+// MoE: X(BLOCK_M, BLOCK_N, 1, 1), each for the contiguous and the masked layout.
+#define TORCH_FP8GEMM_GROUPED_CONFIGS(X)                                                                 \
+  X(64, 64, 1, 1) X(64, 128, 1, 1) X(128, 64, 1, 1) X(128, 96, 1, 1) X(128, 128, 1, 1) X(128, 144, 1, 1) \
+  X(128, 160, 1, 1)
+
+// B scaled per row (weight gradients), dense and K-grouped.
+#define TORCH_FP8GEMM_ROW_SCALED_CONFIGS(X) X(64, 128, 1, 1) X(128, 128, 1, 1) X(128, 192, 1, 1)

@@ -5,10 +5,7 @@
 #include <cudaTypedefs.h>
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -62,196 +59,119 @@ inline CUtensorMap make_tensor_map_2d(const void* base, CUtensorMapDataType dtyp
   return map;
 }
 
-template <int kBlockM, int kBlockN, int kClusterM, int kClusterN, GemmKind kKind, bool kStagedOut = false>
-struct KernelConfig {
-  static constexpr int kSfaSlack = kSfaSlackOf<kKind>;
-  static constexpr int kStageScaleFloats = kStageScaleFloatsOf<kKind, kBlockM, kBlockN>;
-  static constexpr int kStagingBytes = kStagedOut ? kStagingBytesOf<kKind, kBlockM, kBlockN> : 0;
-  static constexpr int kStages = max_stages<kBlockM, kBlockN, kStageScaleFloats, kStagingBytes>();
-  static constexpr int kThreads = num_threads<kBlockM, kBlockN, kStages>();
-  static constexpr int kClusterSize = kClusterM * kClusterN;
-  static constexpr size_t kSmemBytes =
-      sizeof(SharedStorage<kBlockM, kBlockN, kStages, kStageScaleFloats, kStagingBytes>);
-  static_assert(kStages >= 3, "fewer than 3 stages cannot hide TMA latency");
+// What the heuristic decides besides the configuration: the persistent grid and the raster band.
+struct LaunchShape {
+  int grid_ctas;
+  int raster_band;
+};
+
+// Launches configuration <BM, BN, CM, CN> of kind kKind on p.stream; arguments already validated.
+// `grouped` describes the experts for the grouped kinds (p.b is then [G * n, k], p.b_scale
+// [G, ceil(n/128), ceil(k/128)]).
+template <int kBlockM, int kBlockN, int kClusterM, int kClusterN, GemmKind kKind>
+void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped, const LaunchShape& shape) {
+  using S = GemmShape<kBlockM, kBlockN, kKind>;
+  constexpr size_t kSmemBytes = sizeof(SharedStorage<kBlockM, kBlockN, kKind>);
   static_assert(kSmemBytes <= kMaxSmemBytes, "shared storage exceeds the 227 KB opt-in limit");
-};
-
-// Launch configuration of `grid_ctas` CTAs in clusters of `cluster_size` along x (no cluster
-// attribute when 1). cfg.attrs points into this object, so it is neither copied nor moved.
-struct ClusterLaunch {
-  cudaLaunchConfig_t cfg = {};
-  cudaLaunchAttribute attr[1];
-
-  ClusterLaunch(unsigned grid_ctas, int threads, size_t smem_bytes, int cluster_size, cudaStream_t stream) {
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = cluster_size;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cfg.gridDim = dim3(grid_ctas, 1, 1);
-    cfg.blockDim = dim3(threads, 1, 1);
-    cfg.dynamicSmemBytes = smem_bytes;
-    cfg.stream = stream;
-    cfg.attrs = attr;
-    cfg.numAttrs = cluster_size > 1 ? 1 : 0;
-  }
-  ClusterLaunch(const ClusterLaunch&) = delete;
-  ClusterLaunch& operator=(const ClusterLaunch&) = delete;
-};
-
-// Split-K: runs of ceil(num_k_blocks / requested) K blocks, as many as that takes (never an empty run).
-inline int k_blocks_per_split(int num_k_blocks, int splits) { return ceil_div(num_k_blocks, std::max(1, splits)); }
-inline int effective_splits(int num_k_blocks, int requested) {
-  if (requested <= 1 || num_k_blocks <= 1) return 1;
-  return ceil_div(num_k_blocks, k_blocks_per_split(num_k_blocks, requested));
-}
-
-inline int64_t num_tiles(int64_t m, int64_t n, int block_m, int block_n) {
-  return ceil_div<int64_t>(m, block_m) * ceil_div<int64_t>(n, block_n);
-}
-
-// Launches the config on p.stream. Arguments must already be validated. `grouped` describes the
-// experts for the grouped kinds (then p.b is [G * n, k] and p.b_scale [G, ceil(n/128), ceil(k/128)]).
-template <int kBlockM, int kBlockN, int kClusterM, int kClusterN, GemmKind kKind, bool kStagedOut = false>
-void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped) {
-  using Cfg = KernelConfig<kBlockM, kBlockN, kClusterM, kClusterN, kKind, kStagedOut>;
-  auto kernel = sm90_fp8_gemm_kernel<kBlockM, kBlockN, Cfg::kStages, kClusterM, kClusterN, kKind, kStagedOut>;
+  auto kernel = sm90_fp8_gemm_kernel<kBlockM, kBlockN, kClusterM, kClusterN, kKind>;
   const int64_t b_rows = grouped != nullptr ? grouped->num_groups * p.n : p.n;
-
-  // With multicast each CTA of the pair loads its slice of the shared operand's box (kMulticastSlices).
-  const int a_box_rows = kClusterN == 2 ? kBlockM / kMulticastSlices : kBlockM;
-  const int b_box_rows = kClusterM == 2 ? kBlockN / kMulticastSlices : kBlockN;
-  const CUtensorMap tmap_a = make_tensor_map_2d(p.a, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.k, p.m, p.lda, kBlockK,
-                                                a_box_rows, CU_TENSOR_MAP_SWIZZLE_128B, "a");
-  const CUtensorMap tmap_b = make_tensor_map_2d(p.b, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.k, b_rows, p.ldb, kBlockK,
-                                                b_box_rows, CU_TENSOR_MAP_SWIZZLE_128B, "b");
   const int num_k_blocks = static_cast<int>(ceil_div<int64_t>(p.k, kBlockK));
-  const CUtensorMap tmap_sfa =
-      make_tensor_map_2d(p.a_scale, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, p.m, num_k_blocks, p.a_scale_ld * 4,
-                         kBlockM + Cfg::kSfaSlack, 1,
-                         CU_TENSOR_MAP_SWIZZLE_NONE, "a_scale");
-  // Row-scaled B: B scales [kb, n] fp32, row stride b_scale_ld; the other kinds never read it.
-  const CUtensorMap tmap_sfb =
-      kKind == GemmKind::kDenseRowScaledB
-          ? make_tensor_map_2d(p.b_scale, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, p.n, num_k_blocks, p.b_scale_ld * 4,
-                               kBlockN, 1, CU_TENSOR_MAP_SWIZZLE_NONE, "b_scale")
-          : tmap_sfa;
-  // Staged (TMA-store) epilogue: bf16 out [m, n], row stride ldo, 64 x 64 boxes, 128B swizzle.
-  const CUtensorMap tmap_out =
-      Cfg::kStagingBytes > 0 && p.out_kind == OutKind::kBF16
-          ? make_tensor_map_2d(p.out, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, p.n, p.m, p.ldo * 2, 64, 64,
-                               CU_TENSOR_MAP_SWIZZLE_128B, "out")
-          : tmap_sfa;
+  const auto u8 = CU_TENSOR_MAP_DATA_TYPE_UINT8, f32 = CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
+  // With multicast each CTA of the pair loads half of the shared operand's box.
+  const CUtensorMap tmap_a = make_tensor_map_2d(p.a, u8, p.k, p.m, p.lda, kBlockK, kClusterN == 2 ? kBlockM / 2 : kBlockM,
+                                                CU_TENSOR_MAP_SWIZZLE_128B, "a");
+  const CUtensorMap tmap_b = make_tensor_map_2d(p.b, u8, p.k, b_rows, p.ldb, kBlockK, kClusterM == 2 ? kBlockN / 2 : kBlockN,
+                                                CU_TENSOR_MAP_SWIZZLE_128B, "b");
+  const CUtensorMap tmap_sfa = make_tensor_map_2d(p.a_scale, f32, p.m, num_k_blocks, p.a_scale_ld * 4,
+                                                  kBlockM + S::kSfaSlack, 1, CU_TENSOR_MAP_SWIZZLE_NONE, "a_scale");
+  const CUtensorMap tmap_sfb = S::kRowScaledB ? make_tensor_map_2d(p.b_scale, f32, p.n, num_k_blocks, p.b_scale_ld * 4,
+                                                                   kBlockN, 1, CU_TENSOR_MAP_SWIZZLE_NONE, "b_scale")
+                                              : tmap_sfa;
+  const bool staged = S::kStaged && p.out_kind == OutKind::kBF16;
+  const CUtensorMap tmap_out = staged ? make_tensor_map_2d(p.out, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, p.n, p.m, p.ldo * 2,
+                                                           64, 64, CU_TENSOR_MAP_SWIZZLE_128B, "out")
+                                      : tmap_sfa;
 
-  KernelArgs args;
+  KernelArgs args{};
   args.b_scale = p.b_scale;
-  args.bias = p.bias;
-  args.out = p.out;
+  args.out = OutView{p.out, p.bias, p.n, p.ldo};
   args.m = p.m;
   args.n = p.n;
-  args.k = p.k;
-  args.ldo = p.ldo;
   args.num_k_blocks = num_k_blocks;
   args.out_fp32 = p.out_kind == OutKind::kFP32 ? 1 : 0;
-  args.group_rows = grouped != nullptr ? grouped->group_rows : nullptr;
-  args.num_groups = grouped != nullptr ? grouped->num_groups : 0;
-  args.rows_per_group = grouped != nullptr ? grouped->rows_per_group : 0;
-  args.b_scale_group_stride = ceil_div<int64_t>(p.n, 128) * num_k_blocks;
-  args.k_blocks_per_split = num_k_blocks;
-  args.num_splits = 1;
-  args.partial = nullptr;
-  args.k_block_bounds = nullptr;
-  args.raster_band = p.raster_band != 0 ? p.raster_band : 16;
-  if constexpr (kKind == GemmKind::kDenseRowScaledB) {
-    if (p.k_block_bounds != nullptr) {  // K-grouped: the scheduler's "splits" are the groups
-      args.k_block_bounds = p.k_block_bounds;
-      args.num_splits = p.num_k_groups;
-    }
+  args.raster_band = shape.raster_band > 0 ? shape.raster_band : 16;
+  if (grouped != nullptr) {
+    args.group_rows = grouped->group_rows;
+    args.num_groups = grouped->num_groups;
+    args.rows_per_group = grouped->rows_per_group;
+    args.b_scale_group_stride = ceil_div<int64_t>(p.n, 128) * num_k_blocks;
   }
-  if constexpr (kKind == GemmKind::kDense) {
-    args.num_splits = effective_splits(num_k_blocks, p.forced_splits);
-    args.k_blocks_per_split = k_blocks_per_split(num_k_blocks, args.num_splits);
-    if (args.num_splits > 1) {
-      if (p.workspace == nullptr) throw_error("split-K needs a workspace (sm90_fp8_gemm_workspace_floats)");
-      args.partial = p.workspace;
-    }
-  }
+  args.k_block_bounds = p.k_block_bounds;
+  args.num_k_groups = p.k_block_bounds != nullptr ? p.num_k_groups : 1;
 
   int device = 0;
   check_cuda(cudaGetDevice(&device), "cudaGetDevice");
-  // Per-device one-time setup: smem attribute and, for clusters, how many can be co-resident
-  // (a persistent grid larger than that would run a second, serialized wave).
   constexpr int kMaxDevices = 64;
-  static int max_clusters[kMaxDevices] = {};  // 0: not yet queried
+  static bool attribute_set[kMaxDevices] = {};
   if (device >= kMaxDevices) throw_error("device ordinal " + std::to_string(device) + " >= 64");
-  if (max_clusters[device] == 0) {
-    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(Cfg::kSmemBytes)),
+  if (!attribute_set[device]) {
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmemBytes)),
                "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
-    int count = 1 << 30;
-    if constexpr (Cfg::kClusterSize > 1) {
-      const ClusterLaunch query(Cfg::kClusterSize * 66, Cfg::kThreads, Cfg::kSmemBytes, Cfg::kClusterSize, nullptr);
-      check_cuda(cudaOccupancyMaxActiveClusters(&count, kernel, &query.cfg), "cudaOccupancyMaxActiveClusters");
-      if (count < 1) throw_error("no cluster of this config fits on the device");
-    }
-    max_clusters[device] = count;
+    attribute_set[device] = true;
   }
-
-  // Cluster tiles. Grouped: the expert sizes live on the device, so take the bound reached when
-  // every expert's rows start a fresh m-block.
-  const int64_t m_blocks = ceil_div<int64_t>(p.m, kBlockM) + (grouped != nullptr ? grouped->num_groups : 0);
-  const int64_t tiles = ceil_div<int64_t>(m_blocks, kClusterM) *
-                        ceil_div<int64_t>(ceil_div<int64_t>(p.n, kBlockN), kClusterN) * args.num_splits;
-  int64_t clusters = std::min<int64_t>(tiles, p.num_sms / Cfg::kClusterSize);
-  clusters = std::min<int64_t>(clusters, max_clusters[device]);
-  clusters = std::max<int64_t>(clusters, 1);
-  // Dense with K >= 2048: the fewest CTAs that keep the same number of tile waves (e.g. 512 tiles:
-  // 128 CTAs x 4 waves, not 132 with 16 idle in the last wave). The GPU runs at its power limit on
-  // these compute-bound shapes, so unused SMs let the busy ones clock higher (4096x4096x7168: +7%,
-  // RESULTS.md). Short K is bound by memory traffic and keeps every SM (4096x32768x512: -8%).
-  // TORCH_FP8GEMM_FULL_GRID=1 launches min(tiles, SMs) CTAs instead (for A/B measurements).
-  static const bool full_grid = std::getenv("TORCH_FP8GEMM_FULL_GRID") != nullptr;
-  if (grouped == nullptr && !full_grid && num_k_blocks >= 16) {
-    const int64_t waves = ceil_div<int64_t>(tiles, clusters);
-    clusters = ceil_div<int64_t>(tiles, waves);
-  }
-
-  static const bool debug = std::getenv("TORCH_FP8GEMM_DEBUG") != nullptr;
-  if (debug) {
-    std::fprintf(stderr, "torch_fp8gemm: bm%d bn%d cluster %dx%d stages %d smem %zu grid %lld (max clusters %d)\n",
-                 kBlockM, kBlockN, kClusterM, kClusterN, Cfg::kStages, Cfg::kSmemBytes,
-                 static_cast<long long>(clusters * Cfg::kClusterSize), max_clusters[device]);
-  }
-
-  const ClusterLaunch launch(static_cast<unsigned>(clusters * Cfg::kClusterSize), Cfg::kThreads, Cfg::kSmemBytes,
-                             Cfg::kClusterSize, p.stream);
-  check_cuda(cudaLaunchKernelEx(&launch.cfg, kernel, tmap_a, tmap_b, tmap_sfa, args, tmap_sfb, tmap_out),
-             "cudaLaunchKernelEx");
+  constexpr int kClusterSize = kClusterM * kClusterN;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = kClusterSize;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(shape.grid_ctas), 1, 1);
+  cfg.blockDim = dim3(S::kThreads, 1, 1);
+  cfg.dynamicSmemBytes = kSmemBytes;
+  cfg.stream = p.stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = kClusterSize > 1 ? 1 : 0;
+  check_cuda(cudaLaunchKernelEx(&cfg, kernel, tmap_a, tmap_b, tmap_sfa, tmap_sfb, tmap_out, args), "cudaLaunchKernelEx");
 }
 
-// Shared by the grouped and row-scaled pickers: 128 x 256 tiles (two column waves) over 128 x 128
-// unless they leave a thin last wave; a 128 x 256 tile takes ~1.87x a 128 x 128 one (dense runs).
-inline bool prefer_128x256_tiles(int64_t m_blocks, int64_t n, int num_sms) {
-  const int64_t sms = std::max(1, num_sms);
-  const double waves_128 = static_cast<double>(ceil_div<int64_t>(m_blocks * ceil_div<int64_t>(n, 128), sms));
-  const double waves_256 = static_cast<double>(ceil_div<int64_t>(m_blocks * ceil_div<int64_t>(n, 256), sms));
-  return waves_256 * 1.87 < waves_128;
+// The launch functions the heuristic's tables point to, one per config and kind.
+template <int kBlockM, int kBlockN, int kClusterM, int kClusterN>
+void launch_dense(const DenseGemmParams& p, const LaunchShape& shape) {
+  launch_kernel<kBlockM, kBlockN, kClusterM, kClusterN, GemmKind::kDense>(p, nullptr, shape);
+}
+template <int kBlockM, int kBlockN, int kClusterM, int kClusterN>
+void launch_row_scaled(const DenseGemmParams& p, const LaunchShape& shape) {
+  launch_kernel<kBlockM, kBlockN, 1, 1, GemmKind::kDenseRowScaledB>(p, nullptr, shape);
+}
+template <int kBlockM, int kBlockN, int kClusterM, int kClusterN>
+void launch_contiguous(const GroupedGemmParams& p, const LaunchShape& shape) {
+  launch_kernel<kBlockM, kBlockN, 1, 1, GemmKind::kGroupedContiguous>(p.gemm, &p, shape);
+}
+template <int kBlockM, int kBlockN, int kClusterM, int kClusterN>
+void launch_masked(const GroupedGemmParams& p, const LaunchShape& shape) {
+  launch_kernel<kBlockM, kBlockN, 1, 1, GemmKind::kGroupedMasked>(p.gemm, &p, shape);
 }
 
-// kStagedOut: bf16 results leave through a shared-memory staging tile and TMA stores that overlap
-// the next tile's main loop (one pipeline stage fewer; pays for short K, see the cost model).
-template <int kBlockM, int kBlockN, int kClusterM, int kClusterN, bool kStagedOut = false>
-void launch_dense(const DenseGemmParams& p) {
-  launch_kernel<kBlockM, kBlockN, kClusterM, kClusterN, GemmKind::kDense, kStagedOut>(p, nullptr);
-}
-
-template <int kBlockM, int kBlockN>
-void launch_dense_row_scaled(const DenseGemmParams& p) {
-  launch_kernel<kBlockM, kBlockN, 1, 1, GemmKind::kDenseRowScaledB>(p, nullptr);
-}
-
-template <int kBlockM, int kBlockN, GemmKind kKind, bool kStagedOut = false>
-void launch_grouped(const GroupedGemmParams& p) {
-  launch_kernel<kBlockM, kBlockN, 1, 1, kKind, kStagedOut>(p.gemm, &p);
+// Stage count of a configuration (host code: the heuristic's pipeline-depth rule).
+template <int kBlockM, int kBlockN, GemmKind kKind>
+constexpr int stages_of() {
+  return GemmShape<kBlockM, kBlockN, kKind>::kStages;
 }
 
 }  // namespace torch_fp8gemm::sm90
+
+// Explicit instantiation definitions (the sm90_fp8_gemm_inst_*.cu files) and declarations (the
+// heuristic's tables) of a config list's launch functions.
+#define TORCH_FP8GEMM_INSTANTIATE_DENSE(BM, BN, CM, CN) \
+  template void launch_dense<BM, BN, CM, CN>(const DenseGemmParams&, const LaunchShape&);
+#define TORCH_FP8GEMM_INSTANTIATE_GROUPED(BM, BN, CM, CN)                                      \
+  template void launch_contiguous<BM, BN, CM, CN>(const GroupedGemmParams&, const LaunchShape&); \
+  template void launch_masked<BM, BN, CM, CN>(const GroupedGemmParams&, const LaunchShape&);
+#define TORCH_FP8GEMM_INSTANTIATE_ROW_SCALED(BM, BN, CM, CN) \
+  template void launch_row_scaled<BM, BN, CM, CN>(const DenseGemmParams&, const LaunchShape&);
+#define TORCH_FP8GEMM_DECLARE_DENSE(BM, BN, CM, CN) extern TORCH_FP8GEMM_INSTANTIATE_DENSE(BM, BN, CM, CN)
+#define TORCH_FP8GEMM_DECLARE_GROUPED(BM, BN, CM, CN)                                                 \
+  extern template void launch_contiguous<BM, BN, CM, CN>(const GroupedGemmParams&, const LaunchShape&); \
+  extern template void launch_masked<BM, BN, CM, CN>(const GroupedGemmParams&, const LaunchShape&);
+#define TORCH_FP8GEMM_DECLARE_ROW_SCALED(BM, BN, CM, CN) extern TORCH_FP8GEMM_INSTANTIATE_ROW_SCALED(BM, BN, CM, CN)

@@ -14,7 +14,6 @@ namespace {
 
 // Set only by the private ops _sm90_*(..., config) (tests force every configuration through them).
 thread_local int forced_config = -1;
-thread_local int forced_splits = 0;
 
 bool has_sm90_kernels(const at::Device& device) {
   // sm_90a code runs on compute capability 9.0 only; other GPUs take the ATen reference path.
@@ -59,7 +58,6 @@ DenseGemmParams dense_params(const at::Tensor& a, const at::Tensor& a_scale, con
   params.out_kind = out.scalar_type() == at::kFloat ? OutKind::kFP32 : OutKind::kBF16;
   params.num_sms = at::cuda::getDeviceProperties(a.device().index())->multiProcessorCount;
   params.forced_config = forced_config;
-  params.forced_splits = forced_splits;
   params.stream = at::cuda::getCurrentCUDAStream(a.device().index()).stream();
   return params;
 }
@@ -76,13 +74,6 @@ at::Tensor dense_sm90(const QuantizedOperand& a, const QuantizedOperand& b, cons
   auto out = at::empty({a.data.size(0), b.data.size(0)}, a.data.options().dtype(out_dtype));
   DenseGemmParams params = dense_params(a.data, a_scale, b.data, b_scale, out);
   params.bias = bias.has_value() ? bias->data_ptr() : nullptr;
-  // Split-K partial sums: from the caching allocator (stream-ordered, fine under graph capture).
-  const int64_t workspace_floats = sm90_fp8_gemm_workspace_floats(params);
-  at::Tensor workspace;
-  if (workspace_floats > 0) {
-    workspace = at::empty({workspace_floats}, a.data.options().dtype(at::kFloat));
-    params.workspace = workspace.data_ptr<float>();
-  }
   sm90_fp8_gemm_dense(params);
   return out;
 }
@@ -361,22 +352,11 @@ struct ForcedConfig {
   ~ForcedConfig() { forced_config = -1; }
 };
 
-// Forces the split-K factor (0: the heuristic) on this thread for the scope of one private op.
-struct ForcedSplits {
-  ForcedSplits(const char* op, int64_t splits) {
-    TORCH_CHECK_VALUE(splits >= 0 && splits <= 1024, op, ": expected `splits` in [0, 1024], got ", splits);
-    forced_splits = static_cast<int>(splits);
-  }
-  ~ForcedSplits() { forced_splits = 0; }
-};
-
-// Private, for tests and tuning: fp8gemm::dense with configuration `config` (and split-K factor
-// `splits`) forced.
+// Private, for tests and tuning: fp8gemm::dense with configuration `config` forced.
 at::Tensor dense_forced_cuda(const at::Tensor& a, const at::Tensor& b, const at::Tensor& a_scale,
                              const at::Tensor& b_scale, const std::optional<at::Tensor>& bias,
-                             std::optional<at::ScalarType> out_dtype, int64_t config, int64_t splits) {
+                             std::optional<at::ScalarType> out_dtype, int64_t config) {
   const ForcedConfig forced("fp8gemm::_sm90_dense_forced", config, sm90_fp8_gemm_num_configs());
-  const ForcedSplits forced_k("fp8gemm::_sm90_dense_forced", splits);
   return dense_cuda(a, b, a_scale, b_scale, bias, out_dtype);
 }
 
@@ -476,20 +456,13 @@ int64_t sm90_dense_pick_config(int64_t m, int64_t n, int64_t k, int64_t num_sms)
   return sm90_fp8_gemm_pick_config(shape_params(m, n, k, num_sms));
 }
 
-// The heuristic's [config, split-K factor] for a bf16-out GEMM of this shape.
-std::vector<int64_t> sm90_dense_plan(int64_t m, int64_t n, int64_t k, int64_t num_sms) {
-  const DensePlan plan = sm90_fp8_gemm_plan(shape_params(m, n, k, num_sms));
-  return {plan.config, plan.splits};
-}
-
 }  // namespace
 
 // Introspection of the sm_90a dense kernel (CUDA builds only): its configurations and heuristic.
 TORCH_LIBRARY_FRAGMENT(fp8gemm, m) {
   m.def("_sm90_dense_forced(Tensor a, Tensor b, Tensor a_scale, Tensor b_scale, Tensor? bias=None, "
-        "ScalarType? out_dtype=None, int config=-1, int splits=0) -> Tensor");
+        "ScalarType? out_dtype=None, int config=-1) -> Tensor");
   m.def("_sm90_dense_configs() -> str[]", &sm90_dense_configs);
-  m.def("_sm90_dense_plan(int m, int n, int k, int num_sms) -> int[]", &sm90_dense_plan);
   m.def("_k_grouped_wgrad(Tensor dyt, Tensor dyt_scale, Tensor xt, Tensor xt_scale, Tensor k_block_bounds, "
         "int num_groups, ScalarType out_dtype) -> Tensor");
   m.def("_sm90_dense_1x128_forced(Tensor a, Tensor b, Tensor a_scale, Tensor b_scale, ScalarType? out_dtype=None, "

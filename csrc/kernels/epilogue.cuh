@@ -1,0 +1,166 @@
+// Epilogue stores of the sm_90a GEMM: one 64-row wgmma accumulator fragment (FP32) to the output.
+// Fragment layout (PTX ISA "Matrix fragments for wgmma .m64nNk32", f32 accumulator): in 8-column
+// group i, registers 4i, 4i+1 hold row (warp * 16 + lane / 4), columns 8i + 2 * (lane % 4) + {0, 1};
+// registers 4i+2, 4i+3 hold the same columns of row + 8.
+#pragma once
+#include <cuda_bf16.h>
+
+#include <cstdint>
+#include <type_traits>
+
+namespace torch_fp8gemm::sm90 {
+
+// Where a fragment goes: out [.., n] row-major with row stride ldo, bias [n] (output dtype) or null.
+struct OutView {
+  void* out;
+  const void* bias;
+  int64_t n;
+  int64_t ldo;
+};
+
+// Masked direct stores, 2 columns per register pair (FP32 out, and bf16 tiles whose width is not a
+// multiple of 32). Rows at or past row_end are never written; n % 8 == 0 makes an 8-column group
+// all in or all out.
+template <typename OutT, int kBlockN>
+__device__ __forceinline__ void store_fragment(const float* acc, const OutView& o, int64_t row0, int64_t col0,
+                                               int64_t row_end) {
+  const int lane = threadIdx.x % 32, warp = (threadIdx.x % 128) / 32;
+  const int64_t row = row0 + warp * 16 + lane / 4;
+  OutT* out = static_cast<OutT*>(o.out);
+  const OutT* bias = static_cast<const OutT*>(o.bias);
+#pragma unroll
+  for (int i = 0; i < kBlockN / 8; ++i) {
+    const int64_t col = col0 + 8 * i + 2 * (lane % 4);
+    if (col >= o.n) continue;
+    float b0 = 0.f, b1 = 0.f;
+    if (bias != nullptr) {
+      if constexpr (std::is_same_v<OutT, float>) {
+        const float2 bv = *reinterpret_cast<const float2*>(bias + col);
+        b0 = bv.x, b1 = bv.y;
+      } else {
+        const __nv_bfloat162 bv = *reinterpret_cast<const __nv_bfloat162*>(bias + col);
+        b0 = __low2float(bv), b1 = __high2float(bv);
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t r = row + 8 * h;
+      if (r >= row_end) continue;
+      const float x = acc[4 * i + 2 * h] + b0, y = acc[4 * i + 2 * h + 1] + b1;
+      OutT* dst = out + r * o.ldo + col;
+      if constexpr (std::is_same_v<OutT, float>) {
+        *reinterpret_cast<float2*>(dst) = make_float2(x, y);
+      } else {
+        *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(x, y);
+      }
+    }
+  }
+}
+
+// 4x4 transpose of 32-bit words across the 4 lanes of a quad: on entry lane q holds word j of
+// 8-column group g0 + j (its 2 columns of that group); on exit lane q holds the 4 words of group
+// g0 + q, i.e. 8 consecutive columns. Two butterfly rounds of 2 shuffles each.
+__device__ __forceinline__ void quad_transpose(uint32_t& x0, uint32_t& x1, uint32_t& x2, uint32_t& x3, int q) {
+  const bool odd = q & 1;
+  uint32_t sa = odd ? x0 : x1, sb = odd ? x2 : x3;
+  uint32_t ra = __shfl_xor_sync(0xffffffffu, sa, 1), rb = __shfl_xor_sync(0xffffffffu, sb, 1);
+  if (odd) {
+    x0 = ra, x2 = rb;
+  } else {
+    x1 = ra, x3 = rb;
+  }
+  const bool high = q & 2;
+  sa = high ? x0 : x2, sb = high ? x1 : x3;
+  ra = __shfl_xor_sync(0xffffffffu, sa, 2), rb = __shfl_xor_sync(0xffffffffu, sb, 2);
+  if (high) {
+    x0 = ra, x1 = rb;
+  } else {
+    x2 = ra, x3 = rb;
+  }
+}
+
+__device__ __forceinline__ uint32_t pack_bf16x2(float x, float y) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(x, y);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// Groups g0 .. g0 + 3 of a fragment (columns col0 + 8 * group + 2 * q + {0, 1}), bias added, packed
+// to bf16 and quad-transposed: on return w[h] holds the 8 consecutive columns of group g0 + q (q =
+// this lane's position in its quad) in row half h.
+__device__ __forceinline__ void pack_transposed_groups(const float* acc, const __nv_bfloat16* bias, int64_t n,
+                                                       int64_t col0, int g0, int q, uint32_t (&w)[2][4]) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int i = g0 + j;
+    const int64_t col = col0 + 8 * i + 2 * q;
+    float b0 = 0.f, b1 = 0.f;
+    if (bias != nullptr && col < n) {
+      const __nv_bfloat162 bv = *reinterpret_cast<const __nv_bfloat162*>(bias + col);
+      b0 = __low2float(bv), b1 = __high2float(bv);
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) w[h][j] = pack_bf16x2(acc[4 * i + 2 * h] + b0, acc[4 * i + 2 * h + 1] + b1);
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) quad_transpose(w[h][0], w[h][1], w[h][2], w[h][3], q);
+}
+
+// BF16 with 16-byte stores: after the quad transpose a warp store writes 64 contiguous bytes per row
+// instead of 16 (4x fewer store instructions). Needs (BN / 8) % 4 == 0.
+template <int kBlockN>
+__device__ __forceinline__ void store_fragment_bf16_x16(const float* acc, const OutView& o, int64_t row0,
+                                                        int64_t col0, int64_t row_end) {
+  static_assert((kBlockN / 8) % 4 == 0, "groups are transposed four at a time");
+  const int lane = threadIdx.x % 32, warp = (threadIdx.x % 128) / 32, q = lane % 4;
+  const int64_t row = row0 + warp * 16 + lane / 4;
+  __nv_bfloat16* out = static_cast<__nv_bfloat16*>(o.out);
+#pragma unroll
+  for (int g0 = 0; g0 < kBlockN / 8; g0 += 4) {
+    uint32_t w[2][4];
+    pack_transposed_groups(acc, static_cast<const __nv_bfloat16*>(o.bias), o.n, col0, g0, q, w);
+    const int64_t col = col0 + 8 * (g0 + q);
+    if (col >= o.n) continue;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t r = row + 8 * h;
+      if (r < row_end) *reinterpret_cast<uint4*>(out + r * o.ldo + col) = make_uint4(w[h][0], w[h][1], w[h][2], w[h][3]);
+    }
+  }
+}
+
+// The bf16 store a fragment takes when it does not go through the staging tile.
+template <typename OutT, int kBlockN>
+__device__ __forceinline__ void store_fragment_direct(const float* acc, const OutView& o, int64_t row0,
+                                                      int64_t col0, int64_t row_end) {
+  if constexpr (std::is_same_v<OutT, __nv_bfloat16> && (kBlockN / 8) % 4 == 0) {
+    store_fragment_bf16_x16<kBlockN>(acc, o, row0, col0, row_end);
+  } else {
+    store_fragment<OutT, kBlockN>(acc, o, row0, col0, row_end);
+  }
+}
+
+// TMA-store epilogue, part 1: a fragment into the staging tile, bias added, bf16. The tile is
+// kBlockN / 64 slabs of [kRows][128 B] whose 16-byte chunks are XOR-swizzled with the row
+// (CU_TENSOR_MAP_SWIZZLE_128B), so the 16-byte writes of a quad-transposed warp are conflict-free.
+// Rows and columns past the output are written here too; the TMA store clips them.
+template <int kRows, int kBlockN>
+__device__ __forceinline__ void stage_fragment_bf16(const float* acc, const OutView& o, uint8_t* staging,
+                                                    int row_in_tile, int64_t col0) {
+  static_assert(kBlockN % 64 == 0, "the staging tile is made of 64-column slabs");
+  const int lane = threadIdx.x % 32, warp = (threadIdx.x % 128) / 32, q = lane % 4;
+  const int row = row_in_tile + warp * 16 + lane / 4;
+#pragma unroll
+  for (int g0 = 0; g0 < kBlockN / 8; g0 += 4) {
+    uint32_t w[2][4];
+    pack_transposed_groups(acc, static_cast<const __nv_bfloat16*>(o.bias), o.n, col0, g0, q, w);
+    const int group = g0 + q, chunk = group % 8;  // this lane's 8-column group, its 16-byte chunk
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = row + 8 * h;
+      uint8_t* dst = staging + (group / 8) * (kRows * 128) + r * 128 + ((chunk ^ (r & 7)) * 16);
+      *reinterpret_cast<uint4*>(dst) = make_uint4(w[h][0], w[h][1], w[h][2], w[h][3]);
+    }
+  }
+}
+
+}  // namespace torch_fp8gemm::sm90

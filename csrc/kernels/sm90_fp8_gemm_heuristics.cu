@@ -1,0 +1,181 @@
+// The configuration heuristic of the sm_90a FP8 GEMM, for every kind: the config tables (built from
+// the X-macro lists of sm90_fp8_gemm_configs.cuh, names included), the cost model, the pickers, the
+// persistent-grid rule and the raster band. The entry points (sm90_fp8_gemm_entry.cu) validate the
+// arguments and launch what plan_* returns.
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "sm90_fp8_gemm_configs.cuh"
+#include "sm90_fp8_gemm_heuristics.h"
+#include "sm90_fp8_gemm_launch.cuh"
+
+namespace torch_fp8gemm::sm90 {
+
+TORCH_FP8GEMM_DENSE_CONFIGS(TORCH_FP8GEMM_DECLARE_DENSE)
+TORCH_FP8GEMM_GROUPED_CONFIGS(TORCH_FP8GEMM_DECLARE_GROUPED)
+TORCH_FP8GEMM_ROW_SCALED_CONFIGS(TORCH_FP8GEMM_DECLARE_ROW_SCALED)
+
+namespace {
+
+std::string config_name(const char* prefix, int bm, int bn, int cm, int cn, int stages) {
+  return std::string(prefix) + "bm" + std::to_string(bm) + "_bn" + std::to_string(bn) + "_s" + std::to_string(stages) +
+         (cn == 2 ? "_mc2a" : cm == 2 ? "_mc2b" : "_mc1");
+}
+
+#define TORCH_FP8GEMM_DENSE_ENTRY(BM, BN, CM, CN) \
+  {BM, BN, CM, CN, stages_of<BM, BN, GemmKind::kDense>(), &launch_dense<BM, BN, CM, CN>, nullptr, nullptr},
+#define TORCH_FP8GEMM_GROUPED_ENTRY(BM, BN, CM, CN)                                                         \
+  {BM, BN, CM, CN, stages_of<BM, BN, GemmKind::kGroupedContiguous>(), nullptr, &launch_contiguous<BM, BN, CM, CN>, \
+   &launch_masked<BM, BN, CM, CN>},
+#define TORCH_FP8GEMM_ROW_SCALED_ENTRY(BM, BN, CM, CN) \
+  {BM, BN, CM, CN, stages_of<BM, BN, GemmKind::kDenseRowScaledB>(), &launch_row_scaled<BM, BN, CM, CN>, nullptr, nullptr},
+const ConfigEntry kDenseConfigs[] = {TORCH_FP8GEMM_DENSE_CONFIGS(TORCH_FP8GEMM_DENSE_ENTRY)};
+const ConfigEntry kGroupedConfigs[] = {TORCH_FP8GEMM_GROUPED_CONFIGS(TORCH_FP8GEMM_GROUPED_ENTRY)};
+const ConfigEntry kRowScaledConfigs[] = {TORCH_FP8GEMM_ROW_SCALED_CONFIGS(TORCH_FP8GEMM_ROW_SCALED_ENTRY)};
+#undef TORCH_FP8GEMM_DENSE_ENTRY
+#undef TORCH_FP8GEMM_GROUPED_ENTRY
+#undef TORCH_FP8GEMM_ROW_SCALED_ENTRY
+
+template <size_t N>
+std::vector<std::string> names_of(const ConfigEntry (&table)[N], const char* prefix) {
+  std::vector<std::string> v;
+  for (const ConfigEntry& c : table) v.push_back(config_name(prefix, c.block_m, c.block_n, c.cluster_m, c.cluster_n, c.stages));
+  return v;
+}
+
+// The shape a plan is made for: m_blocks_of(bm) row blocks (dense: ceil(m / bm); grouped: summed
+// over the experts), n columns, K blocks, output element size, SMs.
+struct Problem {
+  int64_t m, n, k;
+  int64_t batches;        // copies of the [m, n] grid (K groups of the K-grouped GEMM), or experts
+  int64_t rows_per_batch; // rows per copy: m (dense), the expected rows per expert (grouped)
+  int out_bytes;
+  int num_sms;
+};
+
+int64_t num_blocks(const ConfigEntry& c, const Problem& p) {
+  return p.batches * ceil_div<int64_t>(p.rows_per_batch, c.block_m) * ceil_div<int64_t>(p.n, c.block_n);
+}
+
+// Cost model (arbitrary units). The tensor work and the HBM traffic are the same for every
+// configuration; what differs is the traffic each tile pulls through L2 (A and B panels, halved for
+// the operand a cluster multicasts, plus the output) and through the SM's shared memory (operand
+// loads, the wgmma's reads of a 64-row A slice and of B, the output), each at its bandwidth per cycle
+// (L2 ~6150 B/cycle for the chip, shared memory 128 B/cycle per SM), the larger of the two divided by
+// how full the last wave of tiles is. Multicast only pays with more than one wave of tiles.
+double cost(const ConfigEntry& c, const Problem& p) {
+  const int64_t blocks = num_blocks(c, p);
+  const int64_t waves = ceil_div<int64_t>(blocks, p.num_sms);
+  const double k = static_cast<double>(p.k);
+  const double out = static_cast<double>(c.block_m) * c.block_n * p.out_bytes;
+  const double l2 = k * (static_cast<double>(c.block_m) / c.cluster_n + static_cast<double>(c.block_n) / c.cluster_m) + out;
+  const double smem = k * (c.block_m + c.block_n) + k * (std::max(64, c.block_m) + c.block_n) + 2 * out;
+  const double l2_cycles = l2 * blocks / std::min(64.0 * p.num_sms, 8e6 / 1.3e3);
+  const double smem_cycles = smem * blocks / (128.0 * p.num_sms);
+  const double wave_efficiency = static_cast<double>(blocks) / (static_cast<double>(waves) * p.num_sms);
+  if (c.cluster_m * c.cluster_n > 1 && waves <= 1) return 1e300;
+  return std::max(l2_cycles, smem_cycles) / wave_efficiency;
+}
+
+// Candidates: the pipeline must be deep enough to hide TMA latency (3 stages, 4 for small tiles),
+// 16- and 32-row tiles only where they hold all of m. Ties keep the candidate met first, in the
+// order (no cluster, A shared, B shared) x BLOCK_M (64, 128, 16, 32, 256) x BLOCK_N ascending.
+int rank_key(const ConfigEntry& c) {
+  const int cluster = c.cluster_n == 2 ? 1 : c.cluster_m == 2 ? 2 : 0;
+  const int bm = c.block_m == 64 ? 0 : c.block_m == 128 ? 1 : c.block_m == 16 ? 2 : c.block_m == 32 ? 3 : 4;
+  return (cluster * 8 + bm) * 1024 + c.block_n;
+}
+
+template <size_t N>
+int pick(const ConfigEntry (&table)[N], const Problem& p) {
+  int best = -1;
+  double best_cost = 0.0;
+  for (int i = 0; i < static_cast<int>(N); ++i) {
+    const ConfigEntry& c = table[i];
+    if (c.stages < 3 || (c.block_m * c.block_n < 128 * 192 && c.stages < 4)) continue;
+    if (c.block_m < 64 && p.rows_per_batch > c.block_m) continue;
+    if (p.num_sms % (c.cluster_m * c.cluster_n) != 0) continue;
+    const double t = cost(c, p);
+    if (best < 0 || t < best_cost || (t == best_cost && rank_key(c) < rank_key(table[best]))) best = i, best_cost = t;
+  }
+  if (best < 0) throw_error("no configuration fits m=" + std::to_string(p.m) + " n=" + std::to_string(p.n));
+  return best;
+}
+
+// Persistent grid: one CTA per SM (whole clusters), no more CTAs than tiles. With K >= 2048 the
+// fewest CTAs that keep the same number of tile waves (512 tiles: 128 CTAs x 4 waves, not 132 with
+// 16 idle in the last wave): the GPU runs at its power limit on these compute-bound shapes and unused
+// SMs let the busy ones clock higher (4096x4096x7168: +7% on the H200).
+// Raster band (DenseScheduler): 8 or 16 blocks of the banded operand, whichever keeps fewer rows of
+// A and B in flight across the SMs (blocks of the band x its rows + blocks across x theirs).
+LaunchShape launch_shape(const ConfigEntry& c, const Problem& p, int64_t tiles, bool trim) {
+  const int cluster = c.cluster_m * c.cluster_n;
+  const int64_t cluster_tiles = std::max<int64_t>(1, ceil_div<int64_t>(tiles, cluster));
+  int64_t clusters = std::min<int64_t>(cluster_tiles, std::max(1, p.num_sms / cluster));
+  if (trim && p.k >= 2048) clusters = ceil_div<int64_t>(cluster_tiles, ceil_div<int64_t>(cluster_tiles, clusters));
+  const bool along_n = c.cluster_n == 2;
+  const int band_rows = along_n ? c.block_n : c.block_m, cross_rows = along_n ? c.block_m : c.block_n;
+  int band = 8;
+  if (16 * band_rows + ceil_div(p.num_sms, 16) * cross_rows < 8 * band_rows + ceil_div(p.num_sms, 8) * cross_rows) band = 16;
+  return LaunchShape{static_cast<int>(clusters * cluster), std::max(1, band / cluster)};
+}
+
+Problem dense_problem(const DenseGemmParams& p) {
+  const int64_t groups = p.k_block_bounds != nullptr ? std::max(1, p.num_k_groups) : 1;
+  // K-grouped: each group's K range is about k / groups blocks.
+  return Problem{p.m, p.n, p.k / groups, groups, p.m, p.out_kind == OutKind::kFP32 ? 4 : 2, std::max(1, p.num_sms)};
+}
+
+}  // namespace
+
+template <size_t N>
+static int forced_or(const ConfigEntry (&table)[N], int forced, const Problem& p) {
+  return forced >= 0 ? forced : pick(table, p);
+}
+
+Plan plan_dense(const DenseGemmParams& p) {
+  const Problem pr = dense_problem(p);
+  const int idx = forced_or(kDenseConfigs, p.forced_config, pr);
+  const ConfigEntry& c = kDenseConfigs[idx];
+  const int64_t tiles = ceil_div<int64_t>(ceil_div<int64_t>(p.m, c.block_m), c.cluster_m) * c.cluster_m *
+                        ceil_div<int64_t>(ceil_div<int64_t>(p.n, c.block_n), c.cluster_n) * c.cluster_n;
+  return Plan{idx, &c, launch_shape(c, pr, tiles, true)};
+}
+
+Plan plan_row_scaled(const DenseGemmParams& p) {
+  const Problem pr = dense_problem(p);
+  const int idx = forced_or(kRowScaledConfigs, p.forced_config, pr);
+  const ConfigEntry& c = kRowScaledConfigs[idx];
+  return Plan{idx, &c, launch_shape(c, pr, num_blocks(c, Problem{pr.m, pr.n, pr.k, pr.batches, pr.m, 0, 0}), true)};
+}
+
+Plan plan_grouped(const GroupedGemmParams& p) {
+  const DenseGemmParams& g = p.gemm;
+  // expected_m is a hint: experts vary around it, so the tile count is taken at 15% more rows.
+  const int64_t rows = std::max<int64_t>(1, p.expected_m > 0 ? p.expected_m : g.m / p.num_groups);
+  const Problem pr{g.m, g.n, g.k, p.num_groups, rows + rows * 15 / 100, g.out_kind == OutKind::kFP32 ? 4 : 2,
+                   std::max(1, g.num_sms)};
+  const int idx = forced_or(kGroupedConfigs, g.forced_config, pr);
+  const ConfigEntry& c = kGroupedConfigs[idx];
+  // The expert sizes live on the device: the grid is sized for the bound reached when every expert's
+  // rows start a fresh m-block.
+  const int64_t tiles = (ceil_div<int64_t>(g.m, c.block_m) + p.num_groups) * ceil_div<int64_t>(g.n, c.block_n);
+  return Plan{idx, &c, launch_shape(c, pr, tiles, false)};
+}
+
+const std::vector<std::string>& dense_config_names() {
+  static const std::vector<std::string> v = names_of(kDenseConfigs, "");
+  return v;
+}
+const std::vector<std::string>& grouped_config_names() {
+  static const std::vector<std::string> v = names_of(kGroupedConfigs, "grouped_");
+  return v;
+}
+const std::vector<std::string>& row_scaled_config_names() {
+  static const std::vector<std::string> v = names_of(kRowScaledConfigs, "row_scaled_");
+  return v;
+}
+
+}  // namespace torch_fp8gemm::sm90

@@ -1,0 +1,34 @@
+// The configuration heuristic of the sm_90a FP8 GEMM (sm90_fp8_gemm_heuristics.cu): what each
+// entry point launches.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "sm90_fp8_gemm_api.h"
+#include "sm90_fp8_gemm_launch.cuh"
+
+namespace torch_fp8gemm::sm90 {
+
+// One compiled configuration of a kind: its tile, cluster, stage count and launch function(s).
+struct ConfigEntry {
+  int block_m, block_n, cluster_m, cluster_n, stages;
+  void (*launch)(const DenseGemmParams&, const LaunchShape&);                 // dense, row-scaled
+  void (*launch_contiguous)(const GroupedGemmParams&, const LaunchShape&);  // grouped
+  void (*launch_masked)(const GroupedGemmParams&, const LaunchShape&);
+};
+
+// The configuration (the forced one, else the heuristic's) and how to launch it.
+struct Plan {
+  int index;
+  const ConfigEntry* config;
+  LaunchShape shape;
+};
+
+Plan plan_dense(const DenseGemmParams& p);
+Plan plan_row_scaled(const DenseGemmParams& p);
+Plan plan_grouped(const GroupedGemmParams& p);
+const std::vector<std::string>& dense_config_names();  // e.g. "bm128_bn128_s5_mc1"
+const std::vector<std::string>& grouped_config_names();
+const std::vector<std::string>& row_scaled_config_names();
+
+}  // namespace torch_fp8gemm::sm90
