@@ -21,6 +21,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "common.cuh"
 #include "epilogue.cuh"
@@ -121,10 +122,12 @@ __device__ __forceinline__ void wait_k_block(float* t) {
 }
 
 // acc += sa[row] * sb * t. 8-column groups i < num_former use B scale row 0 (sb0), the rest row 1
-// (sb1): a select per group, not two loops, keeps the FFMAs in one straight run.
-template <int kBlockN, bool kSingleScaleRow>
+// (sb1): a select per group, not two loops, keeps the FFMAs in one straight run. kNumFormer >= 0
+// is num_former as a compile-time value: the selects then fold away.
+template <int kBlockN, bool kSingleScaleRow, int kNumFormer>
 __device__ __forceinline__ void promote(float* acc, const float* t, float sa0, float sa1, float sb0, float sb1,
                                         int num_former) {
+  if constexpr (kNumFormer >= 0) num_former = kNumFormer;
   const float s00 = sa0 * sb0, s10 = sa1 * sb0;
   const float s01 = kSingleScaleRow ? s00 : sa0 * sb1, s11 = kSingleScaleRow ? s10 : sa1 * sb1;
 #pragma unroll
@@ -134,6 +137,22 @@ __device__ __forceinline__ void promote(float* acc, const float* t, float sa0, f
     acc[4 * i + 1] = fmaf(former ? s00 : s01, t[4 * i + 1], acc[4 * i + 1]);
     acc[4 * i + 2] = fmaf(former ? s10 : s11, t[4 * i + 2], acc[4 * i + 2]);
     acc[4 * i + 3] = fmaf(former ? s10 : s11, t[4 * i + 3], acc[4 * i + 3]);
+  }
+}
+
+// Calls f(integral_constant<num_former>) for the tile widths whose tiles start at few distinct
+// offsets inside a 128-column scale block (gcd(BN, 128) >= 32: at most 4), f(integral_constant<-1>)
+// (num_former at run time) for the others and for widths that divide 128 (one scale row).
+constexpr int gcd128(int n) { return n % 128 == 0 ? 128 : n % 64 == 0 ? 64 : n % 32 == 0 ? 32 : n % 16 == 0 ? 16 : 8; }
+template <int kBlockN, int kValue = gcd128(kBlockN) / 8, typename F>
+__device__ __forceinline__ void with_num_former(int num_former, F&& f) {
+  constexpr bool kDispatch = 128 % kBlockN != 0 && gcd128(kBlockN) >= 32;
+  if constexpr (!kDispatch || kValue > kBlockN / 8) {
+    f(std::integral_constant<int, -1>{});
+  } else if (num_former == kValue) {
+    f(std::integral_constant<int, kValue>{});
+  } else {
+    with_num_former<kBlockN, kValue + gcd128(kBlockN) / 8>(num_former, f);
   }
 }
 
@@ -319,39 +338,41 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
 #pragma unroll
       for (int i = 0; i < kWavesM * Mma::kNumAccum; ++i) acc[i] = 0.f;
 
-      for (int kc = kb_begin; kc < kb_end; kc += kSfbChunk) {
-        const int kc_end = min(kb_end, kc + kSfbChunk);
-        float* sfb = ss.sfb[buf][wg][0];
-        if constexpr (!S::kRowScaledB) {
-          for (int i = wg_thread; i < kc_end - kc; i += 128) {
-            sfb[i] = __ldg(sfb_global + nb0 * args.num_k_blocks + kc + i);
-            sfb[kSfbChunk + i] = __ldg(sfb_global + nb1 * args.num_k_blocks + kc + i);
+      with_num_former<kBlockN>(num_former, [&](auto former) {
+        for (int kc = kb_begin; kc < kb_end; kc += kSfbChunk) {
+          const int kc_end = min(kb_end, kc + kSfbChunk);
+          float* sfb = ss.sfb[buf][wg][0];
+          if constexpr (!S::kRowScaledB) {
+            for (int i = wg_thread; i < kc_end - kc; i += 128) {
+              sfb[i] = __ldg(sfb_global + nb0 * args.num_k_blocks + kc + i);
+              sfb[kSfbChunk + i] = __ldg(sfb_global + nb1 * args.num_k_blocks + kc + i);
+            }
+            named_barrier_sync(1 + wg, 128);
           }
-          named_barrier_sync(1 + wg, 128);
-        }
-        buf ^= 1;
-        for (int kb = kc; kb < kc_end; ++kb, advance()) {
-          const float sb0 = sfb[kb - kc], sb1 = kSingleScaleRow ? sb0 : sfb[kSfbChunk + kb - kc];
-          const uint32_t a_desc = a_desc0 + stage * (kBlockM * kBlockK / 16);
-          const uint32_t b_desc = b_desc0 + stage * (kBlockN * kBlockK / 16);
-          ptx::mbarrier_wait_parity(&ss.full[stage], phase);
+          buf ^= 1;
+          for (int kb = kc; kb < kc_end; ++kb, advance()) {
+            [[maybe_unused]] const float sb0 = sfb[kb - kc], sb1 = kSingleScaleRow ? sb0 : sfb[kSfbChunk + kb - kc];
+            const uint32_t a_desc = a_desc0 + stage * (kBlockM * kBlockK / 16);
+            const uint32_t b_desc = b_desc0 + stage * (kBlockN * kBlockK / 16);
+            ptx::mbarrier_wait_parity(&ss.full[stage], phase);
 #pragma unroll
-          for (int w = 0; w < kWavesM; ++w) {
-            // The A scales are read before the stage can be released.
-            const float* sa = ss.sfa[stage] + sfa_shift + sfa_row + w * 128;
-            const float sa0 = sa[0], sa1 = sa[8];
-            issue_k_block<Mma>(a_desc + w * 128 * kBlockK / 16, b_desc, tmp);
-            wait_k_block<Mma>(tmp);
-            if constexpr (S::kRowScaledB) {
-              promote_row_scaled<kBlockN>(acc + w * Mma::kNumAccum, tmp, sa0, sa1, ss.sfa[stage] + kBlockM);
-              if (w == kWavesM - 1) release(stage);
-            } else {
-              if (w == kWavesM - 1) release(stage);
-              promote<kBlockN, kSingleScaleRow>(acc + w * Mma::kNumAccum, tmp, sa0, sa1, sb0, sb1, num_former);
+            for (int w = 0; w < kWavesM; ++w) {
+              // The A scales are read before the stage can be released.
+              const float* sa = ss.sfa[stage] + sfa_shift + sfa_row + w * 128;
+              const float sa0 = sa[0], sa1 = sa[8];
+              issue_k_block<Mma>(a_desc + w * 128 * kBlockK / 16, b_desc, tmp);
+              wait_k_block<Mma>(tmp);
+              if constexpr (S::kRowScaledB) {
+                promote_row_scaled<kBlockN>(acc + w * Mma::kNumAccum, tmp, sa0, sa1, ss.sfa[stage] + kBlockM);
+                if (w == kWavesM - 1) release(stage);
+              } else {
+                if (w == kWavesM - 1) release(stage);
+                promote<kBlockN, kSingleScaleRow, decltype(former)::value>(acc + w * Mma::kNumAccum, tmp, sa0, sa1, sb0, sb1, num_former);
+              }
             }
           }
         }
-      }
+      });
 
       // Epilogue. K-grouped: group g's rows of out start at g * m.
       const int64_t out_row0 = S::kRowScaledB && args.k_block_bounds != nullptr ? tile.group * args.m : 0;

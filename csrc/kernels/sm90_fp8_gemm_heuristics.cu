@@ -55,8 +55,12 @@ struct Problem {
   int num_sms;
 };
 
+// Tiles of a configuration, counting the phantom tile of a cluster pair at an odd edge (it occupies
+// an SM like a real one).
 int64_t num_blocks(const ConfigEntry& c, const Problem& p) {
-  return p.batches * ceil_div<int64_t>(p.rows_per_batch, c.block_m) * ceil_div<int64_t>(p.n, c.block_n);
+  const int64_t m_blocks = ceil_div<int64_t>(ceil_div<int64_t>(p.rows_per_batch, c.block_m), c.cluster_m) * c.cluster_m;
+  const int64_t n_blocks = ceil_div<int64_t>(ceil_div<int64_t>(p.n, c.block_n), c.cluster_n) * c.cluster_n;
+  return p.batches * m_blocks * n_blocks;
 }
 
 // Cost model (arbitrary units). The tensor work and the HBM traffic are the same for every
