@@ -316,8 +316,37 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
         ptx::bulk_commit_group();
       }
     };
+    // B scale rows of a tile: n0 / 128 and the block of its last column (clamped: phantom tiles lie
+    // past n); groups i < num_former of a fragment use the first.
+    auto scale_rows = [&](const Tile& t, int64_t& nb0, int64_t& nb1) {
+      const int64_t n0 = static_cast<int64_t>(t.n_block) * kBlockN, last = (args.n - 1) / 128;
+      nb0 = min(n0 / 128, last), nb1 = max(nb0, min((min(n0 + kBlockN, args.n) - 1) / 128, last));
+      return args.b_scale + (S::kGrouped ? t.group * args.b_scale_group_stride : 0);
+    };
+    // With K <= kSfbChunk * 128 (one chunk) the next tile's B scales are loaded into registers while
+    // this tile runs, so no tile starts by waiting on global memory (short K: 4 K blocks per tile).
+    // 192-column fragments (96 + 96 accumulator registers) leave no room for the 4 registers.
+    const bool prefetch_sfb = !S::kRowScaledB && kBlockN <= 160 && args.num_k_blocks <= kSfbChunk;
+    float pf[2][kSfbChunk / 128];
+    auto prefetch = [&](const Tile& t) {
+      int64_t nb0, nb1;
+      const float* sfb_global = scale_rows(t, nb0, nb1);
+#pragma unroll
+      for (int j = 0; j < kSfbChunk / 128; ++j) {
+        const int kb = wg_thread + 128 * j;
+        if (kb < args.num_k_blocks) {
+          pf[0][j] = __ldg(sfb_global + nb0 * args.num_k_blocks + kb);
+          pf[1][j] = __ldg(sfb_global + nb1 * args.num_k_blocks + kb);
+        }
+      }
+    };
     int buf = 0;
-    while (scheduler.next(tile)) {
+    Tile next;
+    bool has_tile = scheduler.next(tile);
+    if (has_tile && prefetch_sfb) prefetch(tile);
+    for (; has_tile; tile = next) {
+      const bool has_next = scheduler.next(next);
+      has_tile = has_next;
       const int64_t m0 = tile.row0 + static_cast<int64_t>(tile.m_block) * kBlockM;
       const int64_t n0 = static_cast<int64_t>(tile.n_block) * kBlockN;
       const int sfa_shift = S::kSfaSlack > 0 ? static_cast<int>(m0 & 3) : 0;
@@ -325,16 +354,16 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
       k_range(tile, kb_begin, kb_end);
       // A warpgroup whose rows all lie past the end (or whose tile is a phantom) keeps the ring in step.
       if (!tile.valid || m0 + wg * 64 >= tile.row_end) {
+        if (has_next && prefetch_sfb) prefetch(next);
         for (int kb = kb_begin; kb < kb_end; ++kb, advance()) {
           ptx::mbarrier_wait_parity(&ss.full[stage], phase);
           release(stage);
         }
         continue;
       }
-      // B scale rows: n0 / 128 and the block of the tile's last column; groups i < num_former use the first.
-      const int64_t nb0 = n0 / 128, nb1 = (min(n0 + kBlockN, args.n) - 1) / 128;
+      int64_t nb0, nb1;
+      const float* sfb_global = scale_rows(tile, nb0, nb1);
       const int num_former = nb1 > nb0 ? static_cast<int>((128 - n0 % 128) / 8) : kBlockN / 8;
-      const float* sfb_global = args.b_scale + (S::kGrouped ? tile.group * args.b_scale_group_stride : 0);
 #pragma unroll
       for (int i = 0; i < kWavesM * Mma::kNumAccum; ++i) acc[i] = 0.f;
 
@@ -343,11 +372,20 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
           const int kc_end = min(kb_end, kc + kSfbChunk);
           float* sfb = ss.sfb[buf][wg][0];
           if constexpr (!S::kRowScaledB) {
-            for (int i = wg_thread; i < kc_end - kc; i += 128) {
-              sfb[i] = __ldg(sfb_global + nb0 * args.num_k_blocks + kc + i);
-              sfb[kSfbChunk + i] = __ldg(sfb_global + nb1 * args.num_k_blocks + kc + i);
+            if (prefetch_sfb) {
+#pragma unroll
+              for (int j = 0; j < kSfbChunk / 128; ++j) {
+                sfb[wg_thread + 128 * j] = pf[0][j];
+                sfb[kSfbChunk + wg_thread + 128 * j] = pf[1][j];
+              }
+            } else {
+              for (int i = wg_thread; i < kc_end - kc; i += 128) {
+                sfb[i] = __ldg(sfb_global + nb0 * args.num_k_blocks + kc + i);
+                sfb[kSfbChunk + i] = __ldg(sfb_global + nb1 * args.num_k_blocks + kc + i);
+              }
             }
             named_barrier_sync(1 + wg, 128);
+            if (prefetch_sfb && has_next) prefetch(next);
           }
           buf ^= 1;
           for (int kb = kc; kb < kc_end; ++kb, advance()) {
