@@ -12,7 +12,10 @@ pytestmark = pytest.mark.skipif(not HAS_SM90, reason="needs an sm_90 GPU")
 
 # "op": the public ops (the sm_90a grouped kernels with the heuristic's configuration);
 # "kernel:<config>": the sm_90a grouped kernels through the private ops, each configuration forced.
-IMPLS = ["op", "kernel:-1", "kernel:0", "kernel:1", "kernel:2", "kernel:3", "kernel:4"]
+# The grouped configurations compiled (sm90_fp8_gemm_configs.cuh lists four: 64x64, 64x128,
+# 128x64, 128x128); a test below checks that the extension has exactly these.
+NUM_GROUPED_CONFIGS = 4
+IMPLS = ["op", "kernel:-1"] + [f"kernel:{i}" for i in range(NUM_GROUPED_CONFIGS)]
 
 
 def grouped_moe(impl, a, b, offs, sa, sb, out_dtype=None):
@@ -223,3 +226,14 @@ def test_k_grouped_wgrad_cuda_graph_with_new_offsets():
         torch.cuda.synchronize()
         want = _wgrad_per_expert(grad, x, new_ends, groups, torch.float32)
         assert T.relative_error(out, want) <= 1e-6, new_ends
+
+
+def test_every_grouped_configuration_is_covered():
+    # IMPLS forces configs 0 .. NUM_GROUPED_CONFIGS - 1; one past the last must be rejected, so a
+    # config added to the list without a test here fails this test.
+    if not fg.cuda_kernels_built():
+        pytest.skip("the extension was built without the CUDA kernels")
+    a, sa, b, sb = operands(256, 256, 256, 2)
+    offs = torch.tensor([100, 256], dtype=torch.int32, device="cuda")
+    with pytest.raises(ValueError, match="expected `config`"):
+        torch.ops.fp8gemm._sm90_grouped_moe(a, b, offs, sa, sb, torch.bfloat16, NUM_GROUPED_CONFIGS)
