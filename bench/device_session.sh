@@ -10,14 +10,9 @@
 #   training   forward + backward of a linear and an MoE layer
 #   quanttests GPU tests of the quantization kernels (and the ops that use them)
 #   example    examples/convert_transformers_model.py (Llama, tiny random config): logits and tokens/s
-#   probe      ours vs the reference kernel in one process (bench/standalone/probe_reference_kernel.sh;
-#              needs the git-ignored cubins: carry bench/standalone/out/probe); OURS_CONFIGS etc. pass through
-#   ncu        the same probe under ncu at 4096x7168x16384: reference and our heuristic's kernel, full
-#              set, details page and per-instruction stall samples (source.csv) into $OUT
 #   ncusmall   ours and cuBLASLt block-wise under ncu at one M <= 128 shape (NCU_SHAPE, default 128x32768x512)
-#   tune       the standalone harness without the watchdog, experiment configs included, every config
-#              (and split-K) timed on the 19 dense shapes: bench/standalone/build_and_run.sh --no-check --tune
-#              (TUNE_FLAGS: extra nvcc flags, e.g. -DTORCH_FP8GEMM_MULTICAST_LEADER on that branch;
+#   tune       the standalone harness without the watchdog, every config timed on the 19 dense shapes: bench/standalone/build_and_run.sh --no-check --tune
+#              (TUNE_FLAGS: extra nvcc flags;
 #              TUNE_ARGS: harness arguments, e.g. --tune to run the correctness sweep first)
 #   sanitize   compute-sanitizer memcheck + racecheck on the grouped staged-epilogue cases of
 #              bench/diag_grouped.py (SANITIZE_CASES overrides the case list, SANITIZE_TOOLS the tools)
@@ -28,7 +23,7 @@ mkdir -p "$OUT"
 export LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libstdc++.so.6 PYTHONUNBUFFERED=1 MAX_JOBS="${MAX_JOBS:-16}"
 ITERS="${ITERS:-10}"
 start=$(date +%s)
-# SKIP_BUILD=1: only the standalone stages (probe, ncu), which build their own binaries.
+# SKIP_BUILD=1: only the standalone stages (tune), which build their own binaries.
 if [ -z "${SKIP_BUILD:-}" ]; then
   if ! python3 -m pip install --no-build-isolation --no-deps -e . >"$OUT/build.log" 2>&1; then
     tail -60 "$OUT/build.log"; exit 1
@@ -54,8 +49,6 @@ for s in "$@"; do
       stage tests "${TESTS_LIMIT:-300}" python3 -m pytest -q --timeout=120 -p no:cacheprovider "${files[@]}" \
         "test/test_dense_cuda.py::test_every_configuration_is_forced" \
         "test/test_dense_cuda.py::test_side_stream_and_cuda_graph" \
-        "test/test_dense_cuda.py::test_split_k_every_configuration" "test/test_dense_cuda.py::test_split_k_plan" \
-        "test/test_dense_cuda.py::test_split_k_past_scale_staging" \
         "test/test_dense_cuda.py::test_accuracy_does_not_degrade_with_k" \
         "test/test_dense_cuda.py::test_every_configuration_past_128_scale_blocks" ;;
     train) stage train "${TRAIN_LIMIT:-240}" python3 bench/train_compare.py --steps 300 --device cuda --out "$OUT/train_compare.md" ;;
@@ -68,14 +61,6 @@ for s in "$@"; do
     quanttests) stage quanttests 120 python3 -m pytest -q --timeout=120 -p no:cacheprovider test/test_quantize_cuda.py \
                   test/test_autograd.py "test/test_nn.py::test_matches_linear" ;;
     example) stage example "${EXAMPLE_LIMIT:-150}" python3 examples/convert_transformers_model.py --batch 8 --seq 512 ;;
-    probe) OUT="$OUT" stage probe "${PROBE_LIMIT:-240}" bash bench/standalone/probe_reference_kernel.sh --run ;;
-    ncu) OUT="$OUT" PROBE_ONLY=7168_16384 ITERS=1 PROBE_TIMEOUT=400 \
-           PROBE_WRAP="ncu --set full --import-source no --clock-control none -k regex:fp8_gemm_kernel --launch-count ${NCU_KERNELS:-2} -f -o $OUT/cmp" \
-           stage ncu "${NCU_LIMIT:-420}" bash bench/standalone/probe_reference_kernel.sh --run
-         ncu -i "$OUT/cmp.ncu-rep" --page details > "$OUT/ncu_details.txt" 2>&1
-         ncu -i "$OUT/cmp.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu_source.csv" 2>&1
-         grep -E "Duration|SM Frequency|Compute \(SM\) Throughput|Issue Slots Busy" "$OUT/ncu_details.txt"
-         python3 bench/standalone/ncu_compare.py "$OUT/ncu_source.csv" --top 8 > "$OUT/ncu_compare.txt" 2>&1 ;;
     ncusmall)  # ours vs cuBLASLt block-wise at one M <= 128 shape (NCU_SHAPE), full set, details page into $OUT
       stage ncusmall "${NCU_LIMIT:-240}" ncu --set full --import-source no -k "regex:${NCU_KERNELS_REGEX:-gemm|nvjet|cutlass}" \
         --launch-skip 0 --launch-count 6 -f -o "$OUT/small" python3 bench/ncu_small_m.py "${NCU_SHAPE:-128x32768x512}"
@@ -84,7 +69,7 @@ for s in "$@"; do
       python3 bench/standalone/ncu_compare.py "$OUT/ncu_small_source.csv" --top 14 > "$OUT/ncu_small_compare.txt" 2>&1
       grep -E "^  [a-zA-Z_].*\(|Duration|DRAM Throughput|Memory Throughput|Grid Size|Block Size|Registers Per|Waves Per SM|L2 Hit Rate|Elapsed Cycles|SM Frequency" \
         "$OUT/ncu_small_details.txt" | head -120 ;;
-    tune) WATCHDOG_FLAG= EXTRA_FLAGS="-DTORCH_FP8GEMM_EXPERIMENT_CONFIGS ${TUNE_FLAGS:-}" \
+    tune) WATCHDOG_FLAG= EXTRA_FLAGS="${TUNE_FLAGS:-}" \
             stage tune "${TUNE_LIMIT:-400}" bash bench/standalone/build_and_run.sh ${TUNE_ARGS:---no-check --tune} ;;
     sanitize) stage sanitize "${SANITIZE_LIMIT:-500}" bash -c 'for tool in ${SANITIZE_TOOLS:-memcheck racecheck}; do
                 python3 bench/diag_grouped.py --cases "${SANITIZE_CASES:-11,12,13,14,15}" --wrap "compute-sanitizer --tool $tool"

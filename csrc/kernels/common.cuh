@@ -8,15 +8,7 @@ namespace torch_fp8gemm::sm90 {
 // stage's wgmma partial sums are promoted with exactly one pair of scales.
 constexpr int kBlockK = 128;
 
-// TMA multicast of the operand a 2-CTA cluster shares: by default each CTA loads half of the tile
-// and multicasts it to both; with TORCH_FP8GEMM_MULTICAST_LEADER (a measurement build) cluster rank 0
-// loads the whole tile and multicasts it, and rank 1 loads none of it (as the reference kernel does).
-#ifdef TORCH_FP8GEMM_MULTICAST_LEADER
-constexpr int kMulticastSlices = 1;
-#else
-constexpr int kMulticastSlices = 2;
-#endif
-// What the one kernel template computes; only the scheduler and operand addressing differ.
+// What the one kernel template computes; the scheduler, the operand addressing and the B scales differ.
 //   kDense:             out[m, n] = A[m, k] . B[n, k]^T
 //   kGroupedContiguous: MoE, expert g owns rows [ends[g-1], ends[g]) of A/out and B rows [g*n, g*n + n)
 //   kGroupedMasked:     MoE, expert g owns rows [g*max_m, g*max_m + masked_m[g]) of A/out

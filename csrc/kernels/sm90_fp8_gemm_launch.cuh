@@ -5,6 +5,7 @@
 #include <cudaTypedefs.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -111,22 +112,39 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped, c
 
   int device = 0;
   check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  constexpr int kClusterSize = kClusterM * kClusterN;
+  // Per device, once: the smem attribute and, for clusters, how many fit at once (SMs come in GPCs;
+  // a persistent grid larger than that would run a second, serialized wave of clusters).
   constexpr int kMaxDevices = 64;
-  static bool attribute_set[kMaxDevices] = {};
+  static int max_clusters[kMaxDevices] = {};  // 0: not yet queried
   if (device >= kMaxDevices) throw_error("device ordinal " + std::to_string(device) + " >= 64");
-  if (!attribute_set[device]) {
+  if (max_clusters[device] == 0) {
     check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmemBytes)),
                "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
-    attribute_set[device] = true;
+    int count = 1 << 30;
+    if constexpr (kClusterSize > 1) {
+      cudaLaunchAttribute query_attr[1];
+      query_attr[0].id = cudaLaunchAttributeClusterDimension;
+      query_attr[0].val.clusterDim = {static_cast<unsigned>(kClusterSize), 1, 1};
+      cudaLaunchConfig_t query = {};
+      query.gridDim = dim3(kClusterSize * 66, 1, 1);
+      query.blockDim = dim3(S::kThreads, 1, 1);
+      query.dynamicSmemBytes = kSmemBytes;
+      query.attrs = query_attr;
+      query.numAttrs = 1;
+      check_cuda(cudaOccupancyMaxActiveClusters(&count, kernel, &query), "cudaOccupancyMaxActiveClusters");
+      if (count < 1) throw_error("no cluster of this configuration fits on the device");
+    }
+    max_clusters[device] = count;
   }
-  constexpr int kClusterSize = kClusterM * kClusterN;
+  const int grid_ctas = std::min(shape.grid_ctas, max_clusters[device] * kClusterSize);
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeClusterDimension;
   attr[0].val.clusterDim.x = kClusterSize;
   attr[0].val.clusterDim.y = 1;
   attr[0].val.clusterDim.z = 1;
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(shape.grid_ctas), 1, 1);
+  cfg.gridDim = dim3(static_cast<unsigned>(grid_ctas), 1, 1);
   cfg.blockDim = dim3(S::kThreads, 1, 1);
   cfg.dynamicSmemBytes = kSmemBytes;
   cfg.stream = p.stream;
