@@ -89,6 +89,8 @@ setup(
     name="torch_fp8gemm",
     version="0.1.0",
     description="FP8 GEMMs with DeepSeek-V3 fine-grained scaling for Hopper, as PyTorch custom ops",
+    license="Apache-2.0",
+    license_files=["LICENSE"],
     packages=find_packages(include=["torch_fp8gemm", "torch_fp8gemm.*"]),
     ext_modules=[_extension()],
     cmdclass={"build_ext": BuildExtension},

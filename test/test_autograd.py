@@ -130,3 +130,41 @@ def test_grouped_wgrad_bf16_out_is_the_rounded_fp32_result(device):
     assert (fp32[0] == 0).all() and (fp32[2] == 0).all(), "experts without rows get zero gradients"
     with pytest.raises(ValueError, match="out_dtype"):
         fg.grouped_moe_wgrad(grad, x, offs, 4, torch.float16)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_float8_operands_with_requires_grad_get_no_gradient(device):
+    # A float8 tensor that requires grad is still a constant: no (clamped, float8) gradient for it,
+    # while the high-precision operand of the same call gets its gradient. Every GEMM op.
+    x = torch.randn(64, 256, device=device)
+    w = torch.randn(136, 256, device=device)
+    xf, xs = fg.quantize_1x128(x)
+    wf, ws = fg.quantize_128x128(w)
+    wf1, ws1 = fg.quantize_1x128(w)
+    calls = [
+        ("dense a", lambda a, b: fg.dense(a, b, xs, None, out_dtype=torch.float32), xf, w),
+        ("dense b", lambda a, b: fg.dense(a, b, None, ws, out_dtype=torch.float32), x, wf),
+        ("dense_1x128 a", lambda a, b: fg.dense_1x128(a, b, xs, None, out_dtype=torch.float32), xf, w),
+        ("dense_1x128 b", lambda a, b: fg.dense_1x128(a, b, None, ws1, out_dtype=torch.float32), x, wf1),
+    ]
+    offsets = torch.tensor([20, 64], dtype=torch.int32, device=device)
+    experts_f, experts_s = fg.quantize_128x128(torch.randn(2, 136, 256, device=device))
+    calls.append(("grouped_moe b", lambda a, b: fg.grouped_moe(a, b, offsets, None, experts_s, out_dtype=torch.float32),
+                  x, experts_f))
+    calls.append(("grouped_moe a", lambda a, b: fg.grouped_moe(a, b, offsets, xs, None, out_dtype=torch.float32),
+                  xf, torch.randn(2, 136, 256, device=device)))
+    masked = torch.tensor([5, 32], dtype=torch.int32, device=device)
+    xm = torch.randn(2, 32, 256, device=device)
+    xmf, xms = fg.quantize_1x128(xm)
+    calls.append(("grouped_moe_masked a",
+                  lambda a, b: fg.grouped_moe_masked(a, b, masked, 16, xms, None, out_dtype=torch.float32),
+                  xmf, torch.randn(2, 136, 256, device=device)))
+    for label, op, a, b in calls:
+        a = a.clone().requires_grad_()
+        b = b.clone().requires_grad_()
+        op(a, b).sum().backward()
+        for name, t in (("a", a), ("b", b)):
+            if t.dtype == torch.float8_e4m3fn:
+                assert t.grad is None, f"{label}: the float8 operand {name} got a gradient"
+            else:
+                assert t.grad is not None and torch.isfinite(t.grad).all(), f"{label}: no gradient for {name}"

@@ -332,3 +332,14 @@ def test_transformers_example_end_to_end():
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "FP8 compiled" in result.stdout
+
+
+def test_forward_checks_the_input_shape_like_linear():
+    # A last dim other than in_features must not be reshaped into some other [M, K] and run.
+    for inference in (False, True):
+        layer = fg.FP8Linear(512, 256)
+        if inference:
+            layer = fg.FP8Linear.from_linear(torch.nn.Linear(512, 256), inference=True)
+        for bad in (torch.randn(4, 256), torch.randn(2, 3, 1024), torch.tensor(1.0)):
+            with pytest.raises(ValueError, match="in_features=512"):
+                layer(bad)

@@ -195,6 +195,11 @@ class FP8Linear(nn.Linear):
         self.register_buffer("weight_scale_inv", weight_scale)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if input.dim() == 0 or input.shape[-1] != self.in_features:
+            raise ValueError(
+                f"FP8Linear: expected `input` of shape [..., in_features={self.in_features}], "
+                f"got {list(input.shape)}"
+            )
         x = input.reshape(-1, self.in_features)
         out_dtype = _out_dtype_for(input.dtype)
         if not self.inference:

@@ -341,6 +341,12 @@ def _wgrad(grad, x, dtype):
     return dense_1x128(dyt, xt, dyt_scale, xt_scale, out_dtype=_grad_dtype_out(dtype)).to(dtype)
 
 
+def _need_grads(ctx, *operands):
+    """needs_input_grad of the leading operands, False for float8 ones: a float8 operand is a
+    constant even when it has requires_grad (a float8 gradient would be clamped to +-448)."""
+    return tuple(bool(need) and t.dtype != _FP8 for need, t in zip(ctx.needs_input_grad, operands))
+
+
 def _with_defaults(inputs, count):
     # Traced calls may omit trailing defaulted arguments from `inputs`.
     return tuple(inputs) + (None,) * (count - len(inputs))
@@ -354,7 +360,8 @@ def _dense_setup_context(ctx, inputs, output):
 
 def _dense_backward(ctx, grad):
     a, b, a_scale, b_scale = ctx.saved_tensors
-    need_a, need_b, _, _, need_bias, _ = _with_defaults(ctx.needs_input_grad, 6)
+    need_a, need_b = _need_grads(ctx, a, b)
+    need_bias = _with_defaults(ctx.needs_input_grad, 6)[4]
     grad_a = grad_b = grad_bias = None
     if need_a:
         wt, wt_scale = _transposed_weight(b, b_scale)
@@ -376,7 +383,7 @@ def _dense_1x128_setup_context(ctx, inputs, output):
 
 def _dense_1x128_backward(ctx, grad):
     a, b, a_scale, b_scale = ctx.saved_tensors
-    need_a, need_b = ctx.needs_input_grad[:2]
+    need_a, need_b = _need_grads(ctx, a, b)
     grad_a = grad_b = None
     if need_a:  # dx = dy @ b: dy per 1x128 along N, b^T [K, N] per 1x128 along N
         bt = _pad_dim(_dequantize_activation(b, b_scale).t(), -1, 16).contiguous()
@@ -500,7 +507,7 @@ def _grouped_setup_context(ctx, inputs, output):
 
 def _grouped_backward(ctx, grad):
     a, b, offsets, a_scale, b_scale = ctx.saved_tensors
-    need_a, need_b = ctx.needs_input_grad[:2]
+    need_a, need_b = _need_grads(ctx, a, b)
     grad_a = grad_b = None
     if need_a:  # dx = dy @ W_g for each expert's rows: the grouped kernel on W^T [G, K, N]
         wt, wt_scale = _transposed_weight(b, b_scale)
@@ -524,7 +531,7 @@ def _masked_setup_context(ctx, inputs, output):
 
 def _masked_backward(ctx, grad):
     a, b, masked_m, a_scale, b_scale = ctx.saved_tensors
-    need_a, need_b = ctx.needs_input_grad[:2]
+    need_a, need_b = _need_grads(ctx, a, b)
     grad_a = grad_b = None
     groups, max_m = a.shape[0], a.shape[1]
     if need_a:
