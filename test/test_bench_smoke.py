@@ -127,3 +127,11 @@ def test_kernel_categories():
     assert kernel_category("triton_poi_fused_mul_0") == "Inductor (Triton)"
     assert kernel_category("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64") == "other GEMM (cuBLAS)"
     assert kernel_category("void at::native::vectorized_elementwise_kernel<4, ...>") == "other torch kernels"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only message")
+def test_cpu_only_suite_says_why_no_table(capsys):
+    from torch_fp8gemm import benchmark
+
+    assert benchmark.main(["--suite", "moe", "--skip-verify"]) == 0
+    assert "No benchmark table for --suite moe" in capsys.readouterr().out

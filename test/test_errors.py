@@ -73,9 +73,12 @@ def _grouped_with(**changes):
 GROUPED_CASES = [
     ("offsets int64", _grouped_with(group_offsets=torch.tensor([5, 10, 20])), "`group_offsets` to be int32"),
     ("offsets wrong length", _grouped_with(group_offsets=torch.tensor([5, 20], dtype=torch.int32)), "`group_offsets` of shape [3]"),
-    ("offsets decreasing", _grouped_with(group_offsets=torch.tensor([5, 4, 20], dtype=torch.int32)), "non-decreasing"),
-    ("offsets past M", _grouped_with(group_offsets=torch.tensor([5, 10, 21], dtype=torch.int32)), "at or before M = 20"),
-    ("offsets negative", _grouped_with(group_offsets=torch.tensor([-1, 10, 20], dtype=torch.int32)), "`group_offsets` to be >= 0"),
+    ("offsets decreasing", _grouped_with(group_offsets=torch.tensor([5, 4, 20], dtype=torch.int32)),
+     "non-decreasing (cumulative row ends), got group_offsets[1] = 4 < group_offsets[0] = 5"),
+    ("offsets past M", _grouped_with(group_offsets=torch.tensor([5, 10, 21], dtype=torch.int32)),
+     "at or before M = 20, got group_offsets[2] = 21"),
+    ("offsets negative", _grouped_with(group_offsets=torch.tensor([2, -1, 20], dtype=torch.int32)),
+     "`group_offsets` to be >= 0 (cumulative row ends), got group_offsets[1] = -1"),
     ("b 2-D", _grouped_with(b=torch.zeros(136, 256, dtype=FP8)), "`b` to have 3 dims"),
     ("b_scale 2-D", _grouped_with(b_scale=torch.ones(2, 2)), "`b_scale` of shape [3, 2, 2]"),
 ]
@@ -99,7 +102,8 @@ def _masked_with(**changes):
 
 
 MASKED_CASES = [
-    ("masked_m past max_m", _masked_with(masked_m=torch.tensor([3, 17], dtype=torch.int32)), "`masked_m` values in [0, max_m = 16]"),
+    ("masked_m past max_m", _masked_with(masked_m=torch.tensor([3, 17], dtype=torch.int32)),
+     "`masked_m` values in [0, max_m = 16], got masked_m[1] = 17"),
     ("masked_m float", _masked_with(masked_m=torch.tensor([3.0, 1.0])), "`masked_m` to be int32"),
     ("expected_m negative", _masked_with(expected_m=-1), "`expected_m` to be >= 0"),
     ("G mismatch", _masked_with(b=torch.zeros(3, 136, 256, dtype=FP8)), "`b` of shape [G, N, K] with G = 2"),

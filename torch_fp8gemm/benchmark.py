@@ -628,6 +628,8 @@ def main(argv=None) -> int:
         quant_table = benchmark_quantize(args.iters, timer, copy_bandwidth_gbs(timer))
         _log("\n" + quant_table + "\n")
         report += ["", quant_table]
+    if not cuda and not args.skip_bench:
+        _log(f"No benchmark table for --suite {args.suite}: it times the GPU kernels, and there is no CUDA device.")
     if args.results:
         _append_results(args.results, report)
     _log("All verifications passed." if ok else "VERIFICATION FAILED.")

@@ -208,13 +208,18 @@ at::Tensor grouped_moe_op(const at::Tensor& a, const at::Tensor& b, const at::Te
   check_fp8_layout(op, "b", b);
   if (group_offsets.is_cpu() && groups > 0) {
     // Cheap only when the offsets live on the host; on a GPU the kernels clamp them instead of
-    // synchronizing to check.
-    auto ends = group_offsets.to(at::kLong);
-    FP8GEMM_CHECK_ARG(ends.min().item<int64_t>() >= 0, op, "`group_offsets` to be >= 0, got ", group_offsets);
-    FP8GEMM_CHECK_ARG(groups < 2 || (ends.slice(0, 1) >= ends.slice(0, 0, groups - 1)).all().item<bool>(), op,
-                      "`group_offsets` to be non-decreasing (cumulative row ends), got ", group_offsets);
-    FP8GEMM_CHECK_ARG(ends.max().item<int64_t>() <= m, op, "`group_offsets` to end at or before M = ", m,
-                      ", got ", group_offsets);
+    // synchronizing to check. The error names the first entry that breaks a rule, not the tensor.
+    const auto ends = group_offsets.to(at::kLong).contiguous();
+    const int64_t* end = ends.data_ptr<int64_t>();
+    for (int64_t g = 0; g < groups; ++g) {
+      FP8GEMM_CHECK_ARG(end[g] >= 0, op, "`group_offsets` to be >= 0 (cumulative row ends), got group_offsets[", g,
+                        "] = ", end[g]);
+      FP8GEMM_CHECK_ARG(g == 0 || end[g] >= end[g - 1], op,
+                        "`group_offsets` to be non-decreasing (cumulative row ends), got group_offsets[", g, "] = ",
+                        end[g], " < group_offsets[", g - 1, "] = ", g > 0 ? end[g - 1] : 0);
+      FP8GEMM_CHECK_ARG(end[g] <= m, op, "`group_offsets` to end at or before M = ", m, ", got group_offsets[", g,
+                        "] = ", end[g]);
+    }
   }
   if (m == 0 || n == 0 || groups == 0 || k == 0) return at::zeros({m, n}, a.options().dtype(dtype));
   return backend(activation_operand(a, a_scale), weight_operand(b, b_scale), group_offsets, dtype);
@@ -250,8 +255,12 @@ at::Tensor grouped_moe_masked_op(const at::Tensor& a, const at::Tensor& b, const
   check_fp8_layout(op, "a", a);
   check_fp8_layout(op, "b", b);
   if (masked_m.is_cpu() && groups > 0) {
-    FP8GEMM_CHECK_ARG(masked_m.min().item<int32_t>() >= 0 && masked_m.max().item<int32_t>() <= max_m, op,
-                      "`masked_m` values in [0, max_m = ", max_m, "], got ", masked_m);
+    const auto rows = masked_m.to(at::kLong).contiguous();
+    const int64_t* count = rows.data_ptr<int64_t>();
+    for (int64_t g = 0; g < groups; ++g) {
+      FP8GEMM_CHECK_ARG(count[g] >= 0 && count[g] <= max_m, op, "`masked_m` values in [0, max_m = ", max_m,
+                        "], got masked_m[", g, "] = ", count[g]);
+    }
   }
   if (groups == 0 || max_m == 0 || n == 0 || k == 0) {
     return at::zeros({groups, max_m, n}, a.options().dtype(dtype));
