@@ -39,7 +39,7 @@ __all__ = ["benchmark_linear_forward", "benchmark_training_step", "RowwiseFP8Lin
 _FP8 = torch.float8_e4m3fn
 _FP8_MAX = 448.0
 
-# (model, layer, in_features K, out_features N). DeepSeek-V3: the dense GEMMs of shared/ANCHORS.md
+# (model, layer, in_features K, out_features N). DeepSeek-V3: its dense-layer GEMMs
 # (MLA q_a + kv_a fused, q_b, o_proj) and the dense-layer MLP (intermediate 18432); Llama-3-70B:
 # fused q/k/v (64 + 2 x 8 heads of 128) and the MLP (intermediate 28672).
 FORWARD_LAYERS = [

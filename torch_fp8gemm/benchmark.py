@@ -27,7 +27,7 @@ from . import ops
 from . import testing as T
 from .nn import dequantize_128x128
 
-# The 19 dense DeepSeek-V3 shapes of shared/ANCHORS.md: (M, N, K).
+# The 19 dense DeepSeek-V3 GEMM shapes (decode M = 64, 128; prefill M = 4096; 8192^3): (M, N, K).
 DSV3_DENSE_SHAPES = [
     (m, n, k)
     for m in (64, 128, 4096)
@@ -349,7 +349,7 @@ def benchmark_dense(shapes, iters: int) -> str:
     return table
 
 
-# MoE shapes of shared/ANCHORS.md: contiguous (G, rows per expert, N, K) with group sizes varied
+# DeepSeek-V3-sized MoE shapes: contiguous (G, rows per expert, N, K) with group sizes varied
 # +-30% and not padded; masked (G, rows per expert, N, K); DeepSeek-V3 decode with 256 experts.
 MOE_CONTIGUOUS_SHAPES = [(4, 8192, 4096, 7168), (4, 8192, 7168, 2048), (8, 4096, 4096, 7168), (8, 4096, 7168, 2048)]
 MOE_DECODE_256_SHAPES = [(256, rows, n, k) for rows in (8, 16, 32, 64) for n, k in ((4096, 7168), (7168, 2048))]

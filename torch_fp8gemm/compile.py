@@ -30,7 +30,7 @@ another recipe coincide with these (e.g. [1, 1] tensor-wise scales with M = 1, K
 each block covers the whole extent, so both recipes compute the same product. ``use_fast_accum``
 is ignored: the kernel always promotes its partial sums to FP32 every 128 elements of K.
 
-Implementation notes (torch 2.13/2.14; see shared/notes/pytorch-integration.md section 2.3): the
+Implementation notes (torch 2.13/2.14): the
 pass inserts only core-ATen ops (``aten.permute``, ``aten.slice``; ``aten.t`` has both a decomposition
 and a fallback), gives every new node a fresh ``meta["val"]`` computed by the ops' fake kernels
 (copying the old node's meta would carry a stale ``eager_input_vals``), and passes arguments

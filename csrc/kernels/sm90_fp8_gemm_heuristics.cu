@@ -25,12 +25,12 @@ std::string config_name(const char* prefix, int bm, int bn, int cm, int cn, int 
 }
 
 #define TORCH_FP8GEMM_DENSE_ENTRY(BM, BN, CM, CN) \
-  {BM, BN, CM, CN, stages_of<BM, BN, GemmKind::kDense>(), &launch_dense<BM, BN, CM, CN>, nullptr, nullptr},
+  {BM, BN, CM, CN, GemmShape<BM, BN, GemmKind::kDense>::kStages, &launch_dense<BM, BN, CM, CN>, nullptr, nullptr},
 #define TORCH_FP8GEMM_GROUPED_ENTRY(BM, BN, CM, CN)                                                         \
-  {BM, BN, CM, CN, stages_of<BM, BN, GemmKind::kGroupedContiguous>(), nullptr, &launch_contiguous<BM, BN, CM, CN>, \
+  {BM, BN, CM, CN, GemmShape<BM, BN, GemmKind::kGroupedContiguous>::kStages, nullptr, &launch_contiguous<BM, BN, CM, CN>, \
    &launch_masked<BM, BN, CM, CN>},
 #define TORCH_FP8GEMM_ROW_SCALED_ENTRY(BM, BN, CM, CN) \
-  {BM, BN, CM, CN, stages_of<BM, BN, GemmKind::kDenseRowScaledB>(), &launch_row_scaled<BM, BN, CM, CN>, nullptr, nullptr},
+  {BM, BN, CM, CN, GemmShape<BM, BN, GemmKind::kDenseRowScaledB>::kStages, &launch_row_scaled<BM, BN, CM, CN>, nullptr, nullptr},
 const ConfigEntry kDenseConfigs[] = {TORCH_FP8GEMM_DENSE_CONFIGS(TORCH_FP8GEMM_DENSE_ENTRY)};
 const ConfigEntry kGroupedConfigs[] = {TORCH_FP8GEMM_GROUPED_CONFIGS(TORCH_FP8GEMM_GROUPED_ENTRY)};
 const ConfigEntry kRowScaledConfigs[] = {TORCH_FP8GEMM_ROW_SCALED_CONFIGS(TORCH_FP8GEMM_ROW_SCALED_ENTRY)};
@@ -143,16 +143,14 @@ Plan plan_dense(const DenseGemmParams& p) {
   const Problem pr = dense_problem(p);
   const int idx = forced_or(kDenseConfigs, p.forced_config, pr);
   const ConfigEntry& c = kDenseConfigs[idx];
-  const int64_t tiles = ceil_div<int64_t>(ceil_div<int64_t>(p.m, c.block_m), c.cluster_m) * c.cluster_m *
-                        ceil_div<int64_t>(ceil_div<int64_t>(p.n, c.block_n), c.cluster_n) * c.cluster_n;
-  return Plan{idx, &c, launch_shape(c, pr, tiles, true)};
+  return Plan{idx, &c, launch_shape(c, pr, num_blocks(c, pr), true)};
 }
 
 Plan plan_row_scaled(const DenseGemmParams& p) {
   const Problem pr = dense_problem(p);
   const int idx = forced_or(kRowScaledConfigs, p.forced_config, pr);
   const ConfigEntry& c = kRowScaledConfigs[idx];
-  return Plan{idx, &c, launch_shape(c, pr, num_blocks(c, Problem{pr.m, pr.n, pr.k, pr.batches, pr.m, 0, 0}), true)};
+  return Plan{idx, &c, launch_shape(c, pr, num_blocks(c, pr), true)};
 }
 
 Plan plan_grouped(const GroupedGemmParams& p) {

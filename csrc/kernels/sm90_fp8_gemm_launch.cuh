@@ -171,12 +171,6 @@ void launch_masked(const GroupedGemmParams& p, const LaunchShape& shape) {
   launch_kernel<kBlockM, kBlockN, 1, 1, GemmKind::kGroupedMasked>(p.gemm, &p, shape);
 }
 
-// Stage count of a configuration (host code: the heuristic's pipeline-depth rule).
-template <int kBlockM, int kBlockN, GemmKind kKind>
-constexpr int stages_of() {
-  return GemmShape<kBlockM, kBlockN, kKind>::kStages;
-}
-
 }  // namespace torch_fp8gemm::sm90
 
 // Explicit instantiation definitions (the sm90_fp8_gemm_inst_*.cu files) and declarations (the
