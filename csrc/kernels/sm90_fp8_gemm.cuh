@@ -50,6 +50,9 @@ struct GemmShape {
   // Floats of scales per stage: A scales of the tile's rows; row-scaled B: then B's, at kBlockM.
   static constexpr int kStageScales = kBlockM + kSfaSlack + (kRowScaledB ? kBlockN : 0);
   static constexpr int kStageScalesPadded = (kStageScales + 31) / 32 * 32;  // 128-B aligned TMA rows
+  // Two wgmma fragments in flight per warpgroup where the registers hold them: one wave, BN <= 128,
+  // and block scales (row-scaled B keeps a column of scales per thread live through promotion).
+  static constexpr bool kPipelined = !kRowScaledB && kWavesM == 1 && kBlockN <= 128;
   static constexpr bool kStaged = !kRowScaledB && kBlockM >= 64 && kBlockN % 64 == 0;
   static constexpr int kStagingBytes = kStaged ? kBlockM * kBlockN * 2 : 16;
   static constexpr int kStageBytes = kBlockM * kBlockK + kBlockN * kBlockK + kStageScalesPadded * 4 + 16;
@@ -113,10 +116,15 @@ __device__ __forceinline__ void issue_k_block(uint32_t a_desc, uint32_t b_desc, 
   ptx::wgmma_commit_group();
 }
 
-// Waits for every committed wgmma; the operand fences keep reads of `t` after the wait.
+// Waits for the wgmma group that filled `t`: every committed group, or all but the newest one
+// (`one_pending`: a later block's group is in flight). The operand fences keep reads of `t` after it.
 template <typename Mma>
-__device__ __forceinline__ void wait_k_block(float* t) {
-  ptx::wgmma_wait_group<0>();
+__device__ __forceinline__ void wait_k_block(float* t, bool one_pending) {
+  if (one_pending) {
+    ptx::wgmma_wait_group<1>();
+  } else {
+    ptx::wgmma_wait_group<0>();
+  }
 #pragma unroll
   for (int i = 0; i < Mma::kNumAccum; ++i) ptx::fence_operand(t[i]);
 }
@@ -388,24 +396,71 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
             if (prefetch_sfb && has_next) prefetch(next);
           }
           buf ^= 1;
-          for (int kb = kc; kb < kc_end; ++kb, advance()) {
-            [[maybe_unused]] const float sb0 = sfb[kb - kc], sb1 = kSingleScaleRow ? sb0 : sfb[kSfbChunk + kb - kc];
-            const uint32_t a_desc = a_desc0 + stage * (kBlockM * kBlockK / 16);
-            const uint32_t b_desc = b_desc0 + stage * (kBlockN * kBlockK / 16);
-            ptx::mbarrier_wait_parity(&ss.full[stage], phase);
-#pragma unroll
-            for (int w = 0; w < kWavesM; ++w) {
-              // The A scales are read before the stage can be released.
-              const float* sa = ss.sfa[stage] + sfa_shift + sfa_row + w * 128;
-              const float sa0 = sa[0], sa1 = sa[8];
-              issue_k_block<Mma>(a_desc + w * 128 * kBlockK / 16, b_desc, tmp);
-              wait_k_block<Mma>(tmp);
-              if constexpr (S::kRowScaledB) {
-                promote_row_scaled<kBlockN>(acc + w * Mma::kNumAccum, tmp, sa0, sa1, ss.sfa[stage] + kBlockM);
-                if (w == kWavesM - 1) release(stage);
+          // What a K block is promoted with: sa0, sa1 (this thread's rows), sb0, sb1, and its stage.
+          struct Block {
+            float sa0, sa1, sb0, sb1;
+            int stage;
+          };
+          auto issue = [&](float* t, int kb, Block& blk, int w) {
+            if (w == 0) {
+              blk.sb0 = sfb[kb - kc], blk.sb1 = kSingleScaleRow ? blk.sb0 : sfb[kSfbChunk + kb - kc];
+              blk.stage = stage;
+              ptx::mbarrier_wait_parity(&ss.full[stage], phase);
+            }
+            // The A scales are read before the stage can be released.
+            const float* sa = ss.sfa[stage] + sfa_shift + sfa_row + w * 128;
+            blk.sa0 = sa[0], blk.sa1 = sa[8];
+            issue_k_block<Mma>(a_desc0 + stage * (kBlockM * kBlockK / 16) + w * (128 * kBlockK / 16),
+                               b_desc0 + stage * (kBlockN * kBlockK / 16), t);
+          };
+          auto retire = [&](const float* t, const Block& blk, int w) {
+            float* a = acc + w * Mma::kNumAccum;
+            if constexpr (S::kRowScaledB) {
+              promote_row_scaled<kBlockN>(a, t, blk.sa0, blk.sa1, ss.sfa[blk.stage] + kBlockM);
+              if (w == kWavesM - 1) release(blk.stage);
+            } else {
+              if (w == kWavesM - 1) release(blk.stage);
+              promote<kBlockN, kSingleScaleRow, decltype(former)::value>(a, t, blk.sa0, blk.sa1, blk.sb0, blk.sb1, num_former);
+            }
+          };
+          if constexpr (S::kPipelined) {
+            // Two fragments in flight: block kb + 1 is issued before block kb is promoted, so the
+            // tensor cores work through the promotion, the barrier wait and the scale loads.
+            float t1[Mma::kNumAccum];
+            Block b0, b1;
+            int kb = kc;
+            issue(tmp, kb, b0, 0);
+            advance();
+            for (;;) {
+              if (++kb < kc_end) {
+                issue(t1, kb, b1, 0);
+                advance();
+                wait_k_block<Mma>(tmp, true);
+                retire(tmp, b0, 0);
               } else {
-                if (w == kWavesM - 1) release(stage);
-                promote<kBlockN, kSingleScaleRow, decltype(former)::value>(acc + w * Mma::kNumAccum, tmp, sa0, sa1, sb0, sb1, num_former);
+                wait_k_block<Mma>(tmp, false);
+                retire(tmp, b0, 0);
+                break;
+              }
+              if (++kb < kc_end) {
+                issue(tmp, kb, b0, 0);
+                advance();
+                wait_k_block<Mma>(t1, true);
+                retire(t1, b1, 0);
+              } else {
+                wait_k_block<Mma>(t1, false);
+                retire(t1, b1, 0);
+                break;
+              }
+            }
+          } else {
+            for (int kb = kc; kb < kc_end; ++kb, advance()) {
+              Block blk;
+#pragma unroll
+              for (int w = 0; w < kWavesM; ++w) {
+                issue(tmp, kb, blk, w);
+                wait_k_block<Mma>(tmp, false);
+                retire(tmp, blk, w);
               }
             }
           }
