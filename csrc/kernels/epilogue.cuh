@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "ptx/wgmma.cuh"
+
 namespace torch_fp8gemm::sm90 {
 
 // Where a fragment goes: out [.., n] row-major with row stride ldo, bias [n] (output dtype) or null.
@@ -140,26 +142,46 @@ __device__ __forceinline__ void store_fragment_direct(const float* acc, const Ou
 }
 
 // TMA-store epilogue, part 1: a fragment into the staging tile, bias added, bf16. The tile is
-// kBlockN / 64 slabs of [kRows][128 B] whose 16-byte chunks are XOR-swizzled with the row
-// (CU_TENSOR_MAP_SWIZZLE_128B), so the 16-byte writes of a quad-transposed warp are conflict-free.
+// kBlockN * 2 / kSpan slabs of [kRows][kSpan B] (kSpan = 128, 64 or 32: the TMA swizzle of the
+// output map) whose 16-byte chunks are XOR-swizzled with the row: chunk c of row r lies at
+// c ^ ((r * kSpan / 128) % (kSpan / 16)), so the 8 rows of each stmatrix matrix hit distinct banks.
+// stmatrix takes the fragment as it is: lane l addresses row l % 16 of its warp's 16 rows, in
+// 8-column group g + l / 16 (g even: both groups lie in one slab, as kSpan / 16 is even).
 // Rows and columns past the output are written here too; the TMA store clips them.
-template <int kRows, int kBlockN>
+template <int kRows, int kBlockN, int kSpan>
 __device__ __forceinline__ void stage_fragment_bf16(const float* acc, const OutView& o, uint8_t* staging,
                                                     int row_in_tile, int64_t col0) {
-  static_assert(kBlockN % 64 == 0, "the staging tile is made of 64-column slabs");
+  constexpr int kChunks = kSpan / 16, kGroups = kBlockN / 8;
+  static_assert(kSpan == 32 || kSpan == 64 || kSpan == 128, "TMA swizzle spans");
+  static_assert((kBlockN * 2) % kSpan == 0, "slabs must tile the row");
   const int lane = threadIdx.x % 32, warp = (threadIdx.x % 128) / 32, q = lane % 4;
-  const int row = row_in_tile + warp * 16 + lane / 4;
-#pragma unroll
-  for (int g0 = 0; g0 < kBlockN / 8; g0 += 4) {
-    uint32_t w[2][4];
-    pack_transposed_groups(acc, static_cast<const __nv_bfloat16*>(o.bias), o.n, col0, g0, q, w);
-    const int group = g0 + q, chunk = group % 8;  // this lane's 8-column group, its 16-byte chunk
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int r = row + 8 * h;
-      uint8_t* dst = staging + (group / 8) * (kRows * 128) + r * 128 + ((chunk ^ (r & 7)) * 16);
-      *reinterpret_cast<uint4*>(dst) = make_uint4(w[h][0], w[h][1], w[h][2], w[h][3]);
+  const int row = row_in_tile + warp * 16 + lane % 16;
+  // Chunk bits of this lane's address: the swizzle XOR and the second group of an x4 (c even).
+  const uint32_t base =
+      (static_cast<uint32_t>(__cvta_generic_to_shared(staging)) + row * kSpan) | ((((lane / 16) ^ (row * kSpan / 128)) % kChunks) << 4);
+  const __nv_bfloat16* bias = static_cast<const __nv_bfloat16*>(o.bias);
+  auto pack_group = [&](int i, uint32_t& top, uint32_t& bottom) {
+    float b0 = 0.f, b1 = 0.f;
+    const int64_t col = col0 + 8 * i + 2 * q;
+    if (bias != nullptr && col < o.n) {
+      const __nv_bfloat162 bv = *reinterpret_cast<const __nv_bfloat162*>(bias + col);
+      b0 = __low2float(bv), b1 = __high2float(bv);
     }
+    top = pack_bf16x2(acc[4 * i] + b0, acc[4 * i + 1] + b1);
+    bottom = pack_bf16x2(acc[4 * i + 2] + b0, acc[4 * i + 3] + b1);
+  };
+  auto address = [&](int g) { return (base ^ ((g % kChunks) << 4)) + (g / kChunks) * (kRows * kSpan); };
+#pragma unroll
+  for (int g = 0; g + 1 < kGroups; g += 2) {
+    uint32_t r[4];
+    pack_group(g, r[0], r[1]);
+    pack_group(g + 1, r[2], r[3]);
+    ptx::stmatrix_x4(address(g), r[0], r[1], r[2], r[3]);
+  }
+  if constexpr (kGroups % 2 == 1) {
+    uint32_t r[2];
+    pack_group(kGroups - 1, r[0], r[1]);
+    ptx::stmatrix_x2(address(kGroups - 1), r[0], r[1]);
   }
 }
 

@@ -13,8 +13,8 @@
 // rows, the rows past BLOCK_M read the next smem bytes and are never stored.
 // Optional 2-CTA clusters multicast the shared operand (A for CLUSTER_N = 2, B for CLUSTER_M = 2).
 // B scales of a tile are staged in shared memory by the math warps; A scales come with each stage.
-// Epilogue: bf16 tiles whose width is a multiple of 64 go through a swizzled staging tile and TMA
-// stores that overlap the next tile's main loop; the others store from registers.
+// Epilogue: bf16 tiles go through a swizzled staging tile (stmatrix) and TMA stores that overlap
+// the next tile's main loop; fp32 out and grouped tiles that straddle experts store from registers.
 #pragma once
 #include <cuda.h>
 #include <cuda_bf16.h>
@@ -53,7 +53,11 @@ struct GemmShape {
   // Two wgmma fragments in flight per warpgroup where the registers hold them: one wave, BN <= 128,
   // and block scales (row-scaled B keeps a column of scales per thread live through promotion).
   static constexpr bool kPipelined = !kRowScaledB && kWavesM == 1 && kBlockN <= 128;
-  static constexpr bool kStaged = !kRowScaledB && kBlockM >= 64 && kBlockN % 64 == 0;
+  // bf16 tiles leave through a staging tile and TMA stores: slabs of kStagingSpan bytes per row
+  // (the widest TMA swizzle dividing a row), boxes of kStoreRows rows (one warpgroup's).
+  static constexpr bool kStaged = !kRowScaledB;
+  static constexpr int kStagingSpan = kBlockN % 64 == 0 ? 128 : kBlockN % 32 == 0 ? 64 : 32;
+  static constexpr int kStoreRows = kBlockM < 64 ? kBlockM : 64;
   static constexpr int kStagingBytes = kStaged ? kBlockM * kBlockN * 2 : 16;
   static constexpr int kStageBytes = kBlockM * kBlockK + kBlockN * kBlockK + kStageScalesPadded * 4 + 16;
   static constexpr int kFixedBytes = kStagingBytes + 2 * kNumMathWG * 2 * kSfbChunk * 4 + 3 * 1024;
@@ -185,7 +189,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
                          const __grid_constant__ CUtensorMap tmap_b,    // B [n, k] fp8, box {128, BN / CLUSTER_M}
                          const __grid_constant__ CUtensorMap tmap_sfa,  // A scales [kb, m] fp32, box {BM + slack, 1}
                          const __grid_constant__ CUtensorMap tmap_sfb,  // row-scaled B: B scales [kb, n], box {BN, 1}
-                         const __grid_constant__ CUtensorMap tmap_out,  // staged: out [m, n] bf16, box {64, 64}
+                         const __grid_constant__ CUtensorMap tmap_out,  // staged: out [m, n] bf16, box {span / 2, kStoreRows}
                          const KernelArgs args) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
   using S = GemmShape<kBlockM, kBlockN, kKind>;
@@ -298,31 +302,32 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
       }
     };
     float acc[kWavesM * Mma::kNumAccum], tmp[Mma::kNumAccum];
-    // TMA-store epilogue of this warpgroup's rows. The previous tile's stores must have read its
-    // staging rows before they are rewritten; the stores then run while the next tile computes.
+    // TMA-store epilogue of this warpgroup's rows, one store per slab (lane j of the first warp
+    // issues slab j). The previous tile's stores must have read its staging rows before they are
+    // rewritten; the stores then run while the next tile computes.
+    constexpr int kSlabs = kBlockN * 2 / S::kStagingSpan;
     auto store_staged = [&](const auto* acc, int64_t m0, int64_t n0, int64_t row_end) {  // generic: instantiated only where staged
-      if (wg_thread == 0) ptx::bulk_wait_group_read_0();
+      if (wg_thread < kSlabs) ptx::bulk_wait_group_read_0();
       named_barrier_sync(3 + wg, 128);
+      if (warp * 16 < S::kStoreRows) {  // 16/32-row tiles: the warps of rows past the tile hold nothing
 #pragma unroll
-      for (int w = 0; w < kWavesM; ++w) {
-        stage_fragment_bf16<kBlockM, kBlockN>(acc + w * Mma::kNumAccum, args.out, ss.staging, w * 128 + wg * 64, n0);
+        for (int w = 0; w < kWavesM; ++w) {
+          stage_fragment_bf16<kBlockM, kBlockN, S::kStagingSpan>(acc + w * Mma::kNumAccum, args.out, ss.staging,
+                                                                 w * 128 + wg * 64, n0);
+        }
       }
       ptx::fence_proxy_async_shared();  // generic-proxy smem writes -> visible to the TMA engine
       named_barrier_sync(3 + wg, 128);
-      if (wg_thread == 0) {
+      if (wg_thread < kSlabs && n0 + wg_thread * (S::kStagingSpan / 2) < args.n) {
 #pragma unroll
         for (int w = 0; w < kWavesM; ++w) {
           const int row_in_tile = w * 128 + wg * 64;
           if (m0 + row_in_tile >= row_end) continue;
-#pragma unroll
-          for (int slab = 0; slab < kBlockN / 64; ++slab) {
-            if (n0 + slab * 64 >= args.n) continue;
-            ptx::tma_store_2d(&tmap_out, ss.staging + slab * (kBlockM * 128) + row_in_tile * 128,
-                              static_cast<int32_t>(n0 + slab * 64), static_cast<int32_t>(m0 + row_in_tile));
-          }
+          ptx::tma_store_2d(&tmap_out, ss.staging + wg_thread * (kBlockM * S::kStagingSpan) + row_in_tile * S::kStagingSpan,
+                            static_cast<int32_t>(n0 + wg_thread * (S::kStagingSpan / 2)), static_cast<int32_t>(m0 + row_in_tile));
         }
-        ptx::bulk_commit_group();
       }
+      if (wg_thread < kSlabs) ptx::bulk_commit_group();
     };
     // B scale rows of a tile: n0 / 128 and the block of its last column (clamped: phantom tiles lie
     // past n); groups i < num_former of a fragment use the first.
@@ -484,13 +489,13 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
         const int64_t row0 = out_row0 + m0 + w * 128 + wg * 64;
         if (args.out_fp32) {
           store_fragment<float, kBlockN>(acc + w * Mma::kNumAccum, args.out, row0, n0, row_end);
-        } else {
+        } else if constexpr (S::kGrouped || !S::kStaged) {  // dense bf16 tiles are always staged
           store_fragment_direct<__nv_bfloat16, kBlockN>(acc + w * Mma::kNumAccum, args.out, row0, n0, row_end);
         }
       }
     }
     // TMA stores must finish reading shared memory before the CTA exits.
-    if (S::kStaged && wg_thread == 0) ptx::bulk_wait_group_0();
+    if (S::kStaged && wg_thread < kSlabs) ptx::bulk_wait_group_0();
   }
   if constexpr (kClusterSize > 1) {
     // No CTA may exit while its peer can still arrive on its barriers or multicast into its smem.

@@ -90,7 +90,11 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped, c
                                               : tmap_sfa;
   const bool staged = S::kStaged && p.out_kind == OutKind::kBF16;
   const CUtensorMap tmap_out = staged ? make_tensor_map_2d(p.out, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, p.n, p.m, p.ldo * 2,
-                                                           64, 64, CU_TENSOR_MAP_SWIZZLE_128B, "out")
+                                                           S::kStagingSpan / 2, S::kStoreRows,
+                                                           S::kStagingSpan == 128  ? CU_TENSOR_MAP_SWIZZLE_128B
+                                                           : S::kStagingSpan == 64 ? CU_TENSOR_MAP_SWIZZLE_64B
+                                                                                   : CU_TENSOR_MAP_SWIZZLE_32B,
+                                                           "out")
                                       : tmap_sfa;
 
   KernelArgs args{};

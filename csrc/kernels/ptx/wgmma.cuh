@@ -19,6 +19,19 @@ __device__ __forceinline__ void wgmma_wait_group() {
 // Keeps the compiler from moving accesses of an accumulator register across wgmma fences/waits.
 __device__ __forceinline__ void fence_operand(float& reg) { asm volatile("" : "+f"(reg)::"memory"); }
 
+// stmatrix .x4 .m8n8 b16: four 8x8 bf16 matrices to shared memory. Register j of lane l holds
+// row l / 4, columns 2 * (l % 4) + {0, 1} of matrix j (a wgmma accumulator 8-column group, packed);
+// lanes 8j .. 8j + 7 give the addresses of matrix j's 8 rows (16 contiguous bytes each).
+__device__ __forceinline__ void stmatrix_x4(uint32_t smem_addr, uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3) {
+  asm volatile("stmatrix.sync.aligned.x4.m8n8.shared.b16 [%0], {%1, %2, %3, %4};" ::"r"(smem_addr), "r"(r0), "r"(r1),
+               "r"(r2), "r"(r3)
+               : "memory");
+}
+// .x2: matrices 0 and 1 only (lanes 0 .. 15 give the addresses).
+__device__ __forceinline__ void stmatrix_x2(uint32_t smem_addr, uint32_t r0, uint32_t r1) {
+  asm volatile("stmatrix.sync.aligned.x2.m8n8.shared.b16 [%0], {%1, %2};" ::"r"(smem_addr), "r"(r0), "r"(r1) : "memory");
+}
+
 // Shared-memory matrix descriptor (PTX ISA "Matrix Descriptor Format") for a K-major operand whose
 // rows are 128 bytes, stored with the 128B swizzle in 8-row (1024 B) atoms, as a TMA load with
 // CU_TENSOR_MAP_SWIZZLE_128B writes it. Start address >> 4 in bits 0-13, leading byte offset unused
