@@ -86,6 +86,16 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float x, float y) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
+// The bf16 bias of columns col, col + 1 as floats (zeros where there is no bias or col lies past n).
+__device__ __forceinline__ float2 bias_pair_bf16(const __nv_bfloat16* bias, int64_t col, int64_t n) {
+  float2 b = make_float2(0.f, 0.f);
+  if (bias != nullptr && col < n) {
+    const __nv_bfloat162 bv = *reinterpret_cast<const __nv_bfloat162*>(bias + col);
+    b.x = __low2float(bv), b.y = __high2float(bv);
+  }
+  return b;
+}
+
 // Groups g0 .. g0 + 3 of a fragment (columns col0 + 8 * group + 2 * q + {0, 1}), bias added, packed
 // to bf16 and quad-transposed: on return w[h] holds the 8 consecutive columns of group g0 + q (q =
 // this lane's position in its quad) in row half h.
@@ -94,14 +104,9 @@ __device__ __forceinline__ void pack_transposed_groups(const float* acc, const _
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
     const int i = g0 + j;
-    const int64_t col = col0 + 8 * i + 2 * q;
-    float b0 = 0.f, b1 = 0.f;
-    if (bias != nullptr && col < n) {
-      const __nv_bfloat162 bv = *reinterpret_cast<const __nv_bfloat162*>(bias + col);
-      b0 = __low2float(bv), b1 = __high2float(bv);
-    }
+    const float2 b = bias_pair_bf16(bias, col0 + 8 * i + 2 * q, n);
 #pragma unroll
-    for (int h = 0; h < 2; ++h) w[h][j] = pack_bf16x2(acc[4 * i + 2 * h] + b0, acc[4 * i + 2 * h + 1] + b1);
+    for (int h = 0; h < 2; ++h) w[h][j] = pack_bf16x2(acc[4 * i + 2 * h] + b.x, acc[4 * i + 2 * h + 1] + b.y);
   }
 #pragma unroll
   for (int h = 0; h < 2; ++h) quad_transpose(w[h][0], w[h][1], w[h][2], w[h][3], q);
@@ -161,14 +166,9 @@ __device__ __forceinline__ void stage_fragment_bf16(const float* acc, const OutV
       (static_cast<uint32_t>(__cvta_generic_to_shared(staging)) + row * kSpan) | ((((lane / 16) ^ (row * kSpan / 128)) % kChunks) << 4);
   const __nv_bfloat16* bias = static_cast<const __nv_bfloat16*>(o.bias);
   auto pack_group = [&](int i, uint32_t& top, uint32_t& bottom) {
-    float b0 = 0.f, b1 = 0.f;
-    const int64_t col = col0 + 8 * i + 2 * q;
-    if (bias != nullptr && col < o.n) {
-      const __nv_bfloat162 bv = *reinterpret_cast<const __nv_bfloat162*>(bias + col);
-      b0 = __low2float(bv), b1 = __high2float(bv);
-    }
-    top = pack_bf16x2(acc[4 * i] + b0, acc[4 * i + 1] + b1);
-    bottom = pack_bf16x2(acc[4 * i + 2] + b0, acc[4 * i + 3] + b1);
+    const float2 b = bias_pair_bf16(bias, col0 + 8 * i + 2 * q, o.n);
+    top = pack_bf16x2(acc[4 * i] + b.x, acc[4 * i + 1] + b.y);
+    bottom = pack_bf16x2(acc[4 * i + 2] + b.x, acc[4 * i + 3] + b.y);
   };
   auto address = [&](int g) { return (base ^ ((g % kChunks) << 4)) + (g / kChunks) * (kRows * kSpan); };
 #pragma unroll
