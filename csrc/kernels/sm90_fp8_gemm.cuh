@@ -436,27 +436,20 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
             int kb = kc;
             issue(tmp, kb, b0, 0);
             advance();
-            for (;;) {
+            // Retires `cur` after issuing the next block into `nxt`, or last; false once it was the last.
+            auto step = [&](float* cur, const Block& cur_blk, float* nxt, Block& nxt_blk) {
               if (++kb < kc_end) {
-                issue(t1, kb, b1, 0);
+                issue(nxt, kb, nxt_blk, 0);
                 advance();
-                wait_k_block<Mma>(tmp, true);
-                retire(tmp, b0, 0);
-              } else {
-                wait_k_block<Mma>(tmp, false);
-                retire(tmp, b0, 0);
-                break;
+                wait_k_block<Mma>(cur, true);
+                retire(cur, cur_blk, 0);
+                return true;
               }
-              if (++kb < kc_end) {
-                issue(tmp, kb, b0, 0);
-                advance();
-                wait_k_block<Mma>(t1, true);
-                retire(t1, b1, 0);
-              } else {
-                wait_k_block<Mma>(t1, false);
-                retire(t1, b1, 0);
-                break;
-              }
+              wait_k_block<Mma>(cur, false);
+              retire(cur, cur_blk, 0);
+              return false;
+            };
+            while (step(tmp, b0, t1, b1) && step(t1, b1, tmp, b0)) {
             }
           } else {
             for (int kb = kc; kb < kc_end; ++kb, advance()) {
