@@ -20,6 +20,34 @@ struct OutView {
   int64_t ldo;
 };
 
+// acc += bias[col0 + column] over the kWaves fragments of this thread, before any store: each bias
+// pair is loaded once per tile, and a tile without bias skips all of it in one uniform branch.
+// Columns at or past n load nothing (n % 8 == 0: a thread's column pair is all in or all out).
+template <typename BiasT, int kBlockN, int kWaves>
+__device__ __forceinline__ void add_bias(float* acc, const void* bias_ptr, int64_t n, int64_t col0) {
+  constexpr int kNumAccum = kBlockN / 2;
+  const BiasT* bias = static_cast<const BiasT*>(bias_ptr) + col0;
+  const int cols = static_cast<int>(n - col0 < kBlockN ? n - col0 : kBlockN), q = threadIdx.x % 4;
+#pragma unroll
+  for (int i = 0; i < kBlockN / 8; ++i) {
+    const int c = 8 * i + 2 * q;
+    if (c >= cols) continue;
+    float b0, b1;
+    if constexpr (std::is_same_v<BiasT, float>) {
+      const float2 bv = *reinterpret_cast<const float2*>(bias + c);
+      b0 = bv.x, b1 = bv.y;
+    } else {
+      const __nv_bfloat162 bv = *reinterpret_cast<const __nv_bfloat162*>(bias + c);
+      b0 = __low2float(bv), b1 = __high2float(bv);
+    }
+#pragma unroll
+    for (int w = 0; w < kWaves; ++w) {
+      acc[w * kNumAccum + 4 * i + 0] += b0, acc[w * kNumAccum + 4 * i + 2] += b0;
+      acc[w * kNumAccum + 4 * i + 1] += b1, acc[w * kNumAccum + 4 * i + 3] += b1;
+    }
+  }
+}
+
 // Masked direct stores, 2 columns per register pair (FP32 out, and bf16 tiles whose width is not a
 // multiple of 32). Rows at or past row_end are never written; n % 8 == 0 makes an 8-column group
 // all in or all out.
@@ -29,26 +57,15 @@ __device__ __forceinline__ void store_fragment(const float* acc, const OutView& 
   const int lane = threadIdx.x % 32, warp = (threadIdx.x % 128) / 32;
   const int64_t row = row0 + warp * 16 + lane / 4;
   OutT* out = static_cast<OutT*>(o.out);
-  const OutT* bias = static_cast<const OutT*>(o.bias);
 #pragma unroll
   for (int i = 0; i < kBlockN / 8; ++i) {
     const int64_t col = col0 + 8 * i + 2 * (lane % 4);
     if (col >= o.n) continue;
-    float b0 = 0.f, b1 = 0.f;
-    if (bias != nullptr) {
-      if constexpr (std::is_same_v<OutT, float>) {
-        const float2 bv = *reinterpret_cast<const float2*>(bias + col);
-        b0 = bv.x, b1 = bv.y;
-      } else {
-        const __nv_bfloat162 bv = *reinterpret_cast<const __nv_bfloat162*>(bias + col);
-        b0 = __low2float(bv), b1 = __high2float(bv);
-      }
-    }
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int64_t r = row + 8 * h;
       if (r >= row_end) continue;
-      const float x = acc[4 * i + 2 * h] + b0, y = acc[4 * i + 2 * h + 1] + b1;
+      const float x = acc[4 * i + 2 * h], y = acc[4 * i + 2 * h + 1];
       OutT* dst = out + r * o.ldo + col;
       if constexpr (std::is_same_v<OutT, float>) {
         *reinterpret_cast<float2*>(dst) = make_float2(x, y);
@@ -86,27 +103,14 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float x, float y) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
-// The bf16 bias of columns col, col + 1 as floats (zeros where there is no bias or col lies past n).
-__device__ __forceinline__ float2 bias_pair_bf16(const __nv_bfloat16* bias, int64_t col, int64_t n) {
-  float2 b = make_float2(0.f, 0.f);
-  if (bias != nullptr && col < n) {
-    const __nv_bfloat162 bv = *reinterpret_cast<const __nv_bfloat162*>(bias + col);
-    b.x = __low2float(bv), b.y = __high2float(bv);
-  }
-  return b;
-}
-
-// Groups g0 .. g0 + 3 of a fragment (columns col0 + 8 * group + 2 * q + {0, 1}), bias added, packed
-// to bf16 and quad-transposed: on return w[h] holds the 8 consecutive columns of group g0 + q (q =
-// this lane's position in its quad) in row half h.
-__device__ __forceinline__ void pack_transposed_groups(const float* acc, const __nv_bfloat16* bias, int64_t n,
-                                                       int64_t col0, int g0, int q, uint32_t (&w)[2][4]) {
+// Groups g0 .. g0 + 3 of a fragment (columns col0 + 8 * group + 2 * q + {0, 1}), packed to bf16 and
+// quad-transposed: on return w[h] holds the 8 consecutive columns of group g0 + q (q = this lane's
+// position in its quad) in row half h.
+__device__ __forceinline__ void pack_transposed_groups(const float* acc, int g0, int q, uint32_t (&w)[2][4]) {
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
-    const int i = g0 + j;
-    const float2 b = bias_pair_bf16(bias, col0 + 8 * i + 2 * q, n);
 #pragma unroll
-    for (int h = 0; h < 2; ++h) w[h][j] = pack_bf16x2(acc[4 * i + 2 * h] + b.x, acc[4 * i + 2 * h + 1] + b.y);
+    for (int h = 0; h < 2; ++h) w[h][j] = pack_bf16x2(acc[4 * (g0 + j) + 2 * h], acc[4 * (g0 + j) + 2 * h + 1]);
   }
 #pragma unroll
   for (int h = 0; h < 2; ++h) quad_transpose(w[h][0], w[h][1], w[h][2], w[h][3], q);
@@ -124,7 +128,7 @@ __device__ __forceinline__ void store_fragment_bf16_x16(const float* acc, const 
 #pragma unroll
   for (int g0 = 0; g0 < kBlockN / 8; g0 += 4) {
     uint32_t w[2][4];
-    pack_transposed_groups(acc, static_cast<const __nv_bfloat16*>(o.bias), o.n, col0, g0, q, w);
+    pack_transposed_groups(acc, g0, q, w);
     const int64_t col = col0 + 8 * (g0 + q);
     if (col >= o.n) continue;
 #pragma unroll
@@ -146,7 +150,7 @@ __device__ __forceinline__ void store_fragment_direct(const float* acc, const Ou
   }
 }
 
-// TMA-store epilogue, part 1: a fragment into the staging tile, bias added, bf16. The tile is
+// TMA-store epilogue, part 1: a fragment into the staging tile as bf16. The tile is
 // kBlockN * 2 / kSpan slabs of [kRows][kSpan B] (kSpan = 128, 64 or 32: the TMA swizzle of the
 // output map) whose 16-byte chunks are XOR-swizzled with the row: chunk c of row r lies at
 // c ^ ((r * kSpan / 128) % (kSpan / 16)), so the 8 rows of each stmatrix matrix hit distinct banks.
@@ -154,21 +158,18 @@ __device__ __forceinline__ void store_fragment_direct(const float* acc, const Ou
 // 8-column group g + l / 16 (g even: both groups lie in one slab, as kSpan / 16 is even).
 // Rows and columns past the output are written here too; the TMA store clips them.
 template <int kRows, int kBlockN, int kSpan>
-__device__ __forceinline__ void stage_fragment_bf16(const float* acc, const OutView& o, uint8_t* staging,
-                                                    int row_in_tile, int64_t col0) {
+__device__ __forceinline__ void stage_fragment_bf16(const float* acc, uint8_t* staging, int row_in_tile) {
   constexpr int kChunks = kSpan / 16, kGroups = kBlockN / 8;
   static_assert(kSpan == 32 || kSpan == 64 || kSpan == 128, "TMA swizzle spans");
   static_assert((kBlockN * 2) % kSpan == 0, "slabs must tile the row");
-  const int lane = threadIdx.x % 32, warp = (threadIdx.x % 128) / 32, q = lane % 4;
+  const int lane = threadIdx.x % 32, warp = (threadIdx.x % 128) / 32;
   const int row = row_in_tile + warp * 16 + lane % 16;
   // Chunk bits of this lane's address: the swizzle XOR and the second group of an x4 (c even).
   const uint32_t base =
       (static_cast<uint32_t>(__cvta_generic_to_shared(staging)) + row * kSpan) | ((((lane / 16) ^ (row * kSpan / 128)) % kChunks) << 4);
-  const __nv_bfloat16* bias = static_cast<const __nv_bfloat16*>(o.bias);
   auto pack_group = [&](int i, uint32_t& top, uint32_t& bottom) {
-    const float2 b = bias_pair_bf16(bias, col0 + 8 * i + 2 * q, o.n);
-    top = pack_bf16x2(acc[4 * i] + b.x, acc[4 * i + 1] + b.y);
-    bottom = pack_bf16x2(acc[4 * i + 2] + b.x, acc[4 * i + 3] + b.y);
+    top = pack_bf16x2(acc[4 * i], acc[4 * i + 1]);
+    bottom = pack_bf16x2(acc[4 * i + 2], acc[4 * i + 3]);
   };
   auto address = [&](int g) { return (base ^ ((g % kChunks) << 4)) + (g / kChunks) * (kRows * kSpan); };
 #pragma unroll

@@ -29,41 +29,58 @@ struct Tile {
 // Rasterization: cluster tiles come in bands of `band` along m (m fastest inside a band), or along n
 // when A is shared (the pair's blocks are then neighbours in n), so the ~132 tiles in flight touch
 // `band` blocks of one operand and 132 / band of the other: both panels stay L2-resident.
+// The launcher builds the grid's divisors once (DenseRaster::make): the tile walk divides by them
+// at every tile.
+struct DenseRaster {
+  int num_m_blocks, num_n_blocks, num_tiles, num_full_bands;
+  FastDiv per_batch;  // cluster tiles per batch
+  FastDiv per_band;   // cluster tiles per full band
+  FastDiv band;       // its width in cluster blocks of the banded dimension
+  FastDiv last_band;  // the width of the last band (narrower where the band does not divide the grid)
+
+  static DenseRaster make(int block_m, int block_n, int cluster_m, int cluster_n, int64_t m, int64_t n,
+                          int num_batches, int band) {
+    DenseRaster r{};
+    r.num_m_blocks = static_cast<int>(ceil_div<int64_t>(m, block_m));
+    r.num_n_blocks = static_cast<int>(ceil_div<int64_t>(n, block_n));
+    const int num_cm = ceil_div(r.num_m_blocks, cluster_m), num_cn = ceil_div(r.num_n_blocks, cluster_n);
+    const int major = cluster_n == 2 ? num_cn : num_cm, minor = cluster_n == 2 ? num_cm : num_cn;
+    band = band < 1 ? 1 : band > major ? major : band;
+    r.num_tiles = num_cm * num_cn * num_batches;
+    r.num_full_bands = major / band;
+    r.per_batch = FastDiv::make(num_cm * num_cn);
+    r.per_band = FastDiv::make(band * minor);
+    r.band = FastDiv::make(band);
+    r.last_band = FastDiv::make(major % band == 0 ? band : major % band);
+    return r;
+  }
+};
+
 template <int kBlockM, int kBlockN, int kClusterM, int kClusterN>
 struct DenseScheduler {
   static_assert(kClusterM * kClusterN <= 2, "clusters of at most 2 CTAs");
   static constexpr bool kBandAlongN = kClusterN == 2;
+  const DenseRaster& r;
   int64_t m;
-  int num_m_blocks, num_n_blocks, num_cm, num_cn, band;
-  int tiles_per_batch, num_tiles, next_id, stride, rank;
+  int next_id, stride, rank;
 
-  __device__ __forceinline__ DenseScheduler(int64_t rows, int64_t n, int num_batches, int raster_band, int cluster_rank) {
-    m = rows;
-    num_m_blocks = static_cast<int>(ceil_div<int64_t>(rows, kBlockM));
-    num_n_blocks = static_cast<int>(ceil_div<int64_t>(n, kBlockN));
-    num_cm = ceil_div(num_m_blocks, kClusterM);
-    num_cn = ceil_div(num_n_blocks, kClusterN);
-    band = raster_band;
-    tiles_per_batch = num_cm * num_cn;
-    num_tiles = tiles_per_batch * num_batches;
+  __device__ __forceinline__ DenseScheduler(const DenseRaster& raster, int64_t rows, int cluster_rank)
+      : r(raster), m(rows), rank(cluster_rank) {
     next_id = blockIdx.x / (kClusterM * kClusterN);
     stride = gridDim.x / (kClusterM * kClusterN);
-    rank = cluster_rank;
   }
 
   __device__ __forceinline__ bool next(Tile& t) {
-    if (next_id >= num_tiles) return false;
-    t.group = next_id / tiles_per_batch;
-    const int id = next_id - t.group * tiles_per_batch;
-    const int major = kBandAlongN ? num_cn : num_cm;  // the banded dimension
-    const int minor = kBandAlongN ? num_cm : num_cn;
-    const int b = id / (band * minor), in_band = id - b * band * minor;
-    const int width = min(band, major - b * band);  // the last band may be narrower
-    const int c_major = b * band + in_band % width, c_minor = in_band / width;
+    if (next_id >= r.num_tiles) return false;
+    t.group = r.per_batch.div(next_id);
+    const int id = next_id - t.group * r.per_batch.d;
+    const int b = r.per_band.div(id), in_band = id - b * r.per_band.d;
+    const FastDiv& width = b < r.num_full_bands ? r.band : r.last_band;
+    const int c_minor = width.div(in_band), c_major = b * r.band.d + in_band - c_minor * width.d;
     const int cm = kBandAlongN ? c_minor : c_major, cn = kBandAlongN ? c_major : c_minor;
     t.m_block = cm * kClusterM + (kClusterM == 2 ? rank : 0);
     t.n_block = cn * kClusterN + (kClusterN == 2 ? rank : 0);
-    t.valid = t.m_block < num_m_blocks && t.n_block < num_n_blocks;
+    t.valid = t.m_block < r.num_m_blocks && t.n_block < r.num_n_blocks;
     t.row0 = 0;
     t.row_end = m;
     next_id += stride;

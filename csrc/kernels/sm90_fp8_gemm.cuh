@@ -25,6 +25,7 @@
 
 #include "common.cuh"
 #include "epilogue.cuh"
+#include "promotion.cuh"
 #include "ptx/mbarrier.cuh"
 #include "ptx/tma.cuh"
 #include "ptx/wgmma.cuh"
@@ -90,7 +91,7 @@ struct KernelArgs {
   int64_t m, n;
   int num_k_blocks;      // ceil(k / 128)
   int out_fp32;
-  int raster_band;       // DenseScheduler's band
+  DenseRaster raster;    // dense kinds: the tile walk
   // Grouped kinds: G experts, b is [G * n, k]; group_rows as GroupedScheduler reads them.
   const int32_t* group_rows;
   int num_groups;
@@ -104,83 +105,6 @@ struct KernelArgs {
 
 __device__ __forceinline__ void named_barrier_sync(int id, int num_threads) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(num_threads) : "memory");
-}
-
-// The four k32 wgmmas of one 128-wide K block into `t` (scale-d = 0 on the first, so `t` needs no
-// zeroing), committed as one group. a_desc / b_desc: low descriptor words; a 32-byte K step adds 2.
-template <typename Mma>
-__device__ __forceinline__ void issue_k_block(uint32_t a_desc, uint32_t b_desc, float* t) {
-#pragma unroll
-  for (int i = 0; i < Mma::kNumAccum; ++i) ptx::fence_operand(t[i]);
-  ptx::wgmma_fence();
-#pragma unroll
-  for (int j = 0; j < kBlockK / 32; ++j) {
-    Mma::mma(ptx::smem_desc_sw128(a_desc + j * 2), ptx::smem_desc_sw128(b_desc + j * 2), t, j > 0 ? 1 : 0);
-  }
-  ptx::wgmma_commit_group();
-}
-
-// Waits for the wgmma group that filled `t`: every committed group, or all but the newest one
-// (`one_pending`: a later block's group is in flight). The operand fences keep reads of `t` after it.
-template <typename Mma>
-__device__ __forceinline__ void wait_k_block(float* t, bool one_pending) {
-  if (one_pending) {
-    ptx::wgmma_wait_group<1>();
-  } else {
-    ptx::wgmma_wait_group<0>();
-  }
-#pragma unroll
-  for (int i = 0; i < Mma::kNumAccum; ++i) ptx::fence_operand(t[i]);
-}
-
-// acc += sa[row] * sb * t. 8-column groups i < num_former use B scale row 0 (sb0), the rest row 1
-// (sb1): a select per group, not two loops, keeps the FFMAs in one straight run. kNumFormer >= 0
-// is num_former as a compile-time value: the selects then fold away.
-template <int kBlockN, bool kSingleScaleRow, int kNumFormer>
-__device__ __forceinline__ void promote(float* acc, const float* t, float sa0, float sa1, float sb0, float sb1,
-                                        int num_former) {
-  if constexpr (kNumFormer >= 0) num_former = kNumFormer;
-  const float s00 = sa0 * sb0, s10 = sa1 * sb0;
-  const float s01 = kSingleScaleRow ? s00 : sa0 * sb1, s11 = kSingleScaleRow ? s10 : sa1 * sb1;
-#pragma unroll
-  for (int i = 0; i < kBlockN / 8; ++i) {
-    const bool former = kSingleScaleRow || i < num_former;
-    acc[4 * i + 0] = fmaf(former ? s00 : s01, t[4 * i + 0], acc[4 * i + 0]);
-    acc[4 * i + 1] = fmaf(former ? s00 : s01, t[4 * i + 1], acc[4 * i + 1]);
-    acc[4 * i + 2] = fmaf(former ? s10 : s11, t[4 * i + 2], acc[4 * i + 2]);
-    acc[4 * i + 3] = fmaf(former ? s10 : s11, t[4 * i + 3], acc[4 * i + 3]);
-  }
-}
-
-// Calls f(integral_constant<num_former>) for the tile widths whose tiles start at few distinct
-// offsets inside a 128-column scale block (gcd(BN, 128) >= 32: at most 4), f(integral_constant<-1>)
-// (num_former at run time) for the others and for widths that divide 128 (one scale row).
-constexpr int gcd128(int n) { return n % 128 == 0 ? 128 : n % 64 == 0 ? 64 : n % 32 == 0 ? 32 : n % 16 == 0 ? 16 : 8; }
-template <int kBlockN, int kValue = gcd128(kBlockN) / 8, typename F>
-__device__ __forceinline__ void with_num_former(int num_former, F&& f) {
-  constexpr bool kDispatch = 128 % kBlockN != 0 && gcd128(kBlockN) >= 32;
-  if constexpr (!kDispatch || kValue > kBlockN / 8) {
-    f(std::integral_constant<int, -1>{});
-  } else if (num_former == kValue) {
-    f(std::integral_constant<int, kValue>{});
-  } else {
-    with_num_former<kBlockN, kValue + gcd128(kBlockN) / 8>(num_former, f);
-  }
-}
-
-// Row-scaled B: column c gets sa[row] * sb[c], sb read from the stage. A thread's columns 8i + 2q +
-// {0, 1} are one float2; the 4 quads of a warp read 4 distinct float2 (conflict-free).
-template <int kBlockN>
-__device__ __forceinline__ void promote_row_scaled(float* acc, const float* t, float sa0, float sa1, const float* sb) {
-  const int q = threadIdx.x % 4;
-#pragma unroll
-  for (int i = 0; i < kBlockN / 8; ++i) {
-    const float2 s = *reinterpret_cast<const float2*>(sb + 8 * i + 2 * q);
-    acc[4 * i + 0] = fmaf(sa0 * s.x, t[4 * i + 0], acc[4 * i + 0]);
-    acc[4 * i + 1] = fmaf(sa0 * s.y, t[4 * i + 1], acc[4 * i + 1]);
-    acc[4 * i + 2] = fmaf(sa1 * s.x, t[4 * i + 2], acc[4 * i + 2]);
-    acc[4 * i + 3] = fmaf(sa1 * s.y, t[4 * i + 3], acc[4 * i + 3]);
-  }
 }
 
 template <int kBlockM, int kBlockN, int kClusterM, int kClusterN, GemmKind kKind>
@@ -236,8 +160,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
       return GroupedScheduler<kBlockM, kBlockN, kKind == GemmKind::kGroupedMasked>(
           args.group_rows, args.num_groups, args.m, args.n, args.rows_per_group);
     } else {
-      return DenseScheduler<kBlockM, kBlockN, kClusterM, kClusterN>(
-          args.m, args.n, args.k_block_bounds != nullptr ? args.num_k_groups : 1, args.raster_band, static_cast<int>(rank));
+      return DenseScheduler<kBlockM, kBlockN, kClusterM, kClusterN>(args.raster, args.m, static_cast<int>(rank));
     }
   }();
   // The K blocks of a tile: all of them, or its K group's range (clamped: bad bounds never read
@@ -312,8 +235,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
       if (warp * 16 < S::kStoreRows) {  // 16/32-row tiles: the warps of rows past the tile hold nothing
 #pragma unroll
         for (int w = 0; w < kWavesM; ++w) {
-          stage_fragment_bf16<kBlockM, kBlockN, S::kStagingSpan>(acc + w * Mma::kNumAccum, args.out, ss.staging,
-                                                                 w * 128 + wg * 64, n0);
+          stage_fragment_bf16<kBlockM, kBlockN, S::kStagingSpan>(acc + w * Mma::kNumAccum, ss.staging, w * 128 + wg * 64);
         }
       }
       ptx::fence_proxy_async_shared();  // generic-proxy smem writes -> visible to the TMA engine
@@ -466,6 +388,13 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
       });
 
       // Epilogue. K-grouped: group g's rows of out start at g * m.
+      if (args.out.bias != nullptr) {
+        if (args.out_fp32) {
+          add_bias<float, kBlockN, kWavesM>(acc, args.out.bias, args.n, n0);
+        } else {
+          add_bias<__nv_bfloat16, kBlockN, kWavesM>(acc, args.out.bias, args.n, n0);
+        }
+      }
       const int64_t out_row0 = S::kRowScaledB && args.k_block_bounds != nullptr ? tile.group * args.m : 0;
       const int64_t row_end = out_row0 + min(tile.row_end, m0 + kBlockM);
       bool staged = !args.out_fp32;

@@ -104,7 +104,6 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped, c
   args.n = p.n;
   args.num_k_blocks = num_k_blocks;
   args.out_fp32 = p.out_kind == OutKind::kFP32 ? 1 : 0;
-  args.raster_band = shape.raster_band > 0 ? shape.raster_band : 16;
   if (grouped != nullptr) {
     args.group_rows = grouped->group_rows;
     args.num_groups = grouped->num_groups;
@@ -113,6 +112,10 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped, c
   }
   args.k_block_bounds = p.k_block_bounds;
   args.num_k_groups = p.k_block_bounds != nullptr ? p.num_k_groups : 1;
+  if (grouped == nullptr) {
+    args.raster = DenseRaster::make(kBlockM, kBlockN, kClusterM, kClusterN, p.m, p.n, args.num_k_groups,
+                                    shape.raster_band > 0 ? shape.raster_band : 16);
+  }
 
   int device = 0;
   check_cuda(cudaGetDevice(&device), "cudaGetDevice");
