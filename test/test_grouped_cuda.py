@@ -62,6 +62,13 @@ def _check(out, expected, out_dtype, label):
     assert err <= bar, f"{label}: relative error {err:.3e} > {bar:.1e}"
 
 
+def _check_masked(out, expected, masked, out_dtype, label):
+    """Masked layout: rows at or past masked[g] are unspecified; the others as _check."""
+    rows = T.masked_rows(masked, out.shape[1])
+    if rows.any():
+        _check(out[rows], expected.to(out.device)[rows], out_dtype, label)
+
+
 CONTIGUOUS_CASES = [
     [0, 1, 127, 128, 129],
     [1000],
@@ -117,7 +124,7 @@ def test_past_scale_staging(impl):
     expected = T.reference_grouped_moe_masked(a, sa, b, sb, masked)
     T.poison_cuda_allocator("cuda", 2 * max_m * n * 4)
     out = grouped_moe_masked(impl, a, b, masked, 48, sa, sb, out_dtype=torch.float32)
-    _check(out, expected, torch.float32, f"{impl} masked K={k}")
+    _check_masked(out, expected, masked, torch.float32, f"{impl} masked K={k}")
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -133,7 +140,25 @@ def test_masked(impl, groups, max_m):
     for out_dtype in (torch.bfloat16, torch.float32):
         T.poison_cuda_allocator("cuda", groups * max_m * n * 4)
         out = grouped_moe_masked(impl, a, b, masked, max(1, max_m // 2), sa, sb, out_dtype=out_dtype)
-        _check(out, expected, out_dtype, f"{impl} G={groups} max_m={max_m} {out_dtype}")
+        _check_masked(out, expected, masked, out_dtype, f"{impl} G={groups} max_m={max_m} {out_dtype}")
+
+
+@pytest.mark.parametrize("config", [-1] + list(range(NUM_GROUPED_CONFIGS)))
+@pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float32])
+def test_masked_leaves_rows_past_masked_m_unwritten(config, out_dtype):
+    # Into a buffer prefilled with a sentinel: every row at or past masked_m[g] must still hold it
+    # (the kernel's work follows the real rows), every row below it the product.
+    if not fg.cuda_kernels_built():
+        pytest.skip("the extension was built without the CUDA kernels")
+    groups, max_m, n, k = 6, 200, 392, 640
+    a, sa, b, sb = operands(max_m, n, k, groups, masked=True)
+    masked = torch.tensor([0, 1, 63, 64, 129, 200], dtype=torch.int32, device="cuda")
+    sentinel = -12345.0
+    out = torch.full((groups, max_m, n), sentinel, dtype=out_dtype, device="cuda")
+    torch.ops.fp8gemm._sm90_grouped_moe_masked_into(a, b, masked, 64, sa, sb, out, config)
+    rows = T.masked_rows(masked, max_m)
+    assert (out[~rows] == sentinel).all(), "a row at or past masked_m[g] was written"
+    _check_masked(out, T.reference_grouped_moe_masked(a, sa, b, sb, masked), masked, out_dtype, f"config {config}")
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -156,8 +181,8 @@ def test_cuda_graph_replay_with_new_offsets_and_masks(impl):
         graph.replay()
         torch.cuda.synchronize()
         _check(out, T.reference_grouped_moe(a, sa, b, sb, offs), torch.bfloat16, f"replay offs={new_offs}")
-        _check(out_masked, T.reference_grouped_moe_masked(am, sam, bm, sbm, masked), torch.bfloat16,
-               f"replay masked={new_masked}")
+        _check_masked(out_masked, T.reference_grouped_moe_masked(am, sam, bm, sbm, masked), masked, torch.bfloat16,
+                      f"replay masked={new_masked}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -494,7 +494,7 @@ def _moe_case(layout: str, groups: int, rows: int, n: int, k: int, *, iters: int
         ours = lambda: ops.grouped_moe_masked(a, b, masked, rows, sa, sb)  # noqa: E731
         expert_rows = [(a[g, :sizes[g]], sa[g, :sizes[g]]) for g in range(groups)]
         grouped_kwargs = {}  # 3-D x 3-D: a batched GEMM over all max_m rows of every expert
-        out_rows = groups * max_m  # the op writes every row: zeros past masked_m[g]
+        out_rows = sum(sizes)  # the op writes only the rows below masked_m[g]
         rows_label = f"{rows} (max_m {max_m})"
     m = sum(sizes)
     active = sum(1 for size in sizes if size > 0)

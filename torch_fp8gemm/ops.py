@@ -113,8 +113,10 @@ def grouped_moe_masked(
     """Masked MoE GEMM for decode under CUDA graphs: ``out[g] = deq(a[g]) @ deq(b[g]).T``.
 
     ``a`` [G, max_m, K] (``a_scale`` [G, max_m, ceil(K/128)]), ``b`` [G, N, K], ``masked_m`` int32
-    [G] on the device (never read by the host): rows at or past ``masked_m[g]`` are zero.
-    ``expected_m`` (typical rows per expert) only guides the kernel configuration. Out [G, max_m, N].
+    [G] on the device (never read by the host). Out [G, max_m, N]: rows at or past ``masked_m[g]``
+    are not written (their contents are unspecified: the output is allocated uninitialized), so the
+    cost follows the rows that exist, not the capacity ``max_m``. ``expected_m`` (typical rows per
+    expert) only guides the kernel configuration.
     """
     return torch.ops.fp8gemm.grouped_moe_masked(a, b, masked_m, expected_m, a_scale, b_scale, out_dtype)
 
@@ -534,16 +536,17 @@ def _masked_backward(ctx, grad):
     need_a, need_b = _need_grads(ctx, a, b)
     grad_a = grad_b = None
     groups, max_m = a.shape[0], a.shape[1]
+    # Rows at or past masked_m[g] are outside the product: they carry no gradient.
+    valid = (torch.arange(max_m, device=a.device).unsqueeze(0) < masked_m.unsqueeze(1)).unsqueeze(-1)
     if need_a:
         wt, wt_scale = _transposed_weight(b, b_scale)
         wt = _pad_dim(wt, -1, 16)
         grad_a = grouped_moe_masked(_pad_dim(grad, -1, 16).contiguous(), wt, masked_m, ctx.expected_m, None,
-                                    wt_scale, out_dtype=_grad_dtype_out(a.dtype)).to(a.dtype)
+                                    wt_scale, out_dtype=_grad_dtype_out(a.dtype))
+        grad_a = torch.where(valid, grad_a, 0).to(a.dtype)  # the op leaves those rows unwritten
     if need_b:
-        # Rows at or past masked_m[g] produced constant zeros: they carry no gradient. With their dy
-        # and x zeroed (zeros leave the 1x128 token groups' scales as if the rows were absent),
-        # expert g's block of max_m rows is its group.
-        valid = (torch.arange(max_m, device=a.device).unsqueeze(0) < masked_m.unsqueeze(1)).unsqueeze(-1)
+        # With dy and x zeroed past masked_m[g] (zeros leave the 1x128 token groups' scales as if the
+        # rows were absent), expert g's block of max_m rows is its group.
         dy = (grad * valid).reshape(groups * max_m, -1)
         x = (_dequantize_activation(a, a_scale) * valid).reshape(groups * max_m, -1)
         ends = torch.arange(1, groups + 1, device=a.device, dtype=torch.int32) * max_m

@@ -92,6 +92,11 @@ def reference_grouped_moe(a, a_scale, b, b_scale, group_offsets) -> torch.Tensor
     return out
 
 
+def masked_rows(masked_m, max_m: int) -> torch.Tensor:
+    """bool [G, max_m]: the rows of a masked layout below masked_m[g] (the ones the op writes)."""
+    return torch.arange(max_m, device=masked_m.device).unsqueeze(0) < masked_m.unsqueeze(1)
+
+
 def reference_grouped_moe_masked(a, a_scale, b, b_scale, masked_m) -> torch.Tensor:
     out = dequantize_1x128_f64(a, a_scale) @ dequantize_128x128_f64(b, b_scale).transpose(-1, -2)
     for g, rows in enumerate(masked_m.tolist()):

@@ -133,6 +133,11 @@ at::Tensor grouped_moe_sm90(const QuantizedOperand& a, const QuantizedOperand& b
   return out;
 }
 
+// Private, for tests: an output buffer [G, max_m, N] for the grouped_moe_masked_sm90 calls of this
+// thread (set around one call by _sm90_grouped_moe_masked_into), instead of a fresh allocation.
+thread_local const at::Tensor* masked_out = nullptr;
+
+// Rows at or past masked_m[g] are not written: the work follows the rows that exist, not max_m.
 at::Tensor grouped_moe_masked_sm90(const QuantizedOperand& a, const QuantizedOperand& b, const at::Tensor& masked_m,
                                    int64_t expected_m, at::ScalarType out_dtype) {
   if (!has_sm90_kernels(a.data.device())) {
@@ -145,10 +150,10 @@ at::Tensor grouped_moe_masked_sm90(const QuantizedOperand& a, const QuantizedOpe
   auto weights = stacked_rows(b.data);
   auto weight_scales = b.scale.contiguous();
   auto counts = masked_m.contiguous();
-  auto out = at::empty({groups * max_m, n}, a.data.options().dtype(out_dtype));
+  auto out = masked_out != nullptr ? masked_out->view({groups * max_m, n})
+                                    : at::empty({groups * max_m, n}, a.data.options().dtype(out_dtype));
   const GroupedGemmParams params =
       grouped_params(rows, row_scales, weights, weight_scales, out, GroupedLayout::kMasked, counts, max_m, expected_m);
-  grouped_zero_unowned_rows(params);
   sm90_fp8_gemm_grouped(params);
   return out.view({groups, max_m, n});
 }
@@ -386,6 +391,26 @@ at::Tensor grouped_moe_masked_kernel_cuda(const at::Tensor& a, const at::Tensor&
   return grouped_moe_masked_op(a, b, masked_m, expected_m, a_scale, b_scale, out_dtype, &grouped_moe_masked_sm90);
 }
 
+// Private, for tests: grouped_moe_masked with configuration `config` forced, written into `out` (a
+// caller's buffer: rows at or past masked_m[g] keep what they held).
+void grouped_moe_masked_into_cuda(const at::Tensor& a, const at::Tensor& b, const at::Tensor& masked_m,
+                                  int64_t expected_m, const at::Tensor& a_scale, const at::Tensor& b_scale,
+                                  const at::Tensor& out, int64_t config) {
+  constexpr const char* op = "fp8gemm::_sm90_grouped_moe_masked_into";
+  TORCH_CHECK_VALUE(a.dim() == 3 && b.dim() == 3 && out.dim() == 3 && out.is_contiguous() &&
+                        out.device() == a.device() && out.size(0) == a.size(0) && out.size(1) == a.size(1) &&
+                        out.size(2) == b.size(1) && (out.scalar_type() == at::kBFloat16 || out.scalar_type() == at::kFloat),
+                    op, ": expected a contiguous bfloat16 or float32 `out` [G, max_m, N] on ", a.device(), ", got ",
+                    out.scalar_type(), " ", out.sizes(), " on ", out.device());
+  const ForcedConfig forced(op, config, sm90_fp8_gemm_num_grouped_configs());
+  const c10::cuda::CUDAGuard guard(a.device());
+  struct Restore {
+    ~Restore() { masked_out = nullptr; }
+  } restore;
+  masked_out = &out;
+  grouped_moe_masked_op(a, b, masked_m, expected_m, a_scale, b_scale, out.scalar_type(), &grouped_moe_masked_sm90);
+}
+
 // Private, used by fp8gemm::grouped_moe_wgrad on Hopper: the K-grouped weight gradient
 // out[g] = dyt[:, kb_g] . xt[:, kb_g]^T over group g's K blocks kb_g = [bounds[g], bounds[g + 1]),
 // both operands quantized per 1x128 along K (the tokens, each expert's padded to whole blocks).
@@ -472,6 +497,8 @@ TORCH_LIBRARY_FRAGMENT(fp8gemm, m) {
         "ScalarType? out_dtype=None, int config=-1) -> Tensor");
   m.def("_sm90_grouped_moe_masked(Tensor a, Tensor b, Tensor masked_m, int expected_m, Tensor? a_scale=None, "
         "Tensor? b_scale=None, ScalarType? out_dtype=None, int config=-1) -> Tensor");
+  m.def("_sm90_grouped_moe_masked_into(Tensor a, Tensor b, Tensor masked_m, int expected_m, Tensor a_scale, "
+        "Tensor b_scale, Tensor(a!) out, int config=-1) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(fp8gemm, CUDA, m) {
@@ -479,6 +506,7 @@ TORCH_LIBRARY_IMPL(fp8gemm, CUDA, m) {
   m.impl("_sm90_dense_1x128_forced", &dense_1x128_forced_cuda);
   m.impl("_sm90_grouped_moe", &grouped_moe_kernel_cuda);
   m.impl("_sm90_grouped_moe_masked", &grouped_moe_masked_kernel_cuda);
+  m.impl("_sm90_grouped_moe_masked_into", &grouped_moe_masked_into_cuda);
   m.impl("dense", &dense_cuda);
   m.impl("dense_1x128", &dense_1x128_cuda);
   m.impl("_k_grouped_wgrad", &k_grouped_wgrad_cuda);
