@@ -154,3 +154,36 @@ DENSE_1X128_CASES = [
 def test_dense_1x128_rejects(desc, kwargs, fragment):
     with pytest.raises(ValueError, match=r"^fp8gemm::dense_1x128: expected .*" + _re(fragment)):
         torch.ops.fp8gemm.dense_1x128(**kwargs)
+
+
+# The same rules on meta tensors (the fake kernels, which also serve tracing): a meta call must reject
+# what an eager call rejects, with the same message. Cases whose broken property does not survive
+# `.to("meta")` (device mismatch, a misaligned or strided view) or that need data (offsets, masks)
+# are eager-only.
+_EAGER_ONLY = {"a on meta", "a misaligned view", "b row stride not 16-aligned", "offsets decreasing",
+               "offsets past M", "offsets negative", "masked_m past max_m"}
+
+
+def _meta_cases(op, cases, with_error_type=False):
+    out = []
+    for case in cases:
+        desc, kwargs, fragment = (case[0], case[1], case[3]) if with_error_type else case
+        if desc not in _EAGER_ONLY:
+            out.append(pytest.param(op, kwargs, fragment, id=f"{op}-{desc}"))
+    return out
+
+
+META_CASES = (_meta_cases("dense", DENSE_CASES, with_error_type=True) + _meta_cases("dense_1x128", DENSE_1X128_CASES)
+              + _meta_cases("grouped_moe", GROUPED_CASES) + _meta_cases("grouped_moe_masked", MASKED_CASES))
+
+
+@pytest.mark.parametrize("op,kwargs,fragment", META_CASES)
+def test_meta_tensors_get_the_same_errors(op, kwargs, fragment):
+    meta = {name: v.to("meta") if isinstance(v, torch.Tensor) else v for name, v in kwargs.items()}
+    with pytest.raises(ValueError, match=rf"^fp8gemm::{op}: expected .*" + _re(fragment)):
+        getattr(torch.ops.fp8gemm, op)(**meta)
+
+
+def test_meta_tensors_pass_what_eager_passes():
+    args = {name: v.to("meta") for name, v in _dense_args().items()}
+    assert torch.ops.fp8gemm.dense(**args).shape == (8, 136)

@@ -343,3 +343,25 @@ def test_forward_checks_the_input_shape_like_linear():
         for bad in (torch.randn(4, 256), torch.randn(2, 3, 1024), torch.tensor(1.0)):
             with pytest.raises(ValueError, match="in_features=512"):
                 layer(bad)
+
+
+@pytest.mark.parametrize("inference", [False, True])
+def test_convert_runs_transformer_encoder_layers_through_fp8linear(inference, monkeypatch):
+    # In eval mode without grad nn.TransformerEncoderLayer takes a fused path that reads
+    # linear1/linear2 weights itself: after convert the FP8Linear layers must still run (not a silent
+    # bf16 forward, nor a dtype error on the fp8 weights of inference mode).
+    torch.manual_seed(0)
+    enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(256, 4, 512, batch_first=True), 2).bfloat16().eval()
+    x = torch.randn(2, 16, 256, dtype=torch.bfloat16)
+    with torch.no_grad():
+        reference = enc(x)
+    fg.convert(enc, inference=inference, min_features=0)
+    assert len(enc.fp8gemm_conversion_report.converted) == 4
+    calls = []
+    forward = FP8Linear.forward
+    monkeypatch.setattr(FP8Linear, "forward", lambda self, inp: calls.append(1) or forward(self, inp))
+    with torch.no_grad():
+        out = enc(x)
+    assert len(calls) == 4, "the converted layers were bypassed"
+    assert not torch.equal(out, reference)
+    assert T.relative_error(out.float(), reference.float()) <= 0.05

@@ -339,6 +339,19 @@ def plan_conversion(
     return report
 
 
+def _keep_inputs(module: nn.Module, args):
+    return None
+
+
+def _disable_fused_fast_path(layer: nn.TransformerEncoderLayer) -> None:
+    """nn.TransformerEncoderLayer in eval mode without grad runs a fused kernel that reads
+    ``linear1.weight`` / ``linear2.weight`` itself and never calls the FP8Linear modules; a module
+    with a forward pre-hook makes it take the regular path (its own rule), which calls them."""
+    if not getattr(layer, "_fp8gemm_fast_path_disabled", False):
+        layer.register_forward_pre_hook(_keep_inputs)
+        layer._fp8gemm_fast_path_disabled = True
+
+
 def convert(
     model: nn.Module,
     *,
@@ -384,6 +397,8 @@ def convert(
             for name, child in list(parent._modules.items()):  # every name, even of a repeated child
                 if id(child) in eligible:
                     setattr(parent, name, swap(child))
+                    if isinstance(parent, nn.TransformerEncoderLayer):
+                        _disable_fused_fast_path(parent)
     model.fp8gemm_conversion_report = report
     logger.info("%s", report)
     return model

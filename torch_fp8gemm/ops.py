@@ -156,7 +156,8 @@ def quantize_128x128_transposed(w: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 
 # --------------------------------------------------------------------------------------------
-# Fake kernels: shapes, dtypes and strides only (they also serve device="meta").
+# Fake kernels: shapes, dtypes and strides (they also serve device="meta"), after the front ends'
+# argument checks.
 
 
 def _out_dtype(out_dtype):
@@ -172,44 +173,158 @@ def _check_same_device(op, a, **others):
             )
 
 
+# The argument rules of the C++ front ends (csrc/ops/frontends.cpp), in their order and with their
+# messages, for fake and meta tensors: a traced or meta call rejects what an eager one rejects.
+# Rules on values (offsets, masks) need data and are checked by the eager ops only.
+_HIGH_PRECISION = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def _sizes(sizes):
+    return "[" + ", ".join(str(s) for s in sizes) + "]"
+
+
+def _expect(op, cond, message):
+    torch._check_value(cond, lambda: f"{op}: expected {message()}")
+
+
+def _check_operand(op, name, t, dim, scale_name, scale):
+    _expect(op, t.dtype == _FP8 or t.dtype in _HIGH_PRECISION,
+            lambda: f"`{name}` to be float8_e4m3fn (with `{scale_name}`) or bfloat16/float16/float32, got {t.dtype}")
+    _expect(op, t.dim() == dim, lambda: f"`{name}` to have {dim} dims, got {t.dim()} (shape {_sizes(t.shape)})")
+    if t.dtype == _FP8:
+        _expect(op, scale is not None,
+                lambda: f"`{scale_name}` when `{name}` is float8_e4m3fn (dequantized value = fp8 value * scale), got None")
+    else:
+        _expect(op, scale is None,
+                lambda: f"`{scale_name}` to be None when `{name}` is {t.dtype} (the op quantizes it itself), got a tensor")
+
+
+def _check_out_dtype(op, out_dtype):
+    dtype = _out_dtype(out_dtype)
+    _expect(op, dtype in (torch.bfloat16, torch.float32),
+            lambda: f"`out_dtype` to be torch.bfloat16 or torch.float32, got {dtype}")
+    return dtype
+
+
+def _check_gemm_dims(op, n, k):
+    _expect(op, k % 16 == 0,
+            lambda: f"K (the last dim of `a` and `b`) to be a multiple of 16 (16-byte aligned fp8 rows), got K = {k}")
+    _expect(op, n % 8 == 0,
+            lambda: f"N (`b`.size(-2)) to be a multiple of 8 (16-byte aligned bf16 output rows), got N = {n}")
+
+
+def _check_scale(op, name, scale, sizes, rule):
+    _expect(op, scale.dtype == torch.float32, lambda: f"`{name}` to be float32, got {scale.dtype}")
+    _expect(op, tuple(scale.shape) == tuple(sizes),
+            lambda: f"`{name}` of shape {_sizes(sizes)} ({rule}), got {_sizes(scale.shape)}")
+
+
+def _check_fp8_layout(op, name, t):
+    if t.dtype != _FP8 or t.numel() == 0:
+        return
+    _expect(op, t.stride(-1) == 1,
+            lambda: f"`{name}` to be contiguous along K (stride(-1) == 1), got strides {_sizes(t.stride())}")
+    for d in range(t.dim() - 1):
+        _expect(op, t.shape[d] == 1 or t.stride(d) % 16 == 0,
+                lambda: f"`{name}` stride({d}) to be a multiple of 16 elements (16-byte aligned rows for TMA), "
+                        f"got strides {_sizes(t.stride())}")
+
+
+def _check_group_index(op, name, t, groups):
+    _expect(op, t.dtype == torch.int32, lambda: f"`{name}` to be int32, got {t.dtype}")
+    _expect(op, t.dim() == 1 and t.shape[0] == groups,
+            lambda: f"`{name}` of shape [{groups}] (one entry per expert of `b`), got {_sizes(t.shape)}")
+
+
+def _check_dense_operands(op, a, b, a_scale, b_scale, bias, out_dtype):
+    _check_same_device(op, a, b=b, a_scale=a_scale, b_scale=b_scale, bias=bias)
+    _check_operand(op, "a", a, 2, "a_scale", a_scale)
+    _check_operand(op, "b", b, 2, "b_scale", b_scale)
+    dtype = _check_out_dtype(op, out_dtype)
+    m, k, n = a.shape[0], a.shape[1], b.shape[0]
+    _expect(op, b.shape[1] == k,
+            lambda: f"`b` of shape [N, K] with K = {k} (`a` is [M, K] and out = a @ b.T), got `b` of shape {_sizes(b.shape)}")
+    _check_gemm_dims(op, n, k)
+    return dtype, m, n, k
+
+
 @torch.library.register_fake("fp8gemm::dense")
 def _dense_fake(a, b, a_scale=None, b_scale=None, bias=None, out_dtype=None):
-    _check_same_device("fp8gemm::dense", a, b=b, a_scale=a_scale, b_scale=b_scale, bias=bias)
-    torch._check_value(a.dim() == 2 and b.dim() == 2, lambda: "fp8gemm::dense: expected 2-D `a` and `b`")
-    torch._check_value(
-        a.shape[1] == b.shape[1],
-        lambda: f"fp8gemm::dense: expected `b` of shape [N, K] with K = {a.shape[1]}, got {tuple(b.shape)}",
-    )
-    return a.new_empty((a.shape[0], b.shape[0]), dtype=_out_dtype(out_dtype))
+    op = "fp8gemm::dense"
+    dtype, m, n, k = _check_dense_operands(op, a, b, a_scale, b_scale, bias, out_dtype)
+    kb = _ceil_div(k, SCALE_BLOCK)
+    if a_scale is not None:
+        _check_scale(op, "a_scale", a_scale, (m, kb), "[M, ceil(K/128)]: one scale per 1x128 group of `a`")
+    if b_scale is not None:
+        _check_scale(op, "b_scale", b_scale, (_ceil_div(n, SCALE_BLOCK), kb),
+                     "[ceil(N/128), ceil(K/128)]: one scale per 128x128 block of `b`")
+    if bias is not None:
+        _expect(op, bias.dtype in _HIGH_PRECISION, lambda: f"`bias` to be bfloat16/float16/float32, got {bias.dtype}")
+        _expect(op, bias.dim() == 1 and bias.shape[0] == n, lambda: f"`bias` of shape [{n}] (N), got {_sizes(bias.shape)}")
+    _check_fp8_layout(op, "a", a)
+    _check_fp8_layout(op, "b", b)
+    return a.new_empty((m, n), dtype=dtype)
 
 
 @torch.library.register_fake("fp8gemm::dense_1x128")
 def _dense_1x128_fake(a, b, a_scale=None, b_scale=None, out_dtype=None):
-    _check_same_device("fp8gemm::dense_1x128", a, b=b, a_scale=a_scale, b_scale=b_scale)
-    torch._check_value(a.dim() == 2 and b.dim() == 2, lambda: "fp8gemm::dense_1x128: expected 2-D `a` and `b`")
-    torch._check_value(
-        a.shape[1] == b.shape[1],
-        lambda: f"fp8gemm::dense_1x128: expected `b` of shape [N, K] with K = {a.shape[1]}, got {tuple(b.shape)}",
-    )
-    return a.new_empty((a.shape[0], b.shape[0]), dtype=_out_dtype(out_dtype))
+    op = "fp8gemm::dense_1x128"
+    dtype, m, n, k = _check_dense_operands(op, a, b, a_scale, b_scale, None, out_dtype)
+    kb = _ceil_div(k, SCALE_BLOCK)
+    if a_scale is not None:
+        _check_scale(op, "a_scale", a_scale, (m, kb), "[M, ceil(K/128)]: one scale per 1x128 group of `a`")
+    if b_scale is not None:
+        _check_scale(op, "b_scale", b_scale, (n, kb), "[N, ceil(K/128)]: one scale per 1x128 group of `b`")
+    _check_fp8_layout(op, "a", a)
+    _check_fp8_layout(op, "b", b)
+    return a.new_empty((m, n), dtype=dtype)
 
 
 @torch.library.register_fake("fp8gemm::grouped_moe")
 def _grouped_moe_fake(a, b, group_offsets, a_scale=None, b_scale=None, out_dtype=None):
-    _check_same_device("fp8gemm::grouped_moe", a, b=b, group_offsets=group_offsets, a_scale=a_scale, b_scale=b_scale)
-    torch._check_value(a.dim() == 2 and b.dim() == 3, lambda: "fp8gemm::grouped_moe: expected `a` [M, K], `b` [G, N, K]")
-    torch._check_value(a.shape[1] == b.shape[2], lambda: "fp8gemm::grouped_moe: K of `a` and `b` differ")
-    return a.new_empty((a.shape[0], b.shape[1]), dtype=_out_dtype(out_dtype))
+    op = "fp8gemm::grouped_moe"
+    _check_same_device(op, a, b=b, group_offsets=group_offsets, a_scale=a_scale, b_scale=b_scale)
+    _check_operand(op, "a", a, 2, "a_scale", a_scale)
+    _check_operand(op, "b", b, 3, "b_scale", b_scale)
+    dtype = _check_out_dtype(op, out_dtype)
+    m, k, groups, n = a.shape[0], a.shape[1], b.shape[0], b.shape[1]
+    _expect(op, b.shape[2] == k, lambda: f"`b` of shape [G, N, K] with K = {k} (`a` is [M, K]), got `b` of shape {_sizes(b.shape)}")
+    _check_gemm_dims(op, n, k)
+    _check_group_index(op, "group_offsets", group_offsets, groups)
+    kb = _ceil_div(k, SCALE_BLOCK)
+    if a_scale is not None:
+        _check_scale(op, "a_scale", a_scale, (m, kb), "[M, ceil(K/128)]: one scale per 1x128 group of `a`")
+    if b_scale is not None:
+        _check_scale(op, "b_scale", b_scale, (groups, _ceil_div(n, SCALE_BLOCK), kb),
+                     "[G, ceil(N/128), ceil(K/128)]: one scale per 128x128 block of each expert")
+    _check_fp8_layout(op, "a", a)
+    _check_fp8_layout(op, "b", b)
+    return a.new_empty((m, n), dtype=dtype)
 
 
 @torch.library.register_fake("fp8gemm::grouped_moe_masked")
 def _grouped_moe_masked_fake(a, b, masked_m, expected_m, a_scale=None, b_scale=None, out_dtype=None):
-    _check_same_device("fp8gemm::grouped_moe_masked", a, b=b, masked_m=masked_m, a_scale=a_scale, b_scale=b_scale)
-    torch._check_value(
-        a.dim() == 3 and b.dim() == 3, lambda: "fp8gemm::grouped_moe_masked: expected `a` [G, max_m, K], `b` [G, N, K]"
-    )
-    torch._check_value(a.shape[2] == b.shape[2], lambda: "fp8gemm::grouped_moe_masked: K of `a` and `b` differ")
-    return a.new_empty((a.shape[0], a.shape[1], b.shape[1]), dtype=_out_dtype(out_dtype))
+    op = "fp8gemm::grouped_moe_masked"
+    _check_same_device(op, a, b=b, masked_m=masked_m, a_scale=a_scale, b_scale=b_scale)
+    _check_operand(op, "a", a, 3, "a_scale", a_scale)
+    _check_operand(op, "b", b, 3, "b_scale", b_scale)
+    dtype = _check_out_dtype(op, out_dtype)
+    groups, max_m, k, n = a.shape[0], a.shape[1], a.shape[2], b.shape[1]
+    _expect(op, b.shape[0] == groups and b.shape[2] == k,
+            lambda: f"`b` of shape [G, N, K] with G = {groups} and K = {k} (`a` is [G, max_m, K]), got `b` of shape "
+                    f"{_sizes(b.shape)}")
+    _check_gemm_dims(op, n, k)
+    _check_group_index(op, "masked_m", masked_m, groups)
+    _expect(op, expected_m >= 0, lambda: f"`expected_m` to be >= 0, got {expected_m}")
+    kb = _ceil_div(k, SCALE_BLOCK)
+    if a_scale is not None:
+        _check_scale(op, "a_scale", a_scale, (groups, max_m, kb), "[G, max_m, ceil(K/128)]: one scale per 1x128 group of `a`")
+    if b_scale is not None:
+        _check_scale(op, "b_scale", b_scale, (groups, _ceil_div(n, SCALE_BLOCK), kb),
+                     "[G, ceil(N/128), ceil(K/128)]: one scale per 128x128 block of each expert")
+    _check_fp8_layout(op, "a", a)
+    _check_fp8_layout(op, "b", b)
+    return a.new_empty((groups, max_m, n), dtype=dtype)
 
 
 @torch.library.register_fake("fp8gemm::quantize_1x128")
