@@ -219,3 +219,29 @@ def test_quantizers_return_contiguous_fp8_for_transposed_inputs(device):
         ref, _ = quantize(w.contiguous())
         assert torch.equal(data.view(torch.uint8), ref.view(torch.uint8))
 
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_a_non_finite_input_poisons_exactly_its_scaling_group(device, value):
+    # Block scaling shares one scale per group: an Inf makes its group's scale infinite (values stored
+    # as zeros, which dequantize to NaN), so the whole group is poisoned: a non-finite activation makes
+    # its output row non-finite, a non-finite weight every output column of its 128x128 block (exact
+    # math: one column). A NaN poisons at least what exact math does. Never a finite output where
+    # exact math has none, and nothing outside the group.
+    torch.manual_seed(0)
+    x, w = torch.randn(64, 256), torch.randn(256, 256)
+    bad_x = x.clone()
+    bad_x[3, 5] = value
+    q, scale = fg.quantize_1x128(bad_x.to(device))
+    assert not torch.isfinite(q[3, 5].float() * scale[3, 0]), "the non-finite input dequantized to a finite value"
+    out = fg.dense(bad_x.to(device), w.to(device), out_dtype=torch.float32).cpu()
+    assert not torch.isfinite(out[3]).any()
+    assert torch.isfinite(torch.cat([out[:3], out[4:]])).all()
+    bad_w = w.clone()
+    bad_w[130, 7] = value
+    out = fg.dense(x.to(device), bad_w.to(device), out_dtype=torch.float32).cpu()
+    assert not torch.isfinite(out[:, 130]).any()
+    if value == value:  # +-Inf: the whole block
+        assert not torch.isfinite(out[:, 128:]).any()
+    assert torch.isfinite(out[:, :128]).all()
