@@ -85,6 +85,16 @@ def _extension():
     )
 
 
+def _write_build_info():
+    # The extension links against this torch's C++ ABI: the package checks at import that the torch
+    # it runs with has the same major.minor (torch_fp8gemm/__init__.py).
+    with open(os.path.join(ROOT, "torch_fp8gemm", "_build_info.py"), "w") as f:
+        f.write('"""Written by setup.py when the extension is built."""\n')
+        f.write(f"TORCH_VERSION = {torch.__version__.split('+')[0]!r}\n")
+
+
+_write_build_info()
+
 setup(
     name="torch_fp8gemm",
     version="0.1.0",

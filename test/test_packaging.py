@@ -21,3 +21,29 @@ def test_sdist_has_license_and_generators(tmp_path):
         pkg_info = next(m for m in tar.getmembers() if m.name.endswith("/PKG-INFO"))
         text = tar.extractfile(pkg_info).read().decode()
     assert "Apache-2.0" in text, "the license is not in the package metadata"
+
+
+def test_import_names_both_torch_versions_when_they_differ():
+    # The extension is compiled against one torch; importing it under another major.minor must fail
+    # with both versions named, not with a linker error.
+    code = (
+        "import sys, types\n"
+        "info = types.ModuleType('torch_fp8gemm._build_info'); info.TORCH_VERSION = '1.99.0'\n"
+        "sys.modules['torch_fp8gemm._build_info'] = info\n"
+        "import torch\n"
+        "try:\n"
+        "    import torch_fp8gemm\n"
+        "except ImportError as e:\n"
+        "    print('ERR', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    import torch
+
+    assert "ERR torch_fp8gemm was built against torch 1.99.0 but this is torch " + torch.__version__.split("+")[0] in out, out
+
+
+def test_build_records_the_torch_it_was_built_with():
+    import torch
+    from torch_fp8gemm import _build_info
+
+    assert _build_info.TORCH_VERSION.split(".")[:2] == torch.__version__.split("+")[0].split(".")[:2]

@@ -8,6 +8,23 @@ The ops live in torch.ops.fp8gemm.* and work on CPU (reference) and CUDA.
 """
 import torch  # noqa: F401  (loads libtorch, which _C links against)
 
+
+def _check_built_torch():
+    try:
+        from ._build_info import TORCH_VERSION as built
+    except ImportError:  # a source tree that was never built: the _C import below says so
+        return
+    running = torch.__version__.split("+")[0]
+    if built.split(".")[:2] != running.split(".")[:2]:
+        raise ImportError(
+            f"torch_fp8gemm was built against torch {built} but this is torch {running}: the extension "
+            "only loads with the torch (major.minor) it was compiled for. Rebuild it from the repo root "
+            "with `pip install --no-build-isolation -e .`, or install torch " + ".".join(built.split(".")[:2]) + "."
+        )
+
+
+_check_built_torch()
+
 try:
     from . import _C  # noqa: F401  (loading the library registers torch.ops.fp8gemm)
 except ImportError as exc:  # pragma: no cover - only without a build
