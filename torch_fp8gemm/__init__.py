@@ -46,6 +46,7 @@ from .ops import (  # noqa: E402
     quantize_128x128_transposed,
 )
 from . import moe, nn  # noqa: E402
+from .checkpoint import load_fp8_checkpoint  # noqa: E402
 from .moe import FP8MoEExperts  # noqa: E402
 from .nn import FP8Linear, convert  # noqa: E402
 
@@ -59,6 +60,7 @@ __all__ = [
     "grouped_moe",
     "grouped_moe_masked",
     "grouped_moe_wgrad",
+    "load_fp8_checkpoint",
     "quantize_1x128",
     "quantize_1x128_transposed",
     "quantize_128x128",
