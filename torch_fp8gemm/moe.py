@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import ops
-from .nn import apply_keeping_quantized_dtypes, quantize_activations
+from .nn import _check_scale_format_mode, apply_keeping_quantized_dtypes, quantize_activations
 
 __all__ = ["FP8MoEExperts"]
 
@@ -112,8 +112,10 @@ class FP8MoEExperts(nn.Module):
         dtype=None,
         *,
         inference: bool = False,
+        scale_format: str = "float32",
     ) -> None:
         super().__init__()
+        _check_scale_format_mode("FP8MoEExperts", scale_format, inference)
         if num_experts < 1:
             raise ValueError(f"FP8MoEExperts: expected `num_experts` >= 1, got {num_experts}")
         for name, size in (("hidden_size", hidden_size), ("intermediate_size", intermediate_size)):
@@ -128,6 +130,7 @@ class FP8MoEExperts(nn.Module):
         self.down_proj = nn.Parameter(torch.empty(num_experts, hidden_size, intermediate_size, **factory))
         self.reset_parameters()
         self.inference = bool(inference)
+        self.scale_format = scale_format
         if self.inference:
             self._quantize_weights_()
 
@@ -145,7 +148,8 @@ class FP8MoEExperts(nn.Module):
 
     @classmethod
     def from_fused(
-        cls, gate_up_proj: torch.Tensor, down_proj: torch.Tensor, *, inference: bool = False
+        cls, gate_up_proj: torch.Tensor, down_proj: torch.Tensor, *, inference: bool = False,
+        scale_format: str = "float32",
     ) -> "FP8MoEExperts":
         """From transformers' fused layout: ``gate_up_proj`` [E, 2I, H] (gate rows, then up rows) and
         ``down_proj`` [E, H, I]. Parameters are reused as they are in training mode (no copy), e.g.
@@ -165,6 +169,8 @@ class FP8MoEExperts(nn.Module):
             new = cls(e, h, two_i // 2)
         new.gate_up_proj = _as_parameter(gate_up_proj)
         new.down_proj = _as_parameter(down_proj)
+        _check_scale_format_mode("FP8MoEExperts.from_fused", scale_format, inference)
+        new.scale_format = scale_format
         if inference:
             new.inference = True
             new._quantize_weights_()
@@ -172,7 +178,8 @@ class FP8MoEExperts(nn.Module):
 
     @classmethod
     def from_experts(
-        cls, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor, *, inference: bool = False
+        cls, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor, *, inference: bool = False,
+        scale_format: str = "float32",
     ) -> "FP8MoEExperts":
         """From stacked per-expert weights in nn.Linear's [out, in] convention: ``w_gate`` and ``w_up``
         [E, I, H], ``w_down`` [E, H, I]. Gate and up are concatenated into one tensor, so this copies."""
@@ -181,7 +188,8 @@ class FP8MoEExperts(nn.Module):
                 f"FP8MoEExperts.from_experts: expected `w_up` of the same shape as `w_gate` [E, I, H] = "
                 f"{list(w_gate.shape)}, got {list(w_up.shape)}"
             )
-        return cls.from_fused(torch.cat([w_gate.detach(), w_up.detach()], dim=1), w_down.detach(), inference=inference)
+        return cls.from_fused(torch.cat([w_gate.detach(), w_up.detach()], dim=1), w_down.detach(), inference=inference,
+                              scale_format=scale_format)
 
     @classmethod
     def from_modules(
@@ -192,6 +200,7 @@ class FP8MoEExperts(nn.Module):
         up: str = "up_proj",
         down: str = "down_proj",
         inference: bool = False,
+        scale_format: str = "float32",
     ) -> "FP8MoEExperts":
         """From a list of per-expert MLPs with three nn.Linear children (no bias), e.g. a transformers
         4.x ``block.experts`` ModuleList: Qwen3-MoE/DeepSeek-V3 use the default names; Mixtral uses
@@ -210,13 +219,13 @@ class FP8MoEExperts(nn.Module):
                         + ("" if layer is None or not isinstance(layer, nn.Linear) else " with a bias")
                     )
             stacks.append(torch.stack([layer.weight.detach() for layer in layers]))
-        return cls.from_experts(*stacks, inference=inference)
+        return cls.from_experts(*stacks, inference=inference, scale_format=scale_format)
 
     def _quantize_weights_(self) -> None:
         """Replace the high-precision Parameters by fp8 + ``<name>_scale_inv`` buffers."""
         for name in _PROJECTIONS:
             weight = self._parameters.pop(name)
-            weight_fp8, weight_scale = ops.quantize_128x128(weight.detach())
+            weight_fp8, weight_scale = ops.quantize_128x128(weight.detach(), scale_format=self.scale_format)
             self.register_buffer(name, weight_fp8)
             self.register_buffer(f"{name}_scale_inv", weight_scale)
 
@@ -242,7 +251,7 @@ class FP8MoEExperts(nn.Module):
             scale = getattr(self, f"{name}_scale_inv") if self.inference else None
             a = x if rows is None else _gather_rows(x, *rows)
             return ops.grouped_moe(a, weight, offsets, None, scale, out_dtype)
-        x_fp8, x_scale = quantize_activations(x)
+        x_fp8, x_scale = quantize_activations(x, self.scale_format)
         if rows is not None:
             x_fp8, x_scale = x_fp8.index_select(0, rows[0]), x_scale[rows[0]]
         return ops.grouped_moe(x_fp8, weight, offsets, x_scale, getattr(self, f"{name}_scale_inv"), out_dtype)

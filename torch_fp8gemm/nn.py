@@ -66,6 +66,15 @@ def apply_keeping_quantized_dtypes(module: nn.Module, apply: Callable[[], nn.Mod
             module._buffers[name] = module._buffers[name].view(dtype)
 
 
+def _check_scale_format_mode(where: str, scale_format: str, inference: bool) -> None:
+    ops._check_scale_format(where, scale_format)
+    if scale_format == "ue8m0" and not inference:
+        raise ValueError(
+            f"{where}: `scale_format='ue8m0'` needs `inference=True` (the training recipe quantizes inside the "
+            "GEMM ops, with float32 scales)"
+        )
+
+
 def _check_features(in_features: int, out_features: int, *, where: str = "FP8Linear") -> None:
     """The kernels' alignment rules, as ValueErrors naming the argument (see README, "Shapes")."""
     if in_features % 16 != 0:
@@ -85,7 +94,7 @@ def _out_dtype_for(dtype: torch.dtype) -> torch.dtype:
     return torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
 
 
-def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_activations(x: torch.Tensor, scale_format: str = "float32") -> tuple[torch.Tensor, torch.Tensor]:
     """1x128 quantization of activations x [M, K] for ``fp8gemm::dense`` / ``grouped_moe``.
 
     Eager: the ``fp8gemm::quantize_1x128`` op (a CUDA kernel on the GPU). Under torch.compile: the
@@ -98,6 +107,8 @@ def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     of rounding to bf16 first.
     """
     m, k = x.shape
+    if scale_format == "ue8m0":  # power-of-two scales: torch ops in eager and traced code alike
+        return ops.quantize_1x128(x, scale_format="ue8m0")
     if not torch.compiler.is_compiling() or not isinstance(k, int) or k % _BLOCK != 0:
         # K % 128 != 0 stays on the op: torch 2.14.1's Inductor C++ backend miscompiled the padded
         # variant of this recipe inside the MoE module (the fp8 store loop covered only the first
@@ -145,6 +156,10 @@ class FP8Linear(nn.Linear):
     for all batch and sequence sizes). In inference mode the activation quantization is traced as
     plain torch ops (:func:`quantize_activations`) so Inductor fuses it into the producer of the
     input, e.g. the preceding RMSNorm.
+
+    ``scale_format="ue8m0"`` (inference mode only): power-of-two scales for the weight this module
+    quantizes and for the activations it quantizes without gradients (DeepSeek-V3.1 and later);
+    with gradients enabled the op quantizes the input itself, with float32 scales.
     """
 
     def __init__(
@@ -156,15 +171,18 @@ class FP8Linear(nn.Linear):
         dtype=None,
         *,
         inference: bool = False,
+        scale_format: str = "float32",
     ) -> None:
         _check_features(in_features, out_features)
+        _check_scale_format_mode("FP8Linear", scale_format, inference)
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.inference = bool(inference)
+        self.scale_format = scale_format
         if self.inference:
             self._quantize_weight_()
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, inference: bool = False) -> "FP8Linear":
+    def from_linear(cls, linear: nn.Linear, inference: bool = False, scale_format: str = "float32") -> "FP8Linear":
         """Build an FP8Linear from ``linear`` without copying in training mode.
 
         The module is constructed on the meta device (no allocation, no random init) and then takes
@@ -177,10 +195,12 @@ class FP8Linear(nn.Linear):
             raise ValueError(
                 f"FP8Linear.from_linear: expected `linear` to be an nn.Linear, got {type(linear).__name__}"
             )
+        _check_scale_format_mode("FP8Linear.from_linear", scale_format, inference)
         with torch.device("meta"):
             new = cls(linear.in_features, linear.out_features, bias=False)
         new.weight = linear.weight
         new.bias = linear.bias
+        new.scale_format = scale_format
         new.train(linear.training)
         if inference:
             new.inference = True
@@ -190,7 +210,7 @@ class FP8Linear(nn.Linear):
     def _quantize_weight_(self) -> None:
         """Replace the high-precision weight Parameter by fp8 + scale buffers (inference mode)."""
         weight = self._parameters.pop("weight")
-        weight_fp8, weight_scale = ops.quantize_128x128(weight.detach())
+        weight_fp8, weight_scale = ops.quantize_128x128(weight.detach(), scale_format=self.scale_format)
         self.register_buffer("weight", weight_fp8)
         self.register_buffer("weight_scale_inv", weight_scale)
 
@@ -208,13 +228,14 @@ class FP8Linear(nn.Linear):
             # Let the op quantize the activations: it then also returns their gradient.
             out = ops.dense(x, self.weight, None, self.weight_scale_inv, self.bias, out_dtype)
         else:
-            x_fp8, x_scale = quantize_activations(x)
+            x_fp8, x_scale = quantize_activations(x, self.scale_format)
             out = ops.dense(x_fp8, self.weight, x_scale, self.weight_scale_inv, self.bias, out_dtype)
         return out.to(input.dtype).reshape(*input.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         mode = "inference" if self.inference else "training"
-        return f"{super().extra_repr()}, mode={mode}"
+        ue8m0 = ", scale_format=ue8m0" if getattr(self, "scale_format", "float32") == "ue8m0" else ""
+        return f"{super().extra_repr()}, mode={mode}{ue8m0}"
 
     # ---------------------------------------------------------------------------------------
     # Checkpoints and dtype conversion
@@ -358,6 +379,7 @@ def convert(
     module_filter_fn: Optional[Callable[[nn.Module, str], bool]] = None,
     inference: bool = False,
     min_features: int = MIN_FEATURES,
+    scale_format: str = "float32",
 ) -> nn.Module:
     """Swap every eligible ``nn.Linear`` in ``model`` for an :class:`FP8Linear`, in place.
 
@@ -368,6 +390,8 @@ def convert(
             quantized now) instead of training-mode layers (the original Parameters, reused).
         min_features: layers with ``in_features`` or ``out_features`` below this stay in high
             precision because FP8 would not be faster (see :data:`MIN_FEATURES`); 0 disables it.
+        scale_format: ``"ue8m0"`` (with ``inference=True``) gives the layers power-of-two scales for
+            their weights and activations (see :class:`FP8Linear`).
 
     Layers the kernels cannot take (``in_features % 16``, ``out_features % 8``) and Linear subclasses
     are always skipped. Returns ``model`` (or the new module when ``model`` itself is a converted
@@ -378,6 +402,7 @@ def convert(
     embedding) gets its own fp8 copy while the other module keeps the original; exclude such layers
     with ``module_filter_fn`` (training mode reuses the Parameter, so ties hold).
     """
+    _check_scale_format_mode("convert", scale_format, inference)
     report = plan_conversion(
         model, module_filter_fn=module_filter_fn, inference=inference, min_features=min_features
     )
@@ -387,7 +412,7 @@ def convert(
 
     def swap(module: nn.Module) -> nn.Module:
         if id(module) not in replaced:
-            replaced[id(module)] = FP8Linear.from_linear(module, inference=inference)
+            replaced[id(module)] = FP8Linear.from_linear(module, inference=inference, scale_format=scale_format)
         return replaced[id(module)]
 
     if id(model) in eligible:

@@ -121,37 +121,98 @@ def grouped_moe_masked(
     return torch.ops.fp8gemm.grouped_moe_masked(a, b, masked_m, expected_m, a_scale, b_scale, out_dtype)
 
 
-def quantize_1x128(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+SCALE_FORMATS = ("float32", "ue8m0")
+
+
+def _check_scale_format(where: str, scale_format: str) -> None:
+    if scale_format not in SCALE_FORMATS:
+        raise ValueError(f"{where}: expected `scale_format` to be 'float32' or 'ue8m0', got {scale_format!r}")
+
+
+def _pow2_scale(amax: torch.Tensor) -> torch.Tensor:
+    """UE8M0 scale of groups with absolute maximum ``amax``: 2^ceil(log2(max(amax, 1e-12) / 448)), from
+    the float's own exponent (exact, unlike a rounded log2). An infinite amax keeps an infinite scale
+    (its group dequantizes to NaN, as with float32 scales)."""
+    ratio = amax.float().clamp(min=1e-12) / 448.0
+    mantissa, exponent = torch.frexp(ratio)  # ratio = mantissa * 2^exponent, mantissa in [0.5, 1)
+    pow2 = torch.ldexp(torch.ones_like(ratio), exponent - (mantissa == 0.5).to(exponent.dtype))
+    return torch.where(torch.isfinite(ratio), pow2, ratio)
+
+
+def _quantize_1x128_ue8m0(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """quantize_1x128 with power-of-two scales, in torch ops (any device); the same output layout."""
+    lead, k = x.shape[:-1], x.shape[-1]
+    kb = _ceil_div(k, SCALE_BLOCK)
+    rows = x.reshape(-1, k).float()
+    tokens = rows.shape[0]
+    groups = torch.nn.functional.pad(rows, (0, kb * SCALE_BLOCK - k)).view(tokens, kb, SCALE_BLOCK)
+    scale = _pow2_scale(groups.abs().amax(dim=-1))
+    values = (groups / scale.unsqueeze(-1)).clamp(-448.0, 448.0).to(_FP8).view(tokens, kb * SCALE_BLOCK)[:, :k]
+    storage = torch.empty(kb, _ceil_div(tokens, 4) * 4, dtype=torch.float32, device=x.device)  # M-major
+    storage[:, :tokens] = scale.t()
+    return values.reshape(*lead, k).contiguous(), storage[:, :tokens].t().view(*lead, kb)
+
+
+def _quantize_128x128_ue8m0(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """quantize_128x128 with power-of-two scales, in torch ops (any device)."""
+    lead, (n, k) = w.shape[:-2], w.shape[-2:]
+    nb, kb = _ceil_div(n, SCALE_BLOCK), _ceil_div(k, SCALE_BLOCK)
+    padded = torch.nn.functional.pad(w.float(), (0, kb * SCALE_BLOCK - k, 0, nb * SCALE_BLOCK - n))
+    blocks = padded.view(*lead, nb, SCALE_BLOCK, kb, SCALE_BLOCK)
+    scale = _pow2_scale(blocks.abs().amax(dim=(-3, -1)))
+    values = (blocks / scale.unsqueeze(-1).unsqueeze(-3)).clamp(-448.0, 448.0).to(_FP8)
+    return values.view(*lead, nb * SCALE_BLOCK, kb * SCALE_BLOCK)[..., :n, :k].contiguous(), scale
+
+
+def quantize_1x128(x: torch.Tensor, scale_format: str = "float32") -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token-group quantization: x [..., K] -> (fp8 [..., K], float32 scales [..., ceil(K/128)]).
 
     scale = max(amax, 1e-12) / 448 per 1x128 group; values saturate at +-448. The scales are a view
     of M-major storage (token index fastest, rows padded to 4), the layout the GEMM loads directly.
+    ``scale_format="ue8m0"``: scale = 2^ceil(log2(max(amax, 1e-12) / 448)), a power of two (DeepSeek-V3.1
+    and later), still float32; computed with torch ops (no custom kernel).
     """
+    _check_scale_format("quantize_1x128", scale_format)
+    if scale_format == "ue8m0":
+        return _quantize_1x128_ue8m0(x)
     return torch.ops.fp8gemm.quantize_1x128(x)
 
 
-def quantize_1x128_transposed(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_1x128_transposed(x: torch.Tensor, scale_format: str = "float32") -> tuple[torch.Tensor, torch.Tensor]:
     """x [M, K] -> x^T quantized per 1x128 group along M: (fp8 [K, M], float32 scales [K, ceil(M/128)]).
 
     Equals ``quantize_1x128(x.t().contiguous())`` bit for bit, scale strides included (M-major:
     strides (1, round_up(K, 4))), in one pass over x. For weight-gradient GEMMs (dW = dy^T x), whose
     operands are quantized along the token dim M. Any M >= 0 and K >= 0; x of any strides.
+    ``scale_format`` as :func:`quantize_1x128`.
     """
+    _check_scale_format("quantize_1x128_transposed", scale_format)
+    if scale_format == "ue8m0":
+        return _quantize_1x128_ue8m0(x.t().contiguous())
     return torch.ops.fp8gemm.quantize_1x128_transposed(x)
 
 
-def quantize_128x128(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-block quantization: w [..., N, K] -> (fp8 [..., N, K], float32 [..., ceil(N/128), ceil(K/128)])."""
+def quantize_128x128(w: torch.Tensor, scale_format: str = "float32") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-block quantization: w [..., N, K] -> (fp8 [..., N, K], float32 [..., ceil(N/128), ceil(K/128)]).
+
+    ``scale_format="ue8m0"``: power-of-two block scales, as :func:`quantize_1x128`."""
+    _check_scale_format("quantize_128x128", scale_format)
+    if scale_format == "ue8m0":
+        return _quantize_128x128_ue8m0(w)
     return torch.ops.fp8gemm.quantize_128x128(w)
 
 
-def quantize_128x128_transposed(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_128x128_transposed(w: torch.Tensor, scale_format: str = "float32") -> tuple[torch.Tensor, torch.Tensor]:
     """w [..., N, K] -> (fp8 w^T [..., K, N], float32 [..., ceil(K/128), ceil(N/128)]), contiguous.
 
     Equals the transposes of ``quantize_128x128(w)``'s outputs bit for bit (a 128x128 block has the
     same scale and values either way), written in one pass over w: the dgrad operand W^T of the
-    training recipe, without an fp8 transpose afterwards.
+    training recipe, without an fp8 transpose afterwards. ``scale_format`` as :func:`quantize_128x128`.
     """
+    _check_scale_format("quantize_128x128_transposed", scale_format)
+    if scale_format == "ue8m0":
+        values, scale = _quantize_128x128_ue8m0(w)
+        return values.transpose(-1, -2).contiguous(), scale.transpose(-1, -2).contiguous()
     return torch.ops.fp8gemm.quantize_128x128_transposed(w)
 
 
@@ -214,7 +275,8 @@ def _check_gemm_dims(op, n, k):
 
 
 def _check_scale(op, name, scale, sizes, rule):
-    _expect(op, scale.dtype == torch.float32, lambda: f"`{name}` to be float32, got {scale.dtype}")
+    _expect(op, scale.dtype in (torch.float32, torch.float8_e8m0fnu),
+            lambda: f"`{name}` to be float32 or float8_e8m0fnu (UE8M0), got {scale.dtype}")
     _expect(op, tuple(scale.shape) == tuple(sizes),
             lambda: f"`{name}` of shape {_sizes(sizes)} ({rule}), got {_sizes(scale.shape)}")
 

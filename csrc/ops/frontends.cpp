@@ -58,8 +58,8 @@ void check_fp8_layout(const char* op, const char* name, const at::Tensor& t) {
 
 void check_scale(const char* op, const char* name, const at::Tensor& scale, at::IntArrayRef sizes,
                  const char* rule) {
-  FP8GEMM_CHECK_ARG(scale.scalar_type() == at::kFloat, op, "`", name, "` to be float32, got ",
-                    scale.scalar_type());
+  FP8GEMM_CHECK_ARG(scale.scalar_type() == at::kFloat || scale.scalar_type() == at::kFloat8_e8m0fnu, op, "`", name,
+                    "` to be float32 or float8_e8m0fnu (UE8M0), got ", scale.scalar_type());
   FP8GEMM_CHECK_ARG(scale.sizes() == sizes, op, "`", name, "` of shape ", sizes, " (", rule, "), got ",
                     scale.sizes());
 }
@@ -124,14 +124,20 @@ DenseOperands check_dense_operands(const char* op, const at::Tensor& a, const at
   return {dtype, m, n, k};
 }
 
+// UE8M0 scales (powers of two stored as float8_e8m0fnu) become the float32 values they encode: the
+// kernels read float32 scales. One elementwise pass over the scales (K/128 of the operand's size).
+at::Tensor float32_scale(const at::Tensor& scale) {
+  return scale.scalar_type() == at::kFloat8_e8m0fnu ? scale.to(at::kFloat) : scale;
+}
+
 QuantizedOperand activation_operand(const at::Tensor& a, const std::optional<at::Tensor>& a_scale) {
-  if (is_fp8(a)) return {a, *a_scale};
+  if (is_fp8(a)) return {a, float32_scale(*a_scale)};
   auto [data, scale] = dispatch_quantize_1x128(a);
   return {data, scale};
 }
 
 QuantizedOperand weight_operand(const at::Tensor& b, const std::optional<at::Tensor>& b_scale) {
-  if (is_fp8(b)) return {b, *b_scale};
+  if (is_fp8(b)) return {b, float32_scale(*b_scale)};
   auto [data, scale] = dispatch_quantize_128x128(b);
   return {data, scale};
 }
