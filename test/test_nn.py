@@ -365,3 +365,44 @@ def test_convert_runs_transformer_encoder_layers_through_fp8linear(inference, mo
     assert len(calls) == 4, "the converted layers were bypassed"
     assert not torch.equal(out, reference)
     assert T.relative_error(out.float(), reference.float()) <= 0.05
+
+
+def _transformers_fp8_linear(n, k, block_size=(128, 128), bias=True, scale_fmt="float"):
+    finegrained_fp8 = pytest.importorskip("transformers.integrations.finegrained_fp8")
+    layer = finegrained_fp8.FP8Linear(k, n, block_size=block_size, scale_fmt=scale_fmt, has_bias=bias)
+    q, s = fg.quantize_128x128(torch.randn(n, k), scale_format="ue8m0" if scale_fmt == "ue8m0" else "float32")
+    with torch.no_grad():
+        layer.weight.copy_(q)
+        if block_size == (128, 128):
+            layer.weight_scale_inv.copy_(s.to(layer.weight_scale_inv.dtype))
+        if bias:
+            layer.bias.normal_()
+    return layer
+
+
+@pytest.mark.parametrize("scale_fmt", ["float", "ue8m0"])
+def test_convert_takes_over_transformers_fp8_layers_without_dequantizing(scale_fmt):
+    torch.manual_seed(0)
+    model = nn.Sequential(_transformers_fp8_linear(256, 512, scale_fmt=scale_fmt), nn.GELU(),
+                          _transformers_fp8_linear(136, 256, bias=False, scale_fmt=scale_fmt))
+    weights = [(m.weight.clone(), m.weight_scale_inv.float().clone()) for m in (model[0], model[2])]
+    x = torch.randn(8, 512)
+    fg.convert(model)
+    report = model.fp8gemm_conversion_report
+    assert report.converted == ["0", "2"] and not report.skipped
+    for layer, (w, s) in zip((model[0], model[2]), weights):
+        assert isinstance(layer, FP8Linear) and layer.inference
+        assert torch.equal(layer.weight.view(torch.uint8), w.view(torch.uint8)) and torch.equal(layer.weight_scale_inv, s)
+    deq = [fg.nn.dequantize_128x128(w, s) for w, s in weights]
+    with torch.no_grad():
+        reference = nn.functional.linear(nn.functional.gelu(nn.functional.linear(x, deq[0], model[0].bias)), deq[1])
+        out = model(x)
+    assert T.relative_error(out, reference) <= 0.05
+
+
+def test_convert_skips_transformers_fp8_layers_it_cannot_take():
+    other_blocks = _transformers_fp8_linear(256, 512, block_size=(64, 64))
+    model = nn.Sequential(other_blocks)
+    fg.convert(model)
+    assert model[0] is other_blocks
+    assert "block_size=(64, 64): only 128x128 blocks are taken" in model.fp8gemm_conversion_report.skipped["0"]

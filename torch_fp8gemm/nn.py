@@ -207,6 +207,36 @@ class FP8Linear(nn.Linear):
             new._quantize_weight_()
         return new
 
+    @classmethod
+    def from_fp8(
+        cls,
+        weight: torch.Tensor,
+        weight_scale_inv: torch.Tensor,
+        bias: Optional[torch.Tensor] = None,
+        *,
+        scale_format: str = "float32",
+    ) -> "FP8Linear":
+        """An inference-mode FP8Linear around an already quantized weight: fp8 ``weight`` [N, K] and its
+        128x128 block scales ``weight_scale_inv`` [ceil(N/128), ceil(K/128)] (float32, or UE8M0 as
+        float8_e8m0fnu, kept as the float32 powers of two they encode), taken without dequantizing
+        (e.g. from transformers' fine-grained FP8 layers, which :func:`convert` swaps this way).
+        ``scale_format`` applies to the activations."""
+        n, k = weight.shape
+        if weight.dtype != _FP8 or tuple(weight_scale_inv.shape) != (-(-n // _BLOCK), -(-k // _BLOCK)):
+            raise ValueError(
+                f"FP8Linear.from_fp8: expected a float8_e4m3fn `weight` [N, K] with `weight_scale_inv` "
+                f"[ceil(N/128), ceil(K/128)], got {weight.dtype} {list(weight.shape)} and {list(weight_scale_inv.shape)}"
+            )
+        with torch.device("meta"):
+            new = cls(k, n, bias=False)
+        del new.weight
+        new.register_buffer("weight", weight.detach())
+        new.register_buffer("weight_scale_inv", weight_scale_inv.detach().float())
+        new.bias = bias if bias is None or isinstance(bias, nn.Parameter) else nn.Parameter(bias)
+        new.inference = True
+        new.scale_format = scale_format
+        return new
+
     def _quantize_weight_(self) -> None:
         """Replace the high-precision weight Parameter by fp8 + scale buffers (inference mode)."""
         weight = self._parameters.pop("weight")
@@ -317,12 +347,33 @@ class ConversionReport:
         return "\n".join(lines)
 
 
+def _is_transformers_fp8_linear(module: nn.Module) -> bool:
+    """transformers' fine-grained FP8 layer (transformers.integrations.finegrained_fp8.FP8Linear):
+    an nn.Linear subclass holding an fp8 ``weight`` with block scales ``weight_scale_inv``."""
+    return (type(module).__name__ == "FP8Linear" and type(module).__module__.startswith("transformers.")
+            and hasattr(module, "weight_scale_inv") and hasattr(module, "block_size"))
+
+
+def _transformers_fp8_reason(module: nn.Module) -> Optional[str]:
+    """Why a transformers FP8Linear cannot be taken over as it is (its fp8 weight and scales, copied)."""
+    if tuple(module.block_size or ()) != (128, 128):
+        return f"transformers FP8Linear with block_size={module.block_size}: only 128x128 blocks are taken"
+    if getattr(module, "activation_scheme", "dynamic") != "dynamic":
+        return "transformers FP8Linear with a static activation scale: only dynamic activation scaling is taken"
+    if module.weight.dtype != _FP8:
+        return f"transformers FP8Linear holding a {module.weight.dtype} weight (not fp8)"
+    return None
+
+
 def _skip_reason(module: nn.Module, fqn: str, module_filter_fn, min_features: int) -> Optional[str]:
     """Why ``module`` stays as it is, or None if it converts. The order is the order of authority:
     the user's filter, then what the kernels cannot run, then what would not be faster."""
     if isinstance(module, FP8Linear):
         return "already an FP8Linear"
-    if type(module) is not nn.Linear:
+    fp8_already = _is_transformers_fp8_linear(module)
+    if fp8_already and _transformers_fp8_reason(module) is not None:
+        return _transformers_fp8_reason(module)
+    if type(module) is not nn.Linear and not fp8_already:
         # Owners of Linear subclasses (e.g. nn.MultiheadAttention's out_proj) may read .weight directly.
         return f"{type(module).__name__} is a subclass of nn.Linear; only plain nn.Linear is converted"
     if module_filter_fn is not None and not module_filter_fn(module, fqn):
@@ -332,7 +383,7 @@ def _skip_reason(module: nn.Module, fqn: str, module_filter_fn, min_features: in
         return f"in_features={k} is not a multiple of 16 (kernel alignment)"
     if n % 8 != 0:
         return f"out_features={n} is not a multiple of 8 (kernel alignment)"
-    if k < min_features or n < min_features:
+    if not fp8_already and (k < min_features or n < min_features):  # an fp8 layer is taken at any size
         return f"too small for FP8 to win: in_features={k}, out_features={n}, both must be >= {min_features}"
     return None
 
@@ -412,7 +463,11 @@ def convert(
 
     def swap(module: nn.Module) -> nn.Module:
         if id(module) not in replaced:
-            replaced[id(module)] = FP8Linear.from_linear(module, inference=inference, scale_format=scale_format)
+            if _is_transformers_fp8_linear(module):
+                replaced[id(module)] = FP8Linear.from_fp8(module.weight, module.weight_scale_inv, module.bias,
+                                                          scale_format=scale_format)
+            else:
+                replaced[id(module)] = FP8Linear.from_linear(module, inference=inference, scale_format=scale_format)
         return replaced[id(module)]
 
     if id(model) in eligible:
