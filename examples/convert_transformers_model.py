@@ -10,9 +10,15 @@ random config -- nothing is downloaded. The script
    is >= 0.99);
 3. reports prefill tokens/s for bf16 eager, bf16 compiled, FP8 eager and FP8 compiled.
 
+With ``--from-fp8-checkpoint DIR`` the FP8 model instead comes the way a real FP8 model does: the bf16
+model is written to DIR as a DeepSeek-style FP8 checkpoint (safetensors shards with an index: fp8
+``weight`` + ``weight_scale_inv`` per linear layer, experts one by one), and a model built on the meta
+device, converted, is filled from it with ``torch_fp8gemm.load_fp8_checkpoint``.
+
     python examples/convert_transformers_model.py                 # Llama, GPU if there is one
     python examples/convert_transformers_model.py --arch qwen3_moe --batch 8 --seq 512
     python examples/convert_transformers_model.py --device cpu --iters 2   # CPU: reference ops, slow
+    python examples/convert_transformers_model.py --arch qwen3_moe --from-fp8-checkpoint /tmp/fp8_ckpt
 
 transformers is needed by this example only (``pip install transformers``), never by torch_fp8gemm.
 Exit status: 0 if the cosine-similarity bar holds, 1 if not.
@@ -98,6 +104,62 @@ def replace_fused_experts(model: torch.nn.Module, inference: bool) -> list[str]:
     return replaced
 
 
+def lm_head_excluded(module, fqn) -> bool:
+    return not fqn.endswith("lm_head")
+
+
+def write_fp8_checkpoint(model: torch.nn.Module, path: str, shards: int = 2) -> None:
+    """``model`` as an FP8 checkpoint in ``path``: the layers convert would take as fp8 ``weight`` +
+    ``weight_scale_inv``, fused experts as per-expert ``{i}.gate_proj|up_proj|down_proj`` tensors,
+    everything else as it is; ``shards`` safetensors files and ``model.safetensors.index.json``."""
+    import json
+    import os
+
+    from safetensors.torch import save_file
+
+    os.makedirs(path, exist_ok=True)
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    ckpt = {}
+    for fqn in fg.nn.plan_conversion(model, module_filter_fn=lm_head_excluded, inference=True).converted:
+        weight = state.pop(f"{fqn}.weight")
+        ckpt[f"{fqn}.weight"], ckpt[f"{fqn}.weight_scale_inv"] = fg.quantize_128x128(weight)
+    for fqn, module in model.named_modules():
+        gate_up, down = getattr(module, "gate_up_proj", None), getattr(module, "down_proj", None)
+        if isinstance(gate_up, torch.Tensor) and gate_up.dim() == 3:
+            state.pop(f"{fqn}.gate_up_proj"), state.pop(f"{fqn}.down_proj")
+            inter = gate_up.shape[1] // 2
+            for e in range(gate_up.shape[0]):
+                for proj, w in (("gate_proj", gate_up[e, :inter]), ("up_proj", gate_up[e, inter:]), ("down_proj", down[e])):
+                    ckpt[f"{fqn}.{e}.{proj}.weight"], ckpt[f"{fqn}.{e}.{proj}.weight_scale_inv"] = fg.quantize_128x128(w)
+    ckpt.update(state)
+    keys, weight_map = sorted(ckpt), {}
+    for s in range(shards):
+        name = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
+        part = {k: ckpt[k].contiguous().cpu().clone() for k in keys[s::shards]}  # clone: tied weights share storage
+        save_file(part, os.path.join(path, name))
+        weight_map.update({k: name for k in part})
+    with open(os.path.join(path, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {}, "weight_map": weight_map}, f)
+
+
+def load_from_fp8_checkpoint(transformers, reference, path: str, device) -> tuple[torch.nn.Module, list[str]]:
+    """The FP8 model built on the meta device, converted, and filled from the checkpoint at ``path``."""
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(reference.config).to(torch.bfloat16).eval()
+    experts = replace_fused_experts(model, inference=True)
+    fg.convert(model, inference=True, module_filter_fn=lm_head_excluded)
+    result = fg.load_fp8_checkpoint(model, path)
+    print(f"load_fp8_checkpoint: {result}")
+    # Non-persistent buffers (rotary frequencies) are not in checkpoints: they follow from the config,
+    # so they are taken from the model built the usual way.
+    for name, buffer in reference.named_buffers():
+        owner, _, attr = name.rpartition(".")
+        target = model.get_submodule(owner)
+        if getattr(target, attr).device.type == "meta":
+            target._buffers[attr] = buffer.clone()
+    return model.to(device), experts
+
+
 @torch.no_grad()
 def logits(model, input_ids):
     return model(input_ids=input_ids, use_cache=False).logits.float()
@@ -130,6 +192,9 @@ def main() -> int:
     parser.add_argument("--training-mode", action="store_true",
                         help="convert to training-mode FP8Linear (bf16 master weights) instead of inference mode")
     parser.add_argument("--fullgraph", action="store_true", help="torch.compile(fullgraph=True) for the whole model")
+    parser.add_argument("--from-fp8-checkpoint", metavar="DIR",
+                        help="write the model as an FP8 safetensors checkpoint to DIR and load it into a meta-device model")
+    parser.add_argument("--no-speed", action="store_true", help="compare logits only (no tokens/s runs)")
     args = parser.parse_args()
 
     transformers = import_transformers()
@@ -139,9 +204,14 @@ def main() -> int:
           f" torch_fp8gemm CUDA kernels built: {fg.cuda_kernels_built()}")
 
     reference = build_model(transformers, args.arch, device, dtype)
-    model = copy.deepcopy(reference)
-    experts = replace_fused_experts(model, inference)
-    fg.convert(model, inference=inference, module_filter_fn=lambda module, fqn: not fqn.endswith("lm_head"))
+    if args.from_fp8_checkpoint:
+        write_fp8_checkpoint(reference, args.from_fp8_checkpoint)
+        print(f"wrote an FP8 checkpoint of the model to {args.from_fp8_checkpoint}")
+        model, experts = load_from_fp8_checkpoint(transformers, reference, args.from_fp8_checkpoint, device)
+    else:
+        model = copy.deepcopy(reference)
+        experts = replace_fused_experts(model, inference)
+        fg.convert(model, inference=inference, module_filter_fn=lm_head_excluded)
     print(model.fp8gemm_conversion_report)
     if experts:
         print(f"FP8MoEExperts replaced {len(experts)} experts modules: {', '.join(experts)}")
@@ -152,6 +222,8 @@ def main() -> int:
     print(f"logits cosine similarity per token vs bf16: mean {cosine.mean():.5f}, min {cosine.min():.5f} "
           f"(bar {COSINE_BAR})")
 
+    if args.no_speed:
+        return 0 if cosine.min().item() >= COSINE_BAR else 1
     compile_kwargs = {"fullgraph": args.fullgraph, "dynamic": False}
     runs = {
         "bf16 eager": reference,

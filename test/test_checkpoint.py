@@ -201,3 +201,23 @@ def test_an_unconverted_layer_with_a_scale_beside_its_weight():
         model = Block()  # not converted: attn holds a float32 weight
     with pytest.raises(ValueError, match=r"`attn.weight` has a weight_scale_inv beside it .* fg.convert\(model, inference=True\)"):
         load_fp8_checkpoint(model, ckpt, strict=False)
+
+
+def test_the_example_loads_an_fp8_checkpoint_into_a_meta_model(tmp_path):
+    """examples/convert_transformers_model.py --from-fp8-checkpoint: a tiny random Qwen3-MoE written as
+    FP8 safetensors shards (experts one by one), loaded into a meta-device model, logits vs bf16."""
+    pytest.importorskip("transformers")
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "convert_transformers_model.py"
+    run = subprocess.run(
+        [sys.executable, str(example), "--arch", "qwen3_moe", "--device", "cpu", "--batch", "1", "--seq", "32",
+         "--no-speed", "--from-fp8-checkpoint", str(tmp_path / "ckpt")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "load_fp8_checkpoint: LoadResult(missing_keys=[], unexpected_keys=[])" in run.stdout
+    assert "FP8MoEExperts replaced 4 experts modules" in run.stdout
+    assert (tmp_path / "ckpt" / "model.safetensors.index.json").is_file()
