@@ -298,6 +298,32 @@ def _check_group_index(op, name, t, groups):
             lambda: f"`{name}` of shape [{groups}] (one entry per expert of `b`), got {_sizes(t.shape)}")
 
 
+def _check_scales(op, a_scale, a_sizes, a_rule, b_scale, b_sizes, b_rule):
+    if a_scale is not None:
+        _check_scale(op, "a_scale", a_scale, a_sizes, a_rule)
+    if b_scale is not None:
+        _check_scale(op, "b_scale", b_scale, b_sizes, b_rule)
+
+
+def _checked_output(op, a, b, sizes, dtype):
+    """The last rules (the fp8 operands' layouts), then the output."""
+    _check_fp8_layout(op, "a", a)
+    _check_fp8_layout(op, "b", b)
+    return a.new_empty(sizes, dtype=dtype)
+
+
+def _check_grouped_operands(op, a, a_dim, b, a_scale, b_scale, out_dtype, **index):
+    """The grouped ops' first rules: devices (``index``: the offsets or masks), operands, out_dtype."""
+    _check_same_device(op, a, b=b, **index, a_scale=a_scale, b_scale=b_scale)
+    _check_operand(op, "a", a, a_dim, "a_scale", a_scale)
+    _check_operand(op, "b", b, 3, "b_scale", b_scale)
+    return _check_out_dtype(op, out_dtype)
+
+
+_A_SCALE_RULE = "[M, ceil(K/128)]: one scale per 1x128 group of `a`"
+_EXPERT_SCALE_RULE = "[G, ceil(N/128), ceil(K/128)]: one scale per 128x128 block of each expert"
+
+
 def _check_dense_operands(op, a, b, a_scale, b_scale, bias, out_dtype):
     _check_same_device(op, a, b=b, a_scale=a_scale, b_scale=b_scale, bias=bias)
     _check_operand(op, "a", a, 2, "a_scale", a_scale)
@@ -315,17 +341,12 @@ def _dense_fake(a, b, a_scale=None, b_scale=None, bias=None, out_dtype=None):
     op = "fp8gemm::dense"
     dtype, m, n, k = _check_dense_operands(op, a, b, a_scale, b_scale, bias, out_dtype)
     kb = _ceil_div(k, SCALE_BLOCK)
-    if a_scale is not None:
-        _check_scale(op, "a_scale", a_scale, (m, kb), "[M, ceil(K/128)]: one scale per 1x128 group of `a`")
-    if b_scale is not None:
-        _check_scale(op, "b_scale", b_scale, (_ceil_div(n, SCALE_BLOCK), kb),
-                     "[ceil(N/128), ceil(K/128)]: one scale per 128x128 block of `b`")
+    _check_scales(op, a_scale, (m, kb), _A_SCALE_RULE, b_scale, (_ceil_div(n, SCALE_BLOCK), kb),
+                  "[ceil(N/128), ceil(K/128)]: one scale per 128x128 block of `b`")
     if bias is not None:
         _expect(op, bias.dtype in _HIGH_PRECISION, lambda: f"`bias` to be bfloat16/float16/float32, got {bias.dtype}")
         _expect(op, bias.dim() == 1 and bias.shape[0] == n, lambda: f"`bias` of shape [{n}] (N), got {_sizes(bias.shape)}")
-    _check_fp8_layout(op, "a", a)
-    _check_fp8_layout(op, "b", b)
-    return a.new_empty((m, n), dtype=dtype)
+    return _checked_output(op, a, b, (m, n), dtype)
 
 
 @torch.library.register_fake("fp8gemm::dense_1x128")
@@ -333,44 +354,27 @@ def _dense_1x128_fake(a, b, a_scale=None, b_scale=None, out_dtype=None):
     op = "fp8gemm::dense_1x128"
     dtype, m, n, k = _check_dense_operands(op, a, b, a_scale, b_scale, None, out_dtype)
     kb = _ceil_div(k, SCALE_BLOCK)
-    if a_scale is not None:
-        _check_scale(op, "a_scale", a_scale, (m, kb), "[M, ceil(K/128)]: one scale per 1x128 group of `a`")
-    if b_scale is not None:
-        _check_scale(op, "b_scale", b_scale, (n, kb), "[N, ceil(K/128)]: one scale per 1x128 group of `b`")
-    _check_fp8_layout(op, "a", a)
-    _check_fp8_layout(op, "b", b)
-    return a.new_empty((m, n), dtype=dtype)
+    _check_scales(op, a_scale, (m, kb), _A_SCALE_RULE, b_scale, (n, kb), "[N, ceil(K/128)]: one scale per 1x128 group of `b`")
+    return _checked_output(op, a, b, (m, n), dtype)
 
 
 @torch.library.register_fake("fp8gemm::grouped_moe")
 def _grouped_moe_fake(a, b, group_offsets, a_scale=None, b_scale=None, out_dtype=None):
     op = "fp8gemm::grouped_moe"
-    _check_same_device(op, a, b=b, group_offsets=group_offsets, a_scale=a_scale, b_scale=b_scale)
-    _check_operand(op, "a", a, 2, "a_scale", a_scale)
-    _check_operand(op, "b", b, 3, "b_scale", b_scale)
-    dtype = _check_out_dtype(op, out_dtype)
+    dtype = _check_grouped_operands(op, a, 2, b, a_scale, b_scale, out_dtype, group_offsets=group_offsets)
     m, k, groups, n = a.shape[0], a.shape[1], b.shape[0], b.shape[1]
     _expect(op, b.shape[2] == k, lambda: f"`b` of shape [G, N, K] with K = {k} (`a` is [M, K]), got `b` of shape {_sizes(b.shape)}")
     _check_gemm_dims(op, n, k)
     _check_group_index(op, "group_offsets", group_offsets, groups)
     kb = _ceil_div(k, SCALE_BLOCK)
-    if a_scale is not None:
-        _check_scale(op, "a_scale", a_scale, (m, kb), "[M, ceil(K/128)]: one scale per 1x128 group of `a`")
-    if b_scale is not None:
-        _check_scale(op, "b_scale", b_scale, (groups, _ceil_div(n, SCALE_BLOCK), kb),
-                     "[G, ceil(N/128), ceil(K/128)]: one scale per 128x128 block of each expert")
-    _check_fp8_layout(op, "a", a)
-    _check_fp8_layout(op, "b", b)
-    return a.new_empty((m, n), dtype=dtype)
+    _check_scales(op, a_scale, (m, kb), _A_SCALE_RULE, b_scale, (groups, _ceil_div(n, SCALE_BLOCK), kb), _EXPERT_SCALE_RULE)
+    return _checked_output(op, a, b, (m, n), dtype)
 
 
 @torch.library.register_fake("fp8gemm::grouped_moe_masked")
 def _grouped_moe_masked_fake(a, b, masked_m, expected_m, a_scale=None, b_scale=None, out_dtype=None):
     op = "fp8gemm::grouped_moe_masked"
-    _check_same_device(op, a, b=b, masked_m=masked_m, a_scale=a_scale, b_scale=b_scale)
-    _check_operand(op, "a", a, 3, "a_scale", a_scale)
-    _check_operand(op, "b", b, 3, "b_scale", b_scale)
-    dtype = _check_out_dtype(op, out_dtype)
+    dtype = _check_grouped_operands(op, a, 3, b, a_scale, b_scale, out_dtype, masked_m=masked_m)
     groups, max_m, k, n = a.shape[0], a.shape[1], a.shape[2], b.shape[1]
     _expect(op, b.shape[0] == groups and b.shape[2] == k,
             lambda: f"`b` of shape [G, N, K] with G = {groups} and K = {k} (`a` is [G, max_m, K]), got `b` of shape "
@@ -379,14 +383,9 @@ def _grouped_moe_masked_fake(a, b, masked_m, expected_m, a_scale=None, b_scale=N
     _check_group_index(op, "masked_m", masked_m, groups)
     _expect(op, expected_m >= 0, lambda: f"`expected_m` to be >= 0, got {expected_m}")
     kb = _ceil_div(k, SCALE_BLOCK)
-    if a_scale is not None:
-        _check_scale(op, "a_scale", a_scale, (groups, max_m, kb), "[G, max_m, ceil(K/128)]: one scale per 1x128 group of `a`")
-    if b_scale is not None:
-        _check_scale(op, "b_scale", b_scale, (groups, _ceil_div(n, SCALE_BLOCK), kb),
-                     "[G, ceil(N/128), ceil(K/128)]: one scale per 128x128 block of each expert")
-    _check_fp8_layout(op, "a", a)
-    _check_fp8_layout(op, "b", b)
-    return a.new_empty((groups, max_m, n), dtype=dtype)
+    _check_scales(op, a_scale, (groups, max_m, kb), "[G, max_m, ceil(K/128)]: one scale per 1x128 group of `a`",
+                  b_scale, (groups, _ceil_div(n, SCALE_BLOCK), kb), _EXPERT_SCALE_RULE)
+    return _checked_output(op, a, b, (groups, max_m, n), dtype)
 
 
 @torch.library.register_fake("fp8gemm::quantize_1x128")
