@@ -33,39 +33,14 @@ except ImportError as exc:  # pragma: no cover - only without a build
         "`pip install --no-build-isolation -e .` (see README.md)."
     ) from exc
 
-from .ops import (  # noqa: E402
-    cuda_kernels_built,
-    dense,
-    dense_1x128,
-    grouped_moe,
-    grouped_moe_masked,
-    grouped_moe_wgrad,
-    quantize_1x128,
-    quantize_1x128_transposed,
-    quantize_128x128,
-    quantize_128x128_transposed,
-)
+from . import ops  # noqa: E402
+from .ops import *  # noqa: E402,F401,F403  (the op wrappers, as ops.__all__ lists them)
 from . import moe, nn  # noqa: E402
 from .checkpoint import load_fp8_checkpoint  # noqa: E402
 from .moe import FP8MoEExperts  # noqa: E402
 from .nn import FP8Linear, convert  # noqa: E402
 
-__all__ = [
-    "FP8Linear",
-    "FP8MoEExperts",
-    "convert",
-    "cuda_kernels_built",
-    "dense",
-    "dense_1x128",
-    "grouped_moe",
-    "grouped_moe_masked",
-    "grouped_moe_wgrad",
-    "load_fp8_checkpoint",
-    "quantize_1x128",
-    "quantize_1x128_transposed",
-    "quantize_128x128",
-    "quantize_128x128_transposed",
-]
+__all__ = ["FP8Linear", "FP8MoEExperts", "convert", "load_fp8_checkpoint", *ops.__all__]
 __version__ = "0.1.0"
 
 

@@ -492,11 +492,7 @@ def _transposed_weight(b, b_scale):
 
 def _quantize_tokens_t(x: torch.Tensor):
     """x [M, R] -> x^T [R, M] quantized per 1x128 group along M (M zero-padded to 16)."""
-    x = _pad_dim(x, 0, 16)
-    transposed = getattr(torch.ops.fp8gemm, "quantize_1x128_transposed", None)
-    if transposed is not None:
-        return transposed(x)
-    return quantize_1x128(x.t().contiguous())
+    return torch.ops.fp8gemm.quantize_1x128_transposed(_pad_dim(x, 0, 16))
 
 
 def _grad_dtype_out(dtype: torch.dtype) -> torch.dtype:

@@ -5,6 +5,10 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <mutex>
+#include <set>
+#include <string>
+
 #include "fp8gemm.h"
 #include "kernels/quantize_api.h"
 #include "kernels/sm90_fp8_gemm_api.h"
@@ -19,6 +23,19 @@ bool has_sm90_kernels(const at::Device& device) {
   // sm_90a code runs on compute capability 9.0 only; other GPUs take the ATen reference path.
   const auto* props = at::cuda::getDeviceProperties(device.index());
   return props->major == 9 && props->minor == 0;
+}
+
+// True where `op` has no kernel for `device` (not compute capability 9.0): the caller then runs the
+// ATen reference on the GPU (same numbers, slower), after one warning per op and process.
+bool reference_fallback(const at::Device& device, const char* op) {
+  if (has_sm90_kernels(device)) return false;
+  static std::mutex mutex;
+  static std::set<std::string> warned;
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (warned.insert(op).second) {
+    TORCH_WARN(op, ": no sm_90a kernel for this GPU (compute capability 9.0 needed); running the ATen reference path");
+  }
+  return true;
 }
 
 // The kernels load activation scales M-major (row fastest) with 16-byte aligned K-block rows. Scales
@@ -64,9 +81,7 @@ DenseGemmParams dense_params(const at::Tensor& a, const at::Tensor& a_scale, con
 
 at::Tensor dense_sm90(const QuantizedOperand& a, const QuantizedOperand& b, const std::optional<at::Tensor>& bias,
                       at::ScalarType out_dtype) {
-  if (!has_sm90_kernels(a.data.device())) {
-    TORCH_WARN_ONCE("fp8gemm::dense: no sm_90a kernel for this GPU (compute capability 9.0 needed); "
-                    "running the ATen reference path");
+  if (reference_fallback(a.data.device(), "fp8gemm::dense")) {
     return dense_reference(a, b, bias, out_dtype);
   }
   auto a_scale = m_major_scales(a.scale);
@@ -79,9 +94,7 @@ at::Tensor dense_sm90(const QuantizedOperand& a, const QuantizedOperand& b, cons
 }
 
 at::Tensor dense_1x128_sm90(const QuantizedOperand& a, const QuantizedOperand& b, at::ScalarType out_dtype) {
-  if (!has_sm90_kernels(a.data.device())) {
-    TORCH_WARN_ONCE("fp8gemm::dense_1x128: no sm_90a kernel for this GPU (compute capability 9.0 needed); "
-                    "running the ATen reference path");
+  if (reference_fallback(a.data.device(), "fp8gemm::dense_1x128")) {
     return dense_1x128_reference(a, b, out_dtype);
   }
   auto a_scale = m_major_scales(a.scale);
@@ -118,7 +131,9 @@ GroupedGemmParams grouped_params(const at::Tensor& rows, const at::Tensor& row_s
 // the device) instead of a memset of the whole output.
 at::Tensor grouped_moe_sm90(const QuantizedOperand& a, const QuantizedOperand& b, const at::Tensor& group_offsets,
                             at::ScalarType out_dtype) {
-  if (!has_sm90_kernels(a.data.device())) return grouped_moe_reference(a, b, group_offsets, out_dtype);
+  if (reference_fallback(a.data.device(), "fp8gemm::grouped_moe")) {
+    return grouped_moe_reference(a, b, group_offsets, out_dtype);
+  }
   auto weights = stacked_rows(b.data);
   auto weight_scales = b.scale.contiguous();
   auto row_scales = m_major_scales(a.scale);
@@ -140,7 +155,7 @@ thread_local const at::Tensor* masked_out = nullptr;
 // Rows at or past masked_m[g] are not written: the work follows the rows that exist, not max_m.
 at::Tensor grouped_moe_masked_sm90(const QuantizedOperand& a, const QuantizedOperand& b, const at::Tensor& masked_m,
                                    int64_t expected_m, at::ScalarType out_dtype) {
-  if (!has_sm90_kernels(a.data.device())) {
+  if (reference_fallback(a.data.device(), "fp8gemm::grouped_moe_masked")) {
     return grouped_moe_masked_reference(a, b, masked_m, expected_m, out_dtype);
   }
   const int64_t groups = a.data.size(0), max_m = a.data.size(1), k = a.data.size(2), n = b.data.size(1);
@@ -233,9 +248,7 @@ void launch_1x128(void (*quantize)(const Quantize1x128Params&), const at::Tensor
 }
 
 std::tuple<at::Tensor, at::Tensor> quantize_1x128_kernels(const at::Tensor& x) {
-  if (!has_sm90_kernels(x.device())) {
-    TORCH_WARN_ONCE("fp8gemm::quantize_1x128: no CUDA kernel for this GPU (built for compute capability 9.0); "
-                    "running the ATen reference path");
+  if (reference_fallback(x.device(), "fp8gemm::quantize_1x128")) {
     return quantize_1x128(x);
   }
   const int64_t k = x.size(-1);
@@ -251,9 +264,7 @@ std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed_kernels(const at::T
   const int64_t m = x.size(0), k = x.size(1);
   // x^T is already a row-major matrix in memory (x is a transposed view): quantize its rows.
   if (m > 1 && x.stride(0) == 1 && !(k > 1 && x.stride(1) == 1)) return quantize_1x128_kernels(x.t());
-  if (!has_sm90_kernels(x.device())) {
-    TORCH_WARN_ONCE("fp8gemm::quantize_1x128_transposed: no CUDA kernel for this GPU (built for compute "
-                    "capability 9.0); running the ATen reference path");
+  if (reference_fallback(x.device(), "fp8gemm::quantize_1x128_transposed")) {
     return quantize_1x128_transposed(x);
   }
   auto xt_fp8 = at::empty({k, m}, x.options().dtype(at::kFloat8_e4m3fn));
@@ -263,9 +274,7 @@ std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed_kernels(const at::T
 }
 
 std::tuple<at::Tensor, at::Tensor> quantize_1x128_transposed_rows_kernels(const at::Tensor& x, const at::Tensor& rows) {
-  if (!has_sm90_kernels(x.device())) {
-    TORCH_WARN_ONCE("fp8gemm::_quantize_1x128_transposed_rows: no CUDA kernel for this GPU (built for compute "
-                    "capability 9.0); running the ATen reference path");
+  if (reference_fallback(x.device(), "fp8gemm::_quantize_1x128_transposed_rows")) {
     return quantize_1x128_transposed_rows(x, rows);
   }
   const int64_t k = x.size(1), m = rows.size(0);
@@ -305,18 +314,14 @@ std::tuple<at::Tensor, at::Tensor> launch_128x128(const at::Tensor& w, bool tran
 }
 
 std::tuple<at::Tensor, at::Tensor> quantize_128x128_kernels(const at::Tensor& w) {
-  if (!has_sm90_kernels(w.device())) {
-    TORCH_WARN_ONCE("fp8gemm::quantize_128x128: no CUDA kernel for this GPU (built for compute capability "
-                    "9.0); running the ATen reference path");
+  if (reference_fallback(w.device(), "fp8gemm::quantize_128x128")) {
     return quantize_128x128(w);
   }
   return launch_128x128(w, false);
 }
 
 std::tuple<at::Tensor, at::Tensor> quantize_128x128_transposed_kernels(const at::Tensor& w) {
-  if (!has_sm90_kernels(w.device())) {
-    TORCH_WARN_ONCE("fp8gemm::quantize_128x128_transposed: no CUDA kernel for this GPU (built for compute "
-                    "capability 9.0); running the ATen reference path");
+  if (reference_fallback(w.device(), "fp8gemm::quantize_128x128_transposed")) {
     return quantize_128x128_transposed(w);
   }
   return launch_128x128(w, true);
