@@ -99,8 +99,7 @@ def quantize_activations(x: torch.Tensor, scale_format: str = "float32") -> tupl
 
     Eager: the ``fp8gemm::quantize_1x128`` op (a CUDA kernel on the GPU). Under torch.compile: the
     same recipe in plain torch ops, which Inductor fuses into the kernel that produces ``x`` (the
-    preceding norm, activation or gating) instead of spending a separate pass over memory (notes
-    section 2.4). The scales are written M-major (token index fastest), the layout the GPU kernel
+    preceding norm, activation or gating) instead of spending a separate pass over memory. The scales are written M-major (token index fastest), the layout the GPU kernel
     loads; it uses them in place when M % 4 == 0 and otherwise copies them (M * K/128 floats).
     Padding the rows to 4 here would add a guard on M % 4 that torch.export rejects for a dynamic M.
     Results can differ from eager in the last fp8 bit where the fused producer keeps fp32 instead

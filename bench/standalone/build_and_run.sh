@@ -3,8 +3,8 @@
 #   bench/standalone/build_and_run.sh [harness args...]     e.g. --quick, --no-bench, --tune, --out DIR
 # Env: NVCC (default nvcc), BUILD_DIR (default bench/standalone/build), SKIP_BUILD=1 to reuse a build,
 #      RUN_PREFIX (e.g. "compute-sanitizer --tool memcheck"), WATCHDOG_FLAG= (empty) to build without the
-#      hang watchdog for timing runs (--tune): with it the staged configs spill (~400 B) and the sixth
-#      session's --tune ran them at ~40% of their library speed (all configs ~10% below the library).
+#      hang watchdog for timing runs (--tune): with it the staged configs spill (~400 B) and --tune runs
+#      them at ~40% of their library speed (every config ~10% below the library).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$ROOT/bench/standalone/build}"
