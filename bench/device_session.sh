@@ -16,7 +16,7 @@
 #              TUNE_ARGS: harness arguments, e.g. --tune to run the correctness sweep first)
 #   sanitize   compute-sanitizer memcheck + racecheck on the grouped staged-epilogue cases of
 #              bench/diag_grouped.py (SANITIZE_CASES overrides the case list, SANITIZE_TOOLS the tools)
-# Benchmark tables are appended to RESULTS.md, which is copied to $OUT.
+# Each benchmark stage writes its tables to $OUT/<stage>.md.
 set -uo pipefail
 OUT="${OUT:-$PWD/gpu_logs}"
 mkdir -p "$OUT"
@@ -52,12 +52,12 @@ for s in "$@"; do
         "test/test_dense_cuda.py::test_accuracy_does_not_degrade_with_k" \
         "test/test_dense_cuda.py::test_every_configuration_past_128_scale_blocks" ;;
     train) stage train "${TRAIN_LIMIT:-240}" python3 bench/train_compare.py --steps 300 --device cuda --out "$OUT/train_compare.md" ;;
-    dense) stage dense "${DENSE_LIMIT:-300}" python3 -m torch_fp8gemm --suite dense --iters "${DENSE_ITERS:-20}" --results RESULTS.md ;;
-    moe) stage moe "${MOE_LIMIT:-300}" python3 -m torch_fp8gemm --suite moe --iters "$ITERS" --results RESULTS.md ;;
-    quant) stage quant "${QUANT_LIMIT:-120}" python3 -m torch_fp8gemm --suite quant --iters "$ITERS" --skip-verify --results RESULTS.md ;;
+    dense) stage dense "${DENSE_LIMIT:-300}" python3 -m torch_fp8gemm --suite dense --iters "${DENSE_ITERS:-20}" --out "$OUT/$s.md" ;;
+    moe) stage moe "${MOE_LIMIT:-300}" python3 -m torch_fp8gemm --suite moe --iters "$ITERS" --out "$OUT/$s.md" ;;
+    quant) stage quant "${QUANT_LIMIT:-120}" python3 -m torch_fp8gemm --suite quant --iters "$ITERS" --skip-verify --out "$OUT/$s.md" ;;
     forward) stage forward "${FORWARD_LIMIT:-300}" python3 -m torch_fp8gemm.bench_layers --suite forward --iters "$ITERS" \
-               --layers "${FORWARD_LAYERS:-DeepSeek-V3 MLP,Llama-70B MLP gate}" --results RESULTS.md ;;
-    training) stage training "${TRAINING_LIMIT:-300}" python3 -m torch_fp8gemm.bench_layers --suite training --iters "$ITERS" --results RESULTS.md ;;
+               --layers "${FORWARD_LAYERS:-DeepSeek-V3 MLP,Llama-70B MLP gate}" --out "$OUT/$s.md" ;;
+    training) stage training "${TRAINING_LIMIT:-300}" python3 -m torch_fp8gemm.bench_layers --suite training --iters "$ITERS" --out "$OUT/$s.md" ;;
     quanttests) stage quanttests 120 python3 -m pytest -q --timeout=120 -p no:cacheprovider test/test_quantize_cuda.py \
                   test/test_autograd.py "test/test_nn.py::test_matches_linear" ;;
     example) stage example "${EXAMPLE_LIMIT:-150}" python3 examples/convert_transformers_model.py --batch 8 --seq 512 ;;
@@ -77,5 +77,4 @@ for s in "$@"; do
     *) echo "unknown stage $s" ;;
   esac
 done
-cp RESULTS.md "$OUT/RESULTS.md"
 echo "total: $(( $(date +%s) - start )) s"

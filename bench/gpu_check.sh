@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call: build the extension on the GPU machine, run the tests, run the main job and
-# append its tables to RESULTS.md. Logs go to $OUT (or ./gpu_logs). Usage:
+# write its tables to $OUT/bench.md. Logs go to $OUT (or ./gpu_logs). Usage:
 #   bash bench/gpu_check.sh [pytest args...]      (default: the whole test suite)
 set -uo pipefail
 OUT="${OUT:-$PWD/gpu_logs}"
@@ -18,7 +18,6 @@ python3 -c "import torch, torch_fp8gemm as f; print('torch', torch.__version__, 
 python3 -m pytest ${@:-test} -q --timeout=900 -p no:cacheprovider 2>&1 | tee "$OUT/tests.log" | tail -30
 echo "tests: $(( $(date +%s) - start )) s"
 if [ "${SKIP_BENCH:-0}" != "1" ]; then
-  python3 -m torch_fp8gemm --results RESULTS.md ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | tail -45
-  cp RESULTS.md "$OUT/RESULTS.md"
+  python3 -m torch_fp8gemm --out "$OUT/bench.md" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | tail -45
 fi
 echo "total: $(( $(date +%s) - start )) s"

@@ -1,7 +1,7 @@
 """Layer benchmarks: FP8Linear and FP8MoEExperts as a model calls them, against bf16 and a
 torchao-style rowwise FP8 linear.
 
-    python -m torch_fp8gemm.bench_layers [--suite forward|training|all] [--iters N] [--results FILE]
+    python -m torch_fp8gemm.bench_layers [--suite forward|training|all] [--iters N] [--out FILE]
 
 * :func:`benchmark_linear_forward`: ``y = layer(x)`` for x bf16 [T, K] under inference mode.
   FP8Linear in inference mode (weight quantized once, outside the timing; the 1x128 quantization
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .benchmark import _append_results, _environment, _failure_reason, _format_table, _log, timer_for
+from .benchmark import write_report, _environment, _failure_reason, _format_table, _log, timer_for
 from .moe import FP8MoEExperts
 from .nn import FP8Linear
 
@@ -448,7 +448,7 @@ def main(argv=None) -> int:
     parser.add_argument("--iters", type=int, default=30, help="timed calls per measurement (median)")
     parser.add_argument("--small", action="store_true", help="tiny sizes (smoke run; any device)")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    parser.add_argument("--results", help="append the tables (markdown) to this file")
+    parser.add_argument("--out", help="write the tables to this file (markdown, or JSON for a .json name)")
     parser.add_argument("--layers", default=None,
                         help="forward suite: only layers whose 'model layer' name contains one of these "
                              "comma-separated fragments, e.g. 'DeepSeek-V3 MLP,Llama-70B MLP gate'")
@@ -470,8 +470,8 @@ def main(argv=None) -> int:
         table = benchmark_training_step(args.iters, small=args.small, device=device)
         _log("\n" + table + "\n")
         report += ["", table]
-    if args.results:
-        _append_results(args.results, report)
+    if args.out:
+        write_report(args.out, report)
     return 0
 
 

@@ -43,11 +43,17 @@ def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _append_results(path: str, report: list) -> None:
-    """Appends the report's lines (tables with their date/GPU header) to the results file."""
-    with open(path, "a") as f:
-        f.write("\n" + "\n".join(report) + "\n")
-    _log(f"Appended the tables to {path}")
+def write_report(path: str, report: list) -> None:
+    """Writes the report (the tables with their date/GPU/commit header) to ``path``, replacing it:
+    markdown, or JSON ``{"report": [lines]}`` when the name ends in .json."""
+    import json
+
+    with open(path, "w") as f:
+        if path.endswith(".json"):
+            json.dump({"report": report}, f, indent=1)
+        else:
+            f.write("\n".join(report) + "\n")
+    _log(f"Wrote the tables to {path}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -593,7 +599,7 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-verify", action="store_true", help="skip the verification table")
     parser.add_argument("--iters", type=int, default=30, help="timed calls per measurement (median)")
     parser.add_argument("--skip-bench", action="store_true", help="only verify")
-    parser.add_argument("--results", help="append the tables (markdown) to this file")
+    parser.add_argument("--out", help="write the tables to this file (markdown, or JSON for a .json name)")
     args = parser.parse_args(argv)
 
     env = _environment()
@@ -630,7 +636,7 @@ def main(argv=None) -> int:
         report += ["", quant_table]
     if not cuda and not args.skip_bench:
         _log(f"No benchmark table for --suite {args.suite}: it times the GPU kernels, and there is no CUDA device.")
-    if args.results:
-        _append_results(args.results, report)
+    if args.out:
+        write_report(args.out, report)
     _log("All verifications passed." if ok else "VERIFICATION FAILED.")
     return 0 if ok else 1

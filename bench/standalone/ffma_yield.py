@@ -10,7 +10,7 @@ the warp on the issue slot for the next instruction (the "yield" flag of the Vol
 promotion run lets the scheduler switch warps on every instruction there, so the other warpgroup's
 wgmma issue and bookkeeping are not held behind the FFMA stream. The idea and the bit positions are
 public (DeepGEMM's README, "FFMA SASS interleaving"; CuAssembler's control-code layout); this is our own
-implementation, measured in RESULTS.md.
+implementation (its earlier measurements are in the git history of docs/benchmarks.md).
 
 Safety: the reuse bit is a cache hint (clearing it only makes the instruction read the register file
 again) and the yield bit is a scheduling hint; neither changes what an instruction computes. A run is
