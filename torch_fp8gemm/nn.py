@@ -259,7 +259,10 @@ class FP8Linear(nn.Linear):
         else:
             x_fp8, x_scale = quantize_activations(x, self.scale_format)
             out = ops.dense(x_fp8, self.weight, x_scale, self.weight_scale_inv, self.bias, out_dtype)
-        return out.to(input.dtype).reshape(*input.shape[:-1], self.out_features)
+        out = out.to(input.dtype)
+        # A 2-D input returns the GEMM's own output, not a view of it (FSDP2 warns about views: an
+        # in-place op on one would skip its backward hook); other ranks get the [..., N] view.
+        return out if input.dim() == 2 else out.reshape(*input.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         mode = "inference" if self.inference else "training"

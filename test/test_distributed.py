@@ -1,0 +1,102 @@
+"""torch.distributed on CPU (gloo, 2 processes spawned by the test): a model converted with fg.convert
+(training mode) and wrapped with FSDP2's fully_shard trains exactly like the same model on one process,
+and its sharded and full state dicts round-trip."""
+import os
+import socket
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+import torch_fp8gemm as fg
+
+fsdp = pytest.importorskip("torch.distributed.fsdp")
+WORLD, STEPS = 2, 3
+
+
+def build():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(256, 512), nn.GELU(), nn.Linear(512, 256, bias=False))
+
+
+def batches():
+    g = torch.Generator().manual_seed(1)
+    return [torch.randn(8 * WORLD, 256, generator=g) for _ in range(STEPS)]
+
+
+def _worker(rank, port, out):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        model = fg.convert(build(), min_features=0)
+        for layer in model:
+            if isinstance(layer, nn.Linear):
+                fsdp.fully_shard(layer)
+        fsdp.fully_shard(model)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        losses = []
+        for x in batches():
+            loss = model(x.chunk(WORLD)[rank]).float().square().mean()
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            mean = loss.detach().clone()
+            dist.all_reduce(mean)
+            losses.append(mean.item() / WORLD)
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        sharded = {k: v.clone() for k, v in model.state_dict().items()}  # DTensors: this rank's shards
+        # round trips: the full state dict into a fresh sharded model, and the sharded one back
+        fresh = fg.convert(build(), min_features=0)
+        for layer in fresh:
+            if isinstance(layer, nn.Linear):
+                fsdp.fully_shard(layer)
+        fsdp.fully_shard(fresh)
+        # the full state dict lives on rank 0 only (cpu_offload): rank 0 broadcasts it
+        # (it replaces the dict's entries by the shards it loaded: a copy keeps `full` as saved)
+        set_model_state_dict(fresh, dict(full), options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+        again = get_model_state_dict(fresh, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        fresh.load_state_dict(sharded)
+        sharded_ok = all(torch.equal(fresh.state_dict()[k].to_local(), v.to_local()) for k, v in sharded.items())
+        if rank == 0:
+            torch.save({"losses": losses, "full": full, "again": again, "sharded_ok": sharded_ok}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_fsdp2_trains_like_one_process_and_state_dicts_round_trip(tmp_path):
+    out = str(tmp_path / "rank0.pt")
+    ctx = mp.start_processes(_worker, args=(_free_port(), out), nprocs=WORLD, join=False, start_method="spawn")
+    deadline = time.monotonic() + 240
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("the 2-process FSDP2 run did not finish in 240 s")
+    got = torch.load(out, weights_only=False)
+
+    model = fg.convert(build(), min_features=0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    losses = []
+    for x in batches():
+        # the mean over ranks of each rank's mean: the same gradient FSDP2's averaging reduce-scatter gives
+        loss = sum(model(part).float().square().mean() for part in x.chunk(WORLD)) / WORLD
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert got["losses"] == pytest.approx(losses, rel=1e-5, abs=1e-7)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(got["full"][name], value, rtol=1e-5, atol=1e-6, msg=name)
+        assert torch.equal(got["again"][name], got["full"][name]), f"full state dict round trip: {name}"
+    assert got["sharded_ok"], "sharded state dict round trip"
