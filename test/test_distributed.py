@@ -1,6 +1,6 @@
 """torch.distributed on CPU (gloo, 2 processes spawned by the test): a model converted with fg.convert
 (training mode) and wrapped with FSDP2's fully_shard trains exactly like the same model on one process,
-and its sharded and full state dicts round-trip."""
+and its sharded and full state dicts round-trip; FP8MoEExperts sharded along its experts too."""
 import os
 import socket
 import time
@@ -75,15 +75,7 @@ def _free_port():
 
 
 def test_fsdp2_trains_like_one_process_and_state_dicts_round_trip(tmp_path):
-    out = str(tmp_path / "rank0.pt")
-    ctx = mp.start_processes(_worker, args=(_free_port(), out), nprocs=WORLD, join=False, start_method="spawn")
-    deadline = time.monotonic() + 240
-    while not ctx.join(timeout=5):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail("the 2-process FSDP2 run did not finish in 240 s")
-    got = torch.load(out, weights_only=False)
+    got = _spawn(_worker, str(tmp_path / "rank0.pt"))
 
     model = fg.convert(build(), min_features=0)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -100,3 +92,67 @@ def test_fsdp2_trains_like_one_process_and_state_dicts_round_trip(tmp_path):
         torch.testing.assert_close(got["full"][name], value, rtol=1e-5, atol=1e-6, msg=name)
         assert torch.equal(got["again"][name], got["full"][name]), f"full state dict round trip: {name}"
     assert got["sharded_ok"], "sharded state dict round trip"
+
+
+def _moe_data():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(16, 256, generator=g), torch.randint(0, 4, (16, 2), generator=g), torch.rand(16, 2, generator=g)
+
+
+def _build_experts():
+    from torch_fp8gemm.moe import FP8MoEExperts
+
+    torch.manual_seed(0)
+    return FP8MoEExperts(4, 256, 128)
+
+
+def _moe_worker(rank, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        experts = _build_experts()
+        fsdp.fully_shard(experts)  # the stacked [E, ...] weights are sharded along the experts
+        opt = torch.optim.SGD(experts.parameters(), lr=0.1)
+        x, idx, w = (t.chunk(WORLD)[rank] for t in _moe_data())
+        losses = []
+        for _ in range(STEPS):
+            loss = experts(x, idx, w).square().mean()
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            mean = loss.detach().clone()
+            dist.all_reduce(mean)
+            losses.append(mean.item() / WORLD)
+        full = {k: v.full_tensor() for k, v in experts.state_dict().items()}
+        if rank == 0:
+            torch.save({"losses": losses, "full": full}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn(worker, out):
+    ctx = mp.start_processes(worker, args=(_free_port(), out), nprocs=WORLD, join=False, start_method="spawn")
+    deadline = time.monotonic() + 240
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("the 2-process FSDP2 run did not finish in 240 s")
+    return torch.load(out, weights_only=False)
+
+
+def test_fsdp2_shards_fp8_moe_experts_and_trains_like_one_process(tmp_path):
+    got = _spawn(_moe_worker, str(tmp_path / "rank0.pt"))
+    experts = _build_experts()
+    opt = torch.optim.SGD(experts.parameters(), lr=0.1)
+    parts = list(zip(*(t.chunk(WORLD) for t in _moe_data())))
+    losses = []
+    for _ in range(STEPS):
+        loss = sum(experts(*part).square().mean() for part in parts) / WORLD
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert got["losses"] == pytest.approx(losses, rel=1e-5, abs=1e-7)
+    for name, value in experts.state_dict().items():
+        torch.testing.assert_close(got["full"][name], value, rtol=1e-5, atol=1e-6, msg=name)
