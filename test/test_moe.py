@@ -170,7 +170,7 @@ def test_expert_block_layout_emulates_the_k_grouped_wgrad():
     # The device-side layout of fp8gemm::grouped_moe_wgrad's Hopper path, checked on any device:
     # quantizing the padded layout and reducing each expert over its own K blocks (emulated in float64)
     # gives the per-expert recipe (the host-sync path's numbers).
-    from torch_fp8gemm.ops import _expert_block_layout, _to_expert_blocks
+    from torch_fp8gemm.ops import _expert_block_layout
 
     torch.manual_seed(0)
     sizes, n, k = [0, 1, 127, 128, 129, 0, 300], 24, 40
@@ -181,7 +181,7 @@ def test_expert_block_layout_emulates_the_k_grouped_wgrad():
     assert total % 128 == 0 and int(bounds[-1]) * 128 <= total - 128
     assert torch.unique(dest[inside]).numel() == int(inside.sum())  # no two tokens share a row
     assert int(inside.sum()) == sum(sizes)
-    dy_pad, x_pad = _to_expert_blocks(dy, dest, total), _to_expert_blocks(x, dest, total)
+    dy_pad, x_pad = T.to_expert_blocks(dy, dest, total), T.to_expert_blocks(x, dest, total)
     start = 0
     for g, end in enumerate(ends.tolist()):
         lo, hi = int(bounds[g]) * 128, int(bounds[g + 1]) * 128

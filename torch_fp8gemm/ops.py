@@ -629,18 +629,6 @@ def _expert_block_layout(group_offsets: torch.Tensor, m: int, num_groups: int):
     return dest, inside, bounds, padded_rows + 128
 
 
-def _to_expert_blocks(t: torch.Tensor, dest: torch.Tensor, total: int) -> torch.Tensor:
-    """t's rows at `dest` in a zeroed [total, C] buffer: the expert-block layout built as a tensor. The
-    weight gradient gathers it inside the quantizer instead (_expert_block_rows); the tests use this
-    as the plain-torch statement of the layout."""
-    out = t.new_zeros((total, t.shape[1]))
-    # Rows past the last expert all land on the spare block's first row (which of them is copied last
-    # does not matter): zero it again so the buffer is the same on every run.
-    out.index_copy_(0, dest, t)
-    out[total - 128:].zero_()
-    return out
-
-
 def _expert_block_rows(dest: torch.Tensor, total: int) -> torch.Tensor:
     """The inverse of `dest` as a gather map: rows [total] int64 with rows[dest[i]] = i, and -1 (a zero
     row) everywhere else, the spare block included (rows past the last expert all point into it)."""

@@ -185,3 +185,16 @@ def uses_tensor_cores(device) -> bool:
     """Whether GEMM ops on `device` run the sm_90a kernels (else the ATen reference)."""
     device = torch.device(device)
     return device.type == "cuda" and torch.cuda.get_device_capability(device) == (9, 0)
+
+
+def to_expert_blocks(t: torch.Tensor, dest: torch.Tensor, total: int) -> torch.Tensor:
+    """t's rows at `dest` in a zeroed [total, C] buffer: the expert-block layout of the K-grouped weight
+    gradient (ops._expert_block_layout) built as a tensor, the plain-torch statement of the layout that
+    the op gathers inside its quantizer instead."""
+    out = t.new_zeros((total, t.shape[1]))
+    # Rows past the last expert all land on the spare block's first row (which of them is copied last
+    # does not matter): zero it again so the buffer is the same on every run.
+    out.index_copy_(0, dest, t)
+    out[total - 128:].zero_()
+    return out
+
