@@ -27,6 +27,23 @@ def batches():
     return [torch.randn(8 * WORLD, 256, generator=g) for _ in range(STEPS)]
 
 
+def _train(module, loss_of_step, distributed=False):
+    """STEPS of SGD on ``loss_of_step(step)``; the losses (averaged over the ranks when distributed)."""
+    opt = torch.optim.SGD(module.parameters(), lr=0.1)
+    losses = []
+    for step in range(STEPS):
+        loss = loss_of_step(step)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        mean = loss.detach().clone()
+        if distributed:
+            dist.all_reduce(mean)
+            mean /= WORLD
+        losses.append(mean.item())
+    return losses
+
+
 def _worker(rank, port, out):
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
 
@@ -38,16 +55,8 @@ def _worker(rank, port, out):
             if isinstance(layer, nn.Linear):
                 fsdp.fully_shard(layer)
         fsdp.fully_shard(model)
-        opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        losses = []
-        for x in batches():
-            loss = model(x.chunk(WORLD)[rank]).float().square().mean()
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-            mean = loss.detach().clone()
-            dist.all_reduce(mean)
-            losses.append(mean.item() / WORLD)
+        data = batches()
+        losses = _train(model, lambda step: model(data[step].chunk(WORLD)[rank]).float().square().mean(), True)
         full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         sharded = {k: v.clone() for k, v in model.state_dict().items()}  # DTensors: this rank's shards
         # round trips: the full state dict into a fresh sharded model, and the sharded one back
@@ -78,15 +87,9 @@ def test_fsdp2_trains_like_one_process_and_state_dicts_round_trip(tmp_path):
     got = _spawn(_worker, str(tmp_path / "rank0.pt"))
 
     model = fg.convert(build(), min_features=0)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    losses = []
-    for x in batches():
-        # the mean over ranks of each rank's mean: the same gradient FSDP2's averaging reduce-scatter gives
-        loss = sum(model(part).float().square().mean() for part in x.chunk(WORLD)) / WORLD
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(loss.item())
+    data = batches()
+    # the mean over ranks of each rank's mean: the same gradient FSDP2's averaging reduce-scatter gives
+    losses = _train(model, lambda step: sum(model(p).float().square().mean() for p in data[step].chunk(WORLD)) / WORLD)
     assert got["losses"] == pytest.approx(losses, rel=1e-5, abs=1e-7)
     for name, value in model.state_dict().items():
         torch.testing.assert_close(got["full"][name], value, rtol=1e-5, atol=1e-6, msg=name)
@@ -112,17 +115,8 @@ def _moe_worker(rank, port, out):
     try:
         experts = _build_experts()
         fsdp.fully_shard(experts)  # the stacked [E, ...] weights are sharded along the experts
-        opt = torch.optim.SGD(experts.parameters(), lr=0.1)
         x, idx, w = (t.chunk(WORLD)[rank] for t in _moe_data())
-        losses = []
-        for _ in range(STEPS):
-            loss = experts(x, idx, w).square().mean()
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-            mean = loss.detach().clone()
-            dist.all_reduce(mean)
-            losses.append(mean.item() / WORLD)
+        losses = _train(experts, lambda step: experts(x, idx, w).square().mean(), True)
         full = {k: v.full_tensor() for k, v in experts.state_dict().items()}
         if rank == 0:
             torch.save({"losses": losses, "full": full}, out)
@@ -144,15 +138,8 @@ def _spawn(worker, out):
 def test_fsdp2_shards_fp8_moe_experts_and_trains_like_one_process(tmp_path):
     got = _spawn(_moe_worker, str(tmp_path / "rank0.pt"))
     experts = _build_experts()
-    opt = torch.optim.SGD(experts.parameters(), lr=0.1)
     parts = list(zip(*(t.chunk(WORLD) for t in _moe_data())))
-    losses = []
-    for _ in range(STEPS):
-        loss = sum(experts(*part).square().mean() for part in parts) / WORLD
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(loss.item())
+    losses = _train(experts, lambda step: sum(experts(*part).square().mean() for part in parts) / WORLD)
     assert got["losses"] == pytest.approx(losses, rel=1e-5, abs=1e-7)
     for name, value in experts.state_dict().items():
         torch.testing.assert_close(got["full"][name], value, rtol=1e-5, atol=1e-6, msg=name)
