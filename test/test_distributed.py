@@ -1,8 +1,6 @@
 """torch.distributed on CPU (gloo, 2 processes spawned by the test): a model converted with fg.convert
 (training mode) and wrapped with FSDP2's fully_shard trains exactly like the same model on one process,
 and its sharded and full state dicts round-trip; FP8MoEExperts sharded along its experts too."""
-import os
-import socket
 import time
 
 import pytest
@@ -44,11 +42,15 @@ def _train(module, loss_of_step, distributed=False):
     return losses
 
 
-def _worker(rank, port, out):
+def _init(rank, rendezvous):
+    # a file rendezvous: no TCP port to pick (and race for) on a shared machine
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD)
+
+
+def _worker(rank, rendezvous, out):
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    _init(rank, rendezvous)
     try:
         model = fg.convert(build(), min_features=0)
         for layer in model:
@@ -77,12 +79,6 @@ def _worker(rank, port, out):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_fsdp2_trains_like_one_process_and_state_dicts_round_trip(tmp_path):
     got = _spawn(_worker, str(tmp_path / "rank0.pt"))
 
@@ -109,9 +105,8 @@ def _build_experts():
     return FP8MoEExperts(4, 256, 128)
 
 
-def _moe_worker(rank, port, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+def _moe_worker(rank, rendezvous, out):
+    _init(rank, rendezvous)
     try:
         experts = _build_experts()
         fsdp.fully_shard(experts)  # the stacked [E, ...] weights are sharded along the experts
@@ -125,7 +120,7 @@ def _moe_worker(rank, port, out):
 
 
 def _spawn(worker, out):
-    ctx = mp.start_processes(worker, args=(_free_port(), out), nprocs=WORLD, join=False, start_method="spawn")
+    ctx = mp.start_processes(worker, args=(out + ".rendezvous", out), nprocs=WORLD, join=False, start_method="spawn")
     deadline = time.monotonic() + 240
     while not ctx.join(timeout=5):
         if time.monotonic() > deadline:

@@ -406,3 +406,56 @@ def test_convert_skips_transformers_fp8_layers_it_cannot_take():
     fg.convert(model)
     assert model[0] is other_blocks
     assert "block_size=(64, 64): only 128x128 blocks are taken" in model.fp8gemm_conversion_report.skipped["0"]
+
+
+def _transformers_fp8_experts(num_experts=4, hidden=256, inter=128, block_size=(128, 128)):
+    finegrained_fp8 = pytest.importorskip("transformers.integrations.finegrained_fp8")
+    from transformers import Qwen3MoeConfig
+
+    config = Qwen3MoeConfig(hidden_size=hidden, moe_intermediate_size=inter, num_experts=num_experts, hidden_act="silu")
+    experts = finegrained_fp8.FP8Experts(config, block_size=block_size)
+    g = torch.Generator().manual_seed(0)
+    w = {"gate_up_proj": torch.randn(num_experts, 2 * inter, hidden, generator=g) * 0.05,
+         "down_proj": torch.randn(num_experts, hidden, inter, generator=g) * 0.05}
+    with torch.no_grad():
+        for name, value in w.items():
+            q, s = fg.quantize_128x128(value)
+            getattr(experts, name).copy_(q)
+            if block_size == (128, 128):
+                getattr(experts, f"{name}_scale_inv").copy_(s)
+    return experts
+
+
+def test_convert_takes_over_transformers_fp8_experts():
+    from torch_fp8gemm.moe import FP8MoEExperts
+
+    block = nn.Module()
+    block.experts = _transformers_fp8_experts()
+    fused = {n: getattr(block.experts, n).detach().clone() for n in
+             ("gate_up_proj", "gate_up_proj_scale_inv", "down_proj", "down_proj_scale_inv")}
+    fg.convert(block)
+    assert block.fp8gemm_conversion_report.converted_experts == ["experts"]
+    assert isinstance(block.experts, FP8MoEExperts) and block.experts.inference
+    for name, value in fused.items():
+        assert torch.equal(getattr(block.experts, name).view(torch.uint8), value.view(torch.uint8)), name
+    # against the dequantized experts computed directly
+    x = torch.randn(16, 256)
+    idx, weights = torch.randint(0, 4, (16, 2)), torch.rand(16, 2)
+    gate_up = fg.nn.dequantize_128x128(fused["gate_up_proj"], fused["gate_up_proj_scale_inv"])
+    down = fg.nn.dequantize_128x128(fused["down_proj"], fused["down_proj_scale_inv"])
+    want = torch.zeros(16, 256)
+    for t in range(16):
+        for j in range(2):
+            gate, up = (gate_up[idx[t, j]] @ x[t]).chunk(2)
+            want[t] += weights[t, j] * (down[idx[t, j]] @ (nn.functional.silu(gate) * up))
+    with torch.no_grad():
+        got = block.experts(x, idx, weights)
+    assert T.relative_error(got, want) <= 0.05
+
+
+def test_convert_skips_transformers_fp8_experts_it_cannot_take():
+    block = nn.Module()
+    block.experts = _transformers_fp8_experts(block_size=(64, 64))
+    fg.convert(block)
+    assert "block_size=(64, 64): only 128x128 blocks are taken" in block.fp8gemm_conversion_report.skipped["experts"]
+    assert type(block.experts).__name__ == "FP8Experts"

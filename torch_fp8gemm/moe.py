@@ -177,6 +177,42 @@ class FP8MoEExperts(nn.Module):
         return new
 
     @classmethod
+    def from_fp8(
+        cls,
+        gate_up_proj: torch.Tensor,
+        gate_up_proj_scale_inv: torch.Tensor,
+        down_proj: torch.Tensor,
+        down_proj_scale_inv: torch.Tensor,
+        *,
+        scale_format: str = "float32",
+    ) -> "FP8MoEExperts":
+        """Inference-mode experts around already quantized fused weights: fp8 ``gate_up_proj`` [E, 2I, H]
+        and ``down_proj`` [E, H, I] with their 128x128 block scales (float32, or UE8M0 as
+        float8_e8m0fnu, kept as the float32 values they encode), taken without dequantizing (e.g. from
+        transformers' fine-grained FP8 experts, which :func:`torch_fp8gemm.convert` swaps this way).
+        ``scale_format`` applies to the activations."""
+        e, two_i, h = gate_up_proj.shape
+        i = two_i // 2
+        want = {
+            "gate_up_proj": (gate_up_proj, (e, two_i, h)),
+            "down_proj": (down_proj, (e, h, i)),
+            "gate_up_proj_scale_inv": (gate_up_proj_scale_inv, (e, -(-two_i // 128), -(-h // 128))),
+            "down_proj_scale_inv": (down_proj_scale_inv, (e, -(-h // 128), -(-i // 128))),
+        }
+        for name, (tensor, shape) in want.items():
+            fp8 = not name.endswith("_scale_inv")
+            if tuple(tensor.shape) != shape or (tensor.dtype == _FP8) != fp8:
+                raise ValueError(
+                    f"FP8MoEExperts.from_fp8: expected `{name}` of shape {list(shape)} "
+                    f"({'float8_e4m3fn' if fp8 else 'a float scale'}), got {tensor.dtype} {list(tensor.shape)}"
+                )
+        with torch.device("meta"):
+            new = cls(e, h, i, inference=True, scale_format=scale_format)
+        for name, (tensor, _) in want.items():
+            new._buffers[name] = tensor.detach() if name in _PROJECTIONS else tensor.detach().float()
+        return new
+
+    @classmethod
     def from_experts(
         cls, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor, *, inference: bool = False,
         scale_format: str = "float32",

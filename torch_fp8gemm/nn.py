@@ -338,6 +338,7 @@ class ConversionReport:
     converted: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     inference: bool = False
+    converted_experts: list[str] = field(default_factory=list)  # transformers FP8Experts -> FP8MoEExperts
 
     def __str__(self) -> str:
         mode = "inference" if self.inference else "training"
@@ -345,6 +346,9 @@ class ConversionReport:
             f"torch_fp8gemm.convert: {len(self.converted)} nn.Linear -> FP8Linear ({mode}), "
             f"{len(self.skipped)} skipped"
         ]
+        if self.converted_experts:
+            lines.append(f"  {len(self.converted_experts)} transformers FP8Experts -> FP8MoEExperts (inference): "
+                         + ", ".join(self.converted_experts))
         lines += [f"  skipped {fqn or '<root>'}: {reason}" for fqn, reason in self.skipped.items()]
         return "\n".join(lines)
 
@@ -390,6 +394,32 @@ def _skip_reason(module: nn.Module, fqn: str, module_filter_fn, min_features: in
     return None
 
 
+def _is_transformers_fp8_experts(module: nn.Module) -> bool:
+    return type(module).__name__ == "FP8Experts" and type(module).__module__.startswith("transformers.")
+
+
+def _experts_skip_reason(module: nn.Module) -> Optional[str]:
+    """Why a transformers FP8Experts module is kept: what FP8MoEExperts does not compute the same way."""
+    if tuple(module.block_size or ()) != (128, 128):
+        return f"transformers FP8Experts with block_size={module.block_size}: only 128x128 blocks are taken"
+    if not getattr(module, "has_gate", False) or getattr(module, "has_bias", False):
+        return "transformers FP8Experts without a gate or with biases: FP8MoEExperts runs gated experts without bias"
+    if getattr(module, "activation_scheme", "dynamic") != "dynamic":
+        return "transformers FP8Experts with static activation scales"
+    if any(getattr(module, name, None) is not None for name in ("swiglu_alpha", "swiglu_limit", "gate_softcap", "up_softcap")):
+        return "transformers FP8Experts with a clamped or softcapped SwiGLU: FP8MoEExperts computes silu(gate) * up"
+    probe = torch.linspace(-4, 4, 17)
+    try:
+        silu = torch.allclose(module.act_fn(probe), torch.nn.functional.silu(probe))
+    except Exception:  # noqa: BLE001 - an activation that does not take a tensor is not SiLU
+        silu = False
+    if not silu:
+        return "transformers FP8Experts whose activation is not SiLU"
+    if getattr(module, "gate_up_proj", None) is None or module.gate_up_proj.dtype != _FP8:
+        return "transformers FP8Experts without fp8 fused gate_up_proj weights"
+    return None
+
+
 def _linear_layers(model: nn.Module):
     """(fqn, module) for every nn.Linear (subclasses included), each module once."""
     return [(fqn, m) for fqn, m in model.named_modules() if isinstance(m, nn.Linear)]
@@ -410,6 +440,14 @@ def plan_conversion(
             report.converted.append(fqn)
         else:
             report.skipped[fqn] = reason
+    for fqn, module in model.named_modules():
+        if fqn and _is_transformers_fp8_experts(module):  # a child: convert replaces it in its parent
+            reason = ("excluded by module_filter_fn" if module_filter_fn is not None and not module_filter_fn(module, fqn)
+                      else _experts_skip_reason(module))
+            if reason is None:
+                report.converted_experts.append(fqn)
+            else:
+                report.skipped[fqn] = reason
     return report
 
 
@@ -481,6 +519,15 @@ def convert(
                     setattr(parent, name, swap(child))
                     if isinstance(parent, nn.TransformerEncoderLayer):
                         _disable_fused_fast_path(parent)
+    if report.converted_experts:
+        from .moe import FP8MoEExperts  # moe imports this module
+
+        for fqn in report.converted_experts:
+            old = model.get_submodule(fqn)
+            new = FP8MoEExperts.from_fp8(old.gate_up_proj, old.gate_up_proj_scale_inv, old.down_proj,
+                                         old.down_proj_scale_inv, scale_format=scale_format)
+            parent_name, _, name = fqn.rpartition(".")
+            setattr(model.get_submodule(parent_name), name, new)
     model.fp8gemm_conversion_report = report
     logger.info("%s", report)
     return model
