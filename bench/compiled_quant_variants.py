@@ -18,7 +18,7 @@ import torch
 from torch._inductor.utils import run_and_get_code
 
 from torch_fp8gemm import ops
-from torch_fp8gemm.benchmark import KernelTimer, copy_bandwidth_gbs
+from torch_fp8gemm.bench.gemm import KernelTimer, copy_bandwidth_gbs
 from torch_fp8gemm.nn import quantize_activations
 
 FP8 = torch.float8_e4m3fn

@@ -55,9 +55,9 @@ for s in "$@"; do
     dense) stage dense "${DENSE_LIMIT:-300}" python3 -m torch_fp8gemm --suite dense --iters "${DENSE_ITERS:-20}" --out "$OUT/$s.md" ;;
     moe) stage moe "${MOE_LIMIT:-300}" python3 -m torch_fp8gemm --suite moe --iters "$ITERS" --out "$OUT/$s.md" ;;
     quant) stage quant "${QUANT_LIMIT:-120}" python3 -m torch_fp8gemm --suite quant --iters "$ITERS" --skip-verify --out "$OUT/$s.md" ;;
-    forward) stage forward "${FORWARD_LIMIT:-300}" python3 -m torch_fp8gemm.bench_layers --suite forward --iters "$ITERS" \
+    forward) stage forward "${FORWARD_LIMIT:-300}" python3 -m torch_fp8gemm.bench.layers --suite forward --iters "$ITERS" \
                --layers "${FORWARD_LAYERS:-DeepSeek-V3 MLP,Llama-70B MLP gate}" --out "$OUT/$s.md" ;;
-    training) stage training "${TRAINING_LIMIT:-300}" python3 -m torch_fp8gemm.bench_layers --suite training --iters "$ITERS" --out "$OUT/$s.md" ;;
+    training) stage training "${TRAINING_LIMIT:-300}" python3 -m torch_fp8gemm.bench.layers --suite training --iters "$ITERS" --out "$OUT/$s.md" ;;
     quanttests) stage quanttests 120 python3 -m pytest -q --timeout=120 -p no:cacheprovider test/test_quantize_cuda.py \
                   test/test_autograd.py "test/test_nn.py::test_matches_linear" ;;
     example) stage example "${EXAMPLE_LIMIT:-150}" python3 examples/convert_transformers_model.py --batch 8 --seq 512 ;;

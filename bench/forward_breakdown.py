@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch._inductor.utils import run_and_get_code
 
-from torch_fp8gemm.benchmark import _short_kernel_name
+from torch_fp8gemm.bench.gemm import short_kernel_name
 from torch_fp8gemm.nn import FP8Linear
 
 
@@ -29,7 +29,7 @@ def kernel_times(fn, iters: int) -> dict:
     times = defaultdict(float)
     for event in prof.events():
         if event.device_type == torch.autograd.DeviceType.CUDA:
-            times[_short_kernel_name(event.name, 70)] += event.time_range.elapsed_us() / iters
+            times[short_kernel_name(event.name, 70)] += event.time_range.elapsed_us() / iters
     return dict(sorted(times.items(), key=lambda kv: -kv[1]))
 
 

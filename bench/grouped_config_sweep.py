@@ -11,7 +11,7 @@ import torch
 
 from torch_fp8gemm import ops
 from torch_fp8gemm import testing as T
-from torch_fp8gemm.benchmark import KernelTimer, _m_major, _random_fp8, _random_scales, _ragged_sizes
+from torch_fp8gemm.bench.gemm import KernelTimer, m_major, random_fp8, random_scales, ragged_sizes
 
 SHAPES = [(4, 8192, 4096, 7168), (4, 8192, 7168, 2048), (8, 4096, 4096, 7168), (8, 4096, 7168, 2048)]
 CONFIGS = [-1, 0, 1, 2, 3, 4]  # -1: the heuristic
@@ -25,12 +25,12 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     for groups, rows, n, k in SHAPES:
         kb, nb = T.ceil_div(k, 128), T.ceil_div(n, 128)
-        sizes = _ragged_sizes(groups, rows, generator)
+        sizes = ragged_sizes(groups, rows, generator)
         m = sum(sizes)
-        a = _random_fp8((m, k), "cuda")
-        sa = _m_major(_random_scales((m, kb), "cuda"))
-        b = _random_fp8((groups, n, k), "cuda")
-        sb = _random_scales((groups, nb, kb), "cuda")
+        a = random_fp8((m, k), "cuda")
+        sa = m_major(random_scales((m, kb), "cuda"))
+        b = random_fp8((groups, n, k), "cuda")
+        sb = random_scales((groups, nb, kb), "cuda")
         offs = torch.tensor(sizes, dtype=torch.int32).cumsum(0, dtype=torch.int32).cuda()
         reference = ops.grouped_moe(a, b, offs, sa, sb)
         cells = []

@@ -11,7 +11,7 @@ import torch
 
 import torch_fp8gemm as fg
 from torch_fp8gemm import testing as T
-from torch_fp8gemm.benchmark import torch_blockwise_scaled_mm
+from torch_fp8gemm.bench.gemm import torch_blockwise_scaled_mm
 
 
 def main() -> None:

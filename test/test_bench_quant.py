@@ -1,7 +1,7 @@
 """Smoke test of the quantization benchmark on tiny sizes (CPU, host-clock timer): it runs end to end
 and produces its table; no timing figure is checked."""
-from torch_fp8gemm import bench_quant
-from torch_fp8gemm.benchmark import WallTimer
+from torch_fp8gemm.bench import quant as bench_quant
+from torch_fp8gemm.bench.gemm import WallTimer
 
 
 def test_benchmark_quantize_small_cpu():

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from conftest import requires_cuda
-from torch_fp8gemm import bench_layers
-from torch_fp8gemm import benchmark as B
+from torch_fp8gemm.bench import layers as bench_layers
+from torch_fp8gemm.bench import gemm as B
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -116,7 +116,7 @@ def test_kernel_timer_interleaved_attributes_calls():
 
 
 def test_kernel_categories():
-    from torch_fp8gemm.benchmark import kernel_category
+    from torch_fp8gemm.bench.gemm import kernel_category
 
     gemm = "void torch_fp8gemm::sm90::sm90_fp8_gemm_kernel<128, 256, 4, 1, 1, (torch_fp8gemm::sm90::GemmKind){}, false>(...)"
     assert kernel_category(gemm.format(0)) == "FP8 GEMM dense"
@@ -131,7 +131,7 @@ def test_kernel_categories():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only message")
 def test_cpu_only_suite_says_why_no_table(capsys):
-    from torch_fp8gemm import benchmark
+    from torch_fp8gemm.bench import gemm as benchmark
 
     assert benchmark.main(["--suite", "moe", "--skip-verify"]) == 0
     assert "No benchmark table for --suite moe" in capsys.readouterr().out

@@ -1,6 +1,6 @@
 """`python -m torch_fp8gemm`: verify every op and, on a GPU, print the benchmark table."""
 import sys
 
-from .benchmark import main
+from .bench.gemm import main
 
 sys.exit(main())

@@ -6,7 +6,7 @@ in one table row are timed round-robin (``KernelTimer.median_us_interleaved``), 
 drift over a run does not favour whichever ran first. Every kernel the
 timed callable launches counts, so our op is charged for any layout copies it makes. Off CUDA
 (smoke runs) ``WallTimer`` stands in with the host clock. Layer-level benchmarks (FP8Linear,
-FP8MoEExperts, training steps) are in ``torch_fp8gemm.bench_layers``.
+FP8MoEExperts, training steps) are in ``torch_fp8gemm.bench.layers``.
 """
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from . import ops
-from . import testing as T
-from .nn import dequantize_128x128
+from .. import ops
+from .. import testing as T
+from ..nn import dequantize_128x128
 
 # The 19 dense DeepSeek-V3 GEMM shapes (decode M = 64, 128; prefill M = 4096; 8192^3): (M, N, K).
 DSV3_DENSE_SHAPES = [
@@ -81,7 +81,7 @@ def kernel_category(name: str) -> str:
     return "other torch kernels"
 
 
-def _short_kernel_name(name: str, width: int = 90) -> str:
+def short_kernel_name(name: str, width: int = 90) -> str:
     """A demangled kernel name without its template arguments and parameter list, plus the first
     functor named in them, e.g. 'at::native::elementwise_kernel[direct_copy_kernel_cuda]'."""
     depth, kept = 0, []
@@ -149,7 +149,7 @@ class KernelTimer:
                     category = kernel_category(event.name)
                     by_category[category] = by_category.get(category, 0.0) + elapsed
                     if category == "other torch kernels":
-                        short = _short_kernel_name(event.name)
+                        short = short_kernel_name(event.name)
                         other[short] = other.get(short, 0.0) + elapsed
         if any(not times or max(times) == 0.0 for times in per_call):
             raise RuntimeError("the profiler recorded no kernels for a timed callable")
@@ -372,7 +372,7 @@ _CHUNK_ELEMENTS = 1 << 26
 _BASELINE_ERRORS = (RuntimeError, AttributeError, NotImplementedError, TypeError, ValueError)
 
 
-def _ragged_sizes(groups: int, rows: int, generator: torch.Generator) -> list[int]:
+def ragged_sizes(groups: int, rows: int, generator: torch.Generator) -> list[int]:
     """Group sizes of mean `rows`, each varied uniformly by up to +-30%, not padded."""
     factors = 0.7 + 0.6 * torch.rand(groups, generator=generator)
     return [max(0, int(round(rows * f))) for f in factors.tolist()]
@@ -384,7 +384,7 @@ def _row_chunks(rows: int, k: int):
     return [(start, min(start + step, rows)) for start in range(0, rows, step)]
 
 
-def _random_fp8(shape: tuple[int, ...], device) -> torch.Tensor:
+def random_fp8(shape: tuple[int, ...], device) -> torch.Tensor:
     """fp8 e4m3 [..., R, K] holding randn * 100 saturated at +-448 (as testing.random_fp8_operands).
 
     Filled one matrix (expert) at a time and in row chunks, so the float32 draws never exceed
@@ -400,12 +400,12 @@ def _random_fp8(shape: tuple[int, ...], device) -> torch.Tensor:
     return out
 
 
-def _random_scales(shape: tuple[int, ...], device) -> torch.Tensor:
+def random_scales(shape: tuple[int, ...], device) -> torch.Tensor:
     """Positive float32 scales, log-uniform in [0.5, 2] (as testing.random_fp8_operands)."""
     return torch.empty(shape, device=device).uniform_(math.log(0.5), math.log(2.0)).exp_()
 
 
-def _m_major(scale: torch.Tensor) -> torch.Tensor:
+def m_major(scale: torch.Tensor) -> torch.Tensor:
     """[M, kb] activation scales in the layout quantize_1x128 returns: M-major (row index fastest),
     K-block rows padded to 4 floats and 16-byte aligned. The GPU kernels load that layout in place;
     any other would be copied inside the timed op."""
@@ -475,13 +475,13 @@ def _moe_case(layout: str, groups: int, rows: int, n: int, k: int, *, iters: int
     caller frees the case's memory by returning from it (plus torch.cuda.empty_cache())."""
     kb, nb = T.ceil_div(k, T.SCALE_BLOCK), T.ceil_div(n, T.SCALE_BLOCK)
     # FP8 operands drawn directly (no high-precision tensor to quantize), weights one expert at a time.
-    b = _random_fp8((groups, n, k), device)
-    sb = _random_scales((groups, nb, kb), device)
+    b = random_fp8((groups, n, k), device)
+    sb = random_scales((groups, nb, kb), device)
     if layout == "contiguous":
-        sizes = _ragged_sizes(groups, rows, generator)
+        sizes = ragged_sizes(groups, rows, generator)
         m_rows = sum(sizes)
-        a = _random_fp8((m_rows, k), device)
-        sa = _m_major(_random_scales((m_rows, kb), device))
+        a = random_fp8((m_rows, k), device)
+        sa = m_major(random_scales((m_rows, kb), device))
         offs = torch.tensor(sizes, dtype=torch.int32).cumsum(0, dtype=torch.int32).to(device)
         ours = lambda: ops.grouped_moe(a, b, offs, sa, sb)  # noqa: E731
         bounds = [0] + torch.tensor(sizes).cumsum(0).tolist()
@@ -495,8 +495,8 @@ def _moe_case(layout: str, groups: int, rows: int, n: int, k: int, *, iters: int
                                dtype=torch.int32)
         sizes = masked.tolist()
         masked = masked.to(device)
-        a = _random_fp8((groups, max_m, k), device)
-        sa = _m_major(_random_scales((groups * max_m, kb), device)).unflatten(0, (groups, max_m))
+        a = random_fp8((groups, max_m, k), device)
+        sa = m_major(random_scales((groups * max_m, kb), device)).unflatten(0, (groups, max_m))
         ours = lambda: ops.grouped_moe_masked(a, b, masked, rows, sa, sb)  # noqa: E731
         expert_rows = [(a[g, :sizes[g]], sa[g, :sizes[g]]) for g in range(groups)]
         grouped_kwargs = {}  # 3-D x 3-D: a batched GEMM over all max_m rows of every expert
@@ -510,7 +510,7 @@ def _moe_case(layout: str, groups: int, rows: int, n: int, k: int, *, iters: int
     nbytes = m * k + 4 * m * kb + active * (n * k + 4 * nb * kb) + 2 * out_rows * n
 
     # Floor: one fp8gemm::dense per expert (scales re-laid M-major beforehand, so no copies are timed).
-    per_expert_args = [(a_g, _m_major(sa_g), b[g], sb[g]) for g, (a_g, sa_g) in enumerate(expert_rows)
+    per_expert_args = [(a_g, m_major(sa_g), b[g], sb[g]) for g, (a_g, sa_g) in enumerate(expert_rows)
                        if a_g.shape[0] > 0]
 
     def per_expert():
@@ -627,7 +627,7 @@ def main(argv=None) -> int:
         _log("\n" + moe_table + "\n")
         report += ["", moe_table]
     if cuda and not args.skip_bench and args.suite in ("quant", "all"):
-        from .bench_quant import benchmark_quantize
+        from .quant import benchmark_quantize
 
         _log(f"Benchmarking the quantization kernels (median of {args.iters}, L2 flushed) ...")
         timer = KernelTimer("cuda")

@@ -2,9 +2,9 @@
 
 ``benchmark_quantize`` times ``fp8gemm::quantize_1x128`` (activations), ``quantize_1x128_transposed``
 (weight-gradient operands) and ``quantize_128x128`` (weights) on bf16 inputs with the timer it is
-given (``benchmark.KernelTimer``: CUPTI kernel time, L2 flushed before every call). These kernels
+given (``gemm.KernelTimer``: CUPTI kernel time, L2 flushed before every call). These kernels
 are bound by memory bandwidth, so the yardstick is the device-to-device copy rate measured in the
-same run (``benchmark.copy_bandwidth_gbs``): bytes the op must move (input read, fp8 values and
+same run (``gemm.copy_bandwidth_gbs``): bytes the op must move (input read, fp8 values and
 float32 scales written, scale padding included) per second, as a percentage of it.
 
 The baseline is the recipe in plain torch (``testing.quantize_1x128_torch`` /
@@ -20,8 +20,8 @@ from typing import Callable
 
 import torch
 
-from . import ops
-from . import testing as T
+from .. import ops
+from .. import testing as T
 
 ACTIVATION_SHAPES = [(4096, 7168), (16384, 7168), (16384, 2048)]  # (M tokens, K)
 WEIGHT_SHAPES = [(7168, 18432), (4096, 7168)]  # (N, K)
@@ -83,9 +83,9 @@ def _format_table(header: list[str], rows: list[list[str]]) -> str:
 def benchmark_quantize(iters: int, timer, copy_gbs: float, *, device: str = "cuda", small: bool = False) -> str:
     """Markdown table: per case µs, GB/s, % of ``copy_gbs``, the torch recipe's µs and the speedup.
 
-    ``timer``: an object with ``median_us(fn, iters)`` (benchmark.KernelTimer on CUDA).
+    ``timer``: an object with ``median_us(fn, iters)`` (gemm.KernelTimer on CUDA).
     ``copy_gbs``: device-to-device copy bandwidth (read + write) in GB/s, e.g. from
-    benchmark.copy_bandwidth_gbs. ``device``/``small``: tiny shapes on another device (smoke runs).
+    gemm.copy_bandwidth_gbs. ``device``/``small``: tiny shapes on another device (smoke runs).
     """
     activations = SMALL_ACTIVATION_SHAPES if small else ACTIVATION_SHAPES
     weights = SMALL_WEIGHT_SHAPES if small else WEIGHT_SHAPES

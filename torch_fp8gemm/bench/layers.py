@@ -1,7 +1,7 @@
 """Layer benchmarks: FP8Linear and FP8MoEExperts as a model calls them, against bf16 and a
 torchao-style rowwise FP8 linear.
 
-    python -m torch_fp8gemm.bench_layers [--suite forward|training|all] [--iters N] [--out FILE]
+    python -m torch_fp8gemm.bench.layers [--suite forward|training|all] [--iters N] [--out FILE]
 
 * :func:`benchmark_linear_forward`: ``y = layer(x)`` for x bf16 [T, K] under inference mode.
   FP8Linear in inference mode (weight quantized once, outside the timing; the 1x128 quantization
@@ -12,11 +12,11 @@ torchao-style rowwise FP8 linear.
   ``torch._scaled_mm`` (eager and compiled); FP8MoEExperts in training mode against the same expert
   computation in bf16 on ``torch._grouped_mm``.
 
-Timing: :class:`~torch_fp8gemm.benchmark.KernelTimer` sums the device time of every kernel the
+Timing: :class:`~torch_fp8gemm.bench.gemm.KernelTimer` sums the device time of every kernel the
 timed callable launches (quantization, transposes, gradient GEMMs, the MoE sort and un-permute),
 with the L2 cache flushed before each call, median over ``iters`` calls. Host time (Python, kernel
 launches, the host sync of the MoE weight gradient) is not counted. ``small=True`` runs tiny sizes
-with the host clock (:class:`~torch_fp8gemm.benchmark.WallTimer`) and Dynamo's eager backend: a
+with the host clock (:class:`~torch_fp8gemm.bench.gemm.WallTimer`) and Dynamo's eager backend: a
 smoke test of the code paths on a CPU, not a measurement.
 """
 from __future__ import annotations
@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .benchmark import write_report, _environment, _failure_reason, _format_table, _log, timer_for
-from .moe import FP8MoEExperts
-from .nn import FP8Linear
+from .gemm import write_report, _environment, _failure_reason, _format_table, _log, timer_for
+from ..moe import FP8MoEExperts
+from ..nn import FP8Linear
 
 __all__ = ["benchmark_linear_forward", "benchmark_training_step", "RowwiseFP8Linear", "BF16GroupedExperts"]
 
@@ -442,7 +442,7 @@ def benchmark_training_step(iters: int, timer=None, *, small: bool = False, devi
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m torch_fp8gemm.bench_layers", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m torch_fp8gemm.bench.layers", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", choices=["forward", "training", "all"], default="all")
     parser.add_argument("--iters", type=int, default=30, help="timed calls per measurement (median)")
@@ -459,7 +459,7 @@ def main(argv=None) -> int:
         return 1
     env = _environment()
     _log(f"torch_fp8gemm layer benchmarks: {env}")
-    report = [f"### {env}", "", f"Command: `python -m torch_fp8gemm.bench_layers {' '.join(argv or sys.argv[1:])}`"]
+    report = [f"### {env}", "", f"Command: `python -m torch_fp8gemm.bench.layers {' '.join(argv or sys.argv[1:])}`"]
     if args.suite in ("forward", "all"):
         _log(f"Linear forward, FP8Linear vs bf16, eager and compiled (median of {args.iters}) ...")
         table = benchmark_linear_forward(args.iters, small=args.small, device=device, only=args.layers)
