@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import torch_fp8gemm as fg
+from torch_fp8gemm.bench.gemm import format_table
 from torch_fp8gemm.moe import FP8MoEExperts
 
 TOLERANCE = 0.02  # relative difference of the final losses counted as "tracks bf16"
@@ -317,11 +318,6 @@ def final_loss(losses: list[float]) -> float:
     return sum(window) / len(window) if window else float("nan")
 
 
-def _format_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-
-
 def curve_table(curves: dict[str, dict[str, list[float]]], every: int) -> str:
     """Loss every `every` steps (mean over the `every` steps ending there) for each model and run."""
     names = list(curves)
@@ -335,7 +331,7 @@ def curve_table(curves: dict[str, dict[str, list[float]]], every: int) -> str:
                 window = curves[name][label][max(0, end - every):end]
                 row.append(f"{sum(window) / len(window):.4f}" if window else "n/a")
         rows.append(row)
-    return _format_table(header, rows)
+    return format_table(header, rows)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -382,7 +378,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         within = "yes" if rel <= TOLERANCE else "no"
         rows.append([name, str(len(runs["fp8"])), f"{bf16:.4f}", f"{fp8:.4f}", f"{100 * rel:.2f}%", within])
     window = min(FINAL_WINDOW, args.steps)
-    table = _format_table(
+    table = format_table(
         ["model", "steps", f"final loss bf16 (mean of last {window})", f"final loss FP8 (mean of last {window})",
          "relative difference", f"within {100 * TOLERANCE:.0f}%"], rows)
     _log("\nLoss curves (mean over each logging window):\n\n" + curve + "\n\n" + table + "\n")

@@ -243,7 +243,8 @@ def torch_blockwise_scaled_mm(a, a_scale, b, b_scale) -> Optional[Callable[[], t
 # Tables
 
 
-def _format_table(header: list[str], rows: list[list[str]]) -> str:
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table (every benchmark table of the package and of bench/ goes through here)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
@@ -295,7 +296,7 @@ def verify(device: str, large: bool) -> tuple[str, bool]:
     w = torch.randn(300, 260)
     values, scale = ops.quantize_128x128(w.to(device))
     record("quantize_128x128", "300x260", T.dequantize_128x128_f64(values.cpu(), scale.cpu()), w.double(), 0.05)
-    return _format_table(["op", "shape", "rel err vs float64", "bar", "result"], rows), ok
+    return format_table(["op", "shape", "rel err vs float64", "bar", "result"], rows), ok
 
 
 def copy_bandwidth_gbs(timer: "KernelTimer", device: str = "cuda") -> float:
@@ -347,7 +348,7 @@ def benchmark_dense(shapes, iters: int) -> str:
                      f"{per_tensor_us / ours_us:.2f}", f"{bf16_us / ours_us:.2f}"])
         _log(f"      ours {tflops(ours_us):.0f} TFLOP/s ({ours_us:.1f} µs), torch block "
              f"{tflops(block_us):.0f}, bf16 {tflops(bf16_us):.0f}")
-    table = _format_table(header, rows)
+    table = format_table(header, rows)
     if ratios_block:
         geomean = math.exp(sum(math.log(r) for r in ratios_block) / len(ratios_block))
         table += f"\n\nGeometric mean of ours ÷ torch block-wise: {geomean:.3f} over {len(ratios_block)} shapes; " \
@@ -368,8 +369,9 @@ MOE_SMALL_CASES = [("contiguous", 3, 40, 256, 384), ("masked", 2, 24, 256, 384)]
 # G=256, N x K = 4096 x 7168 a float32 copy of all expert weights would take 30 GB.
 _CHUNK_ELEMENTS = 1 << 26
 
-# What an unavailable baseline raises (missing op, unsupported device or layout); it then reads n/a.
-_BASELINE_ERRORS = (RuntimeError, AttributeError, NotImplementedError, TypeError, ValueError)
+# What an unavailable baseline raises (missing op, unsupported device, dtype or layout, a compile
+# failure); it then reads n/a.
+BASELINE_ERRORS = (RuntimeError, AttributeError, NotImplementedError, TypeError, ValueError, AssertionError)
 
 
 def ragged_sizes(groups: int, rows: int, generator: torch.Generator) -> list[int]:
@@ -454,7 +456,7 @@ def _time_baseline(name: str, fn: Callable[[], object], timer, iters: int) -> fl
     """Median µs of a torch baseline, or NaN (logged) where this torch/device lacks it."""
     try:
         return timer.median_us(fn, iters)
-    except _BASELINE_ERRORS as exc:
+    except BASELINE_ERRORS as exc:
         _log(f"      {name} unavailable here: {_failure_reason(exc, 100)}")
         return float("nan")
 
@@ -464,7 +466,7 @@ def _runs_here(name: str, fn: Callable[[], object]) -> bool:
     try:
         fn()
         return True
-    except _BASELINE_ERRORS as exc:
+    except BASELINE_ERRORS as exc:
         _log(f"      {name} unavailable here: {_failure_reason(exc, 100)}")
         return False
 
@@ -578,7 +580,7 @@ def benchmark_moe(iters: int, device: str = "cuda", timer=None, small: bool = Fa
         "with per-row scales. bf16: the dequantized operands. Dense per expert: one `fp8gemm::dense` per "
         "expert, kernel times summed (launch gaps not counted)."
     )
-    return _format_table(header, rows_out) + "\n\n" + notes
+    return format_table(header, rows_out) + "\n\n" + notes
 
 
 def _environment() -> str:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .gemm import write_report, _environment, _failure_reason, _format_table, _log, timer_for
+from .gemm import BASELINE_ERRORS, _environment, _failure_reason, _log, format_table, timer_for, write_report
 from ..moe import FP8MoEExperts
 from ..nn import FP8Linear
 
@@ -67,8 +67,6 @@ SMALL_TOKENS = (64,)
 _SMALL_NOTE = ("small=True: tiny sizes, Dynamo's eager backend instead of Inductor and, off CUDA, host wall-clock "
                "time: a smoke test of the code paths, not a measurement.")
 
-# What a missing baseline raises (op absent, unsupported device or dtype, compile failure).
-_BASELINE_ERRORS = (RuntimeError, AttributeError, NotImplementedError, TypeError, ValueError, AssertionError)
 
 
 def _sync(device) -> None:
@@ -91,7 +89,7 @@ def _timed(name: str, fn: Callable[[], object], timer, iters: int, device, warm:
             fn()
             _sync(device)
         return timer.median_us(fn, iters)
-    except _BASELINE_ERRORS as exc:
+    except BASELINE_ERRORS as exc:
         _log(f"      {name}: n/a ({_failure_reason(exc, 120)})")
         return float("nan")
 
@@ -108,7 +106,7 @@ def _timed_interleaved(named_fns: dict, timer, iters: int, device, warm: bool = 
                 fn()
                 _sync(device)
             runnable[name] = fn
-        except _BASELINE_ERRORS as exc:
+        except BASELINE_ERRORS as exc:
             label = " ".join(name) if isinstance(name, tuple) else name
             _log(f"      {label}: n/a ({_failure_reason(exc, 120)})")
     us = dict.fromkeys(named_fns, float("nan"))
@@ -202,7 +200,7 @@ def benchmark_linear_forward(iters: int, timer=None, *, small: bool = False, dev
         _geomean_line("× eager", eager_ratios),
         _geomean_line("× compiled", compiled_ratios),
     ] + ([_SMALL_NOTE] if small else [])
-    return _format_table(header, rows) + "\n\n" + "\n".join(notes)
+    return format_table(header, rows) + "\n\n" + "\n".join(notes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,7 +265,7 @@ def rowwise_unavailable(device) -> Optional[str]:
         torch._scaled_mm(a, b.t(), torch.ones(16, 1, device=device), torch.ones(1, 16, device=device),
                          out_dtype=torch.bfloat16)
         return None
-    except _BASELINE_ERRORS as exc:
+    except BASELINE_ERRORS as exc:
         return _failure_reason(exc, 120)
 
 
@@ -435,7 +433,7 @@ def benchmark_training_step(iters: int, timer=None, *, small: bool = False, devi
     ] + ([_SMALL_NOTE] if small else [])
     where = ["", "Where ours' kernel time goes (mean per step, by kernel class):", ""]
     where += [f"- {label}: {parts}" for label, parts in breakdowns]
-    return _format_table(header, rows) + "\n\n" + "\n".join(notes) + "\n" + "\n".join(where)
+    return format_table(header, rows) + "\n\n" + "\n".join(notes) + "\n" + "\n".join(where)
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import torch
 
 from .. import ops
 from .. import testing as T
+from .gemm import format_table
 
 ACTIVATION_SHAPES = [(4096, 7168), (16384, 7168), (16384, 2048)]  # (M tokens, K)
 WEIGHT_SHAPES = [(7168, 18432), (4096, 7168)]  # (N, K)
@@ -75,11 +76,6 @@ def _matches_reference_sample(kind: str, x: torch.Tensor) -> bool:
         scale.cpu(), ref_scale)
 
 
-def _format_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-
-
 def benchmark_quantize(iters: int, timer, copy_gbs: float, *, device: str = "cuda", small: bool = False) -> str:
     """Markdown table: per case µs, GB/s, % of ``copy_gbs``, the torch recipe's µs and the speedup.
 
@@ -119,4 +115,4 @@ def benchmark_quantize(iters: int, timer, copy_gbs: float, *, device: str = "cud
         "includes its x.t().contiguous() copy); × = its µs ÷ ours. Bit-exact: the op's bytes and scales "
         "equal the CPU reference on 256 rows (128 columns for the transposed op)."
     )
-    return _format_table(header, rows) + "\n\n" + notes
+    return format_table(header, rows) + "\n\n" + notes
