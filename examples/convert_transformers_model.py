@@ -81,7 +81,7 @@ def is_silu(act) -> bool:
         return False
 
 
-def replace_fused_experts(model: torch.nn.Module, inference: bool) -> list[str]:
+def replace_fused_experts(model: torch.nn.Module, inference: bool, scale_format: str = "float32") -> list[str]:
     """Swap transformers' fused experts modules (3-D ``gate_up_proj`` [E, 2I, H] and ``down_proj``
     [E, H, I], forward(hidden_states, top_k_index, top_k_weights), SiLU) for FP8MoEExperts.
 
@@ -99,7 +99,8 @@ def replace_fused_experts(model: torch.nn.Module, inference: bool) -> list[str]:
         if not is_silu(getattr(module, "act_fn", None)):
             continue
         parent_name, _, name = fqn.rpartition(".")
-        setattr(model.get_submodule(parent_name), name, FP8MoEExperts.from_fused(gate_up, down, inference=inference))
+        setattr(model.get_submodule(parent_name), name, FP8MoEExperts.from_fused(gate_up, down, inference=inference,
+                                                                                      scale_format=scale_format))
         replaced.append(fqn)
     return replaced
 
@@ -108,10 +109,11 @@ def lm_head_excluded(module, fqn) -> bool:
     return not fqn.endswith("lm_head")
 
 
-def write_fp8_checkpoint(model: torch.nn.Module, path: str, shards: int = 2) -> None:
+def write_fp8_checkpoint(model: torch.nn.Module, path: str, shards: int = 2, scale_format: str = "float32") -> None:
     """``model`` as an FP8 checkpoint in ``path``: the layers convert would take as fp8 ``weight`` +
     ``weight_scale_inv``, fused experts as per-expert ``{i}.gate_proj|up_proj|down_proj`` tensors,
-    everything else as it is; ``shards`` safetensors files and ``model.safetensors.index.json``."""
+    everything else as it is; ``shards`` safetensors files and ``model.safetensors.index.json``.
+    ``scale_format="ue8m0"``: power-of-two scales stored as float8_e8m0fnu (DeepSeek-V3.1 style)."""
     import json
     import os
 
@@ -119,10 +121,15 @@ def write_fp8_checkpoint(model: torch.nn.Module, path: str, shards: int = 2) -> 
 
     os.makedirs(path, exist_ok=True)
     state = {k: v.detach() for k, v in model.state_dict().items()}
+
+    def quantize(w):
+        values, scale = fg.quantize_128x128(w, scale_format=scale_format)
+        return values, scale.to(torch.float8_e8m0fnu) if scale_format == "ue8m0" else scale
+
     ckpt = {}
     for fqn in fg.nn.plan_conversion(model, module_filter_fn=lm_head_excluded, inference=True).converted:
         weight = state.pop(f"{fqn}.weight")
-        ckpt[f"{fqn}.weight"], ckpt[f"{fqn}.weight_scale_inv"] = fg.quantize_128x128(weight)
+        ckpt[f"{fqn}.weight"], ckpt[f"{fqn}.weight_scale_inv"] = quantize(weight)
     for fqn, module in model.named_modules():
         gate_up, down = getattr(module, "gate_up_proj", None), getattr(module, "down_proj", None)
         if isinstance(gate_up, torch.Tensor) and gate_up.dim() == 3:
@@ -130,7 +137,7 @@ def write_fp8_checkpoint(model: torch.nn.Module, path: str, shards: int = 2) -> 
             inter = gate_up.shape[1] // 2
             for e in range(gate_up.shape[0]):
                 for proj, w in (("gate_proj", gate_up[e, :inter]), ("up_proj", gate_up[e, inter:]), ("down_proj", down[e])):
-                    ckpt[f"{fqn}.{e}.{proj}.weight"], ckpt[f"{fqn}.{e}.{proj}.weight_scale_inv"] = fg.quantize_128x128(w)
+                    ckpt[f"{fqn}.{e}.{proj}.weight"], ckpt[f"{fqn}.{e}.{proj}.weight_scale_inv"] = quantize(w)
     ckpt.update(state)
     keys, weight_map = sorted(ckpt), {}
     for s in range(shards):
@@ -142,12 +149,14 @@ def write_fp8_checkpoint(model: torch.nn.Module, path: str, shards: int = 2) -> 
         json.dump({"metadata": {}, "weight_map": weight_map}, f)
 
 
-def load_from_fp8_checkpoint(transformers, reference, path: str, device) -> tuple[torch.nn.Module, list[str]]:
+def load_from_fp8_checkpoint(transformers, reference, path: str, device, scale_format: str = "float32"):
     """The FP8 model built on the meta device, converted, and filled from the checkpoint at ``path``."""
     with torch.device("meta"):
         model = transformers.AutoModelForCausalLM.from_config(reference.config).to(torch.bfloat16).eval()
-    experts = replace_fused_experts(model, inference=True)
-    fg.convert(model, inference=True, module_filter_fn=lm_head_excluded)
+    # A checkpoint whose config says "scale_fmt": "ue8m0" quantizes activations with power-of-two
+    # scales too: scale_format="ue8m0" (its weight scales load as they are either way).
+    experts = replace_fused_experts(model, inference=True, scale_format=scale_format)
+    fg.convert(model, inference=True, module_filter_fn=lm_head_excluded, scale_format=scale_format)
     result = fg.load_fp8_checkpoint(model, path)
     print(f"load_fp8_checkpoint: {result}")
     # Non-persistent buffers (rotary frequencies) are not in checkpoints: they follow from the config,
@@ -195,6 +204,8 @@ def main() -> int:
     parser.add_argument("--from-fp8-checkpoint", metavar="DIR",
                         help="write the model as an FP8 safetensors checkpoint to DIR and load it into a meta-device model")
     parser.add_argument("--no-speed", action="store_true", help="compare logits only (no tokens/s runs)")
+    parser.add_argument("--scale-format", choices=["float32", "ue8m0"], default="float32",
+                        help="with --from-fp8-checkpoint: the checkpoint's scale format (ue8m0: as DeepSeek-V3.1)")
     args = parser.parse_args()
 
     transformers = import_transformers()
@@ -205,9 +216,10 @@ def main() -> int:
 
     reference = build_model(transformers, args.arch, device, dtype)
     if args.from_fp8_checkpoint:
-        write_fp8_checkpoint(reference, args.from_fp8_checkpoint)
+        write_fp8_checkpoint(reference, args.from_fp8_checkpoint, scale_format=args.scale_format)
         print(f"wrote an FP8 checkpoint of the model to {args.from_fp8_checkpoint}")
-        model, experts = load_from_fp8_checkpoint(transformers, reference, args.from_fp8_checkpoint, device)
+        model, experts = load_from_fp8_checkpoint(transformers, reference, args.from_fp8_checkpoint, device,
+                                                  args.scale_format)
     else:
         model = copy.deepcopy(reference)
         experts = replace_fused_experts(model, inference)

@@ -203,7 +203,8 @@ def test_an_unconverted_layer_with_a_scale_beside_its_weight():
         load_fp8_checkpoint(model, ckpt, strict=False)
 
 
-def test_the_example_loads_an_fp8_checkpoint_into_a_meta_model(tmp_path):
+@pytest.mark.parametrize("scale_format", ["float32", "ue8m0"])
+def test_the_example_loads_an_fp8_checkpoint_into_a_meta_model(tmp_path, scale_format):
     """examples/convert_transformers_model.py --from-fp8-checkpoint: a tiny random Qwen3-MoE written as
     FP8 safetensors shards (experts one by one), loaded into a meta-device model, logits vs bf16."""
     pytest.importorskip("transformers")
@@ -214,7 +215,7 @@ def test_the_example_loads_an_fp8_checkpoint_into_a_meta_model(tmp_path):
     example = Path(__file__).resolve().parents[1] / "examples" / "convert_transformers_model.py"
     run = subprocess.run(
         [sys.executable, str(example), "--arch", "qwen3_moe", "--device", "cpu", "--batch", "1", "--seq", "32",
-         "--no-speed", "--from-fp8-checkpoint", str(tmp_path / "ckpt")],
+         "--no-speed", "--from-fp8-checkpoint", str(tmp_path / "ckpt"), "--scale-format", scale_format],
         capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
