@@ -22,7 +22,7 @@ from .moe import FP8MoEExperts
 LoadResult = namedtuple("LoadResult", ["missing_keys", "unexpected_keys"])
 
 _FP8 = torch.float8_e4m3fn
-_E8M0 = getattr(torch, "float8_e8m0fnu", None)
+_E8M0 = torch.float8_e8m0fnu
 # safetensors dtype names -> torch dtypes (what the header says, read before any data)
 _ST_DTYPES = {
     "F8_E4M3": _FP8, "F8_E8M0": _E8M0, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,

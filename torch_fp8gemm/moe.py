@@ -165,11 +165,11 @@ class FP8MoEExperts(nn.Module):
                 f"FP8MoEExperts.from_fused: expected `down_proj` of shape [E, H, I] = [{e}, {h}, {two_i // 2}] "
                 f"to match `gate_up_proj` [E, 2I, H] = {list(gate_up_proj.shape)}, got {list(down_proj.shape)}"
             )
+        _check_scale_format_mode("FP8MoEExperts.from_fused", scale_format, inference)
         with torch.device("meta"):
             new = cls(e, h, two_i // 2)
         new.gate_up_proj = _as_parameter(gate_up_proj)
         new.down_proj = _as_parameter(down_proj)
-        _check_scale_format_mode("FP8MoEExperts.from_fused", scale_format, inference)
         new.scale_format = scale_format
         if inference:
             new.inference = True

@@ -99,8 +99,9 @@ def quantize_activations(x: torch.Tensor, scale_format: str = "float32") -> tupl
 
     Eager: the ``fp8gemm::quantize_1x128`` op (a CUDA kernel on the GPU). Under torch.compile: the
     same recipe in plain torch ops, which Inductor fuses into the kernel that produces ``x`` (the
-    preceding norm, activation or gating) instead of spending a separate pass over memory. The scales are written M-major (token index fastest), the layout the GPU kernel
-    loads; it uses them in place when M % 4 == 0 and otherwise copies them (M * K/128 floats).
+    preceding norm, activation or gating) instead of spending a separate pass over memory. The
+    scales are written M-major (token index fastest), the layout the GPU kernel loads; it uses them
+    in place when M % 4 == 0 and otherwise copies them (M * K/128 floats).
     Padding the rows to 4 here would add a guard on M % 4 that torch.export rejects for a dynamic M.
     Results can differ from eager in the last fp8 bit where the fused producer keeps fp32 instead
     of rounding to bf16 first.
@@ -261,7 +262,7 @@ class FP8Linear(nn.Linear):
             out = ops.dense(x_fp8, self.weight, x_scale, self.weight_scale_inv, self.bias, out_dtype)
         out = out.to(input.dtype)
         # A 2-D input returns the GEMM's own output, not a view of it (FSDP2 warns about views: an
-        # in-place op on one would skip its backward hook); other ranks get the [..., N] view.
+        # in-place op on one would skip its backward hook); inputs with more dims get the [..., N] view.
         return out if input.dim() == 2 else out.reshape(*input.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
@@ -360,12 +361,22 @@ def _is_transformers_fp8_linear(module: nn.Module) -> bool:
             and hasattr(module, "weight_scale_inv") and hasattr(module, "block_size"))
 
 
+def _transformers_fp8_scheme_reason(module: nn.Module) -> Optional[str]:
+    """What transformers' FP8 modules (FP8Linear, FP8Experts) must share with ours to be taken over
+    as they are: 128x128 weight blocks and activations scaled at run time."""
+    kind = type(module).__name__
+    if tuple(module.block_size or ()) != (128, 128):
+        return f"transformers {kind} with block_size={module.block_size}: only 128x128 blocks are taken"
+    if getattr(module, "activation_scheme", "dynamic") != "dynamic":
+        return f"transformers {kind} with static activation scales: only dynamic activation scaling is taken"
+    return None
+
+
 def _transformers_fp8_reason(module: nn.Module) -> Optional[str]:
     """Why a transformers FP8Linear cannot be taken over as it is (its fp8 weight and scales, copied)."""
-    if tuple(module.block_size or ()) != (128, 128):
-        return f"transformers FP8Linear with block_size={module.block_size}: only 128x128 blocks are taken"
-    if getattr(module, "activation_scheme", "dynamic") != "dynamic":
-        return "transformers FP8Linear with a static activation scale: only dynamic activation scaling is taken"
+    reason = _transformers_fp8_scheme_reason(module)
+    if reason is not None:
+        return reason
     if module.weight.dtype != _FP8:
         return f"transformers FP8Linear holding a {module.weight.dtype} weight (not fp8)"
     return None
@@ -377,8 +388,9 @@ def _skip_reason(module: nn.Module, fqn: str, module_filter_fn, min_features: in
     if isinstance(module, FP8Linear):
         return "already an FP8Linear"
     fp8_already = _is_transformers_fp8_linear(module)
-    if fp8_already and _transformers_fp8_reason(module) is not None:
-        return _transformers_fp8_reason(module)
+    reason = _transformers_fp8_reason(module) if fp8_already else None
+    if reason is not None:
+        return reason
     if type(module) is not nn.Linear and not fp8_already:
         # Owners of Linear subclasses (e.g. nn.MultiheadAttention's out_proj) may read .weight directly.
         return f"{type(module).__name__} is a subclass of nn.Linear; only plain nn.Linear is converted"
@@ -400,12 +412,11 @@ def _is_transformers_fp8_experts(module: nn.Module) -> bool:
 
 def _experts_skip_reason(module: nn.Module) -> Optional[str]:
     """Why a transformers FP8Experts module is kept: what FP8MoEExperts does not compute the same way."""
-    if tuple(module.block_size or ()) != (128, 128):
-        return f"transformers FP8Experts with block_size={module.block_size}: only 128x128 blocks are taken"
+    reason = _transformers_fp8_scheme_reason(module)
+    if reason is not None:
+        return reason
     if not getattr(module, "has_gate", False) or getattr(module, "has_bias", False):
         return "transformers FP8Experts without a gate or with biases: FP8MoEExperts runs gated experts without bias"
-    if getattr(module, "activation_scheme", "dynamic") != "dynamic":
-        return "transformers FP8Experts with static activation scales"
     if any(getattr(module, name, None) is not None for name in ("swiglu_alpha", "swiglu_limit", "gate_softcap", "up_softcap")):
         return "transformers FP8Experts with a clamped or softcapped SwiGLU: FP8MoEExperts computes silu(gate) * up"
     probe = torch.linspace(-4, 4, 17)

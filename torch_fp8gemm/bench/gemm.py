@@ -117,7 +117,7 @@ class KernelTimer:
 
     def median_us_interleaved(self, fns: list, iters: int = 30, warmup: int = 3) -> list:
         """Median kernel time of each callable, timed round-robin (call 1 of each, call 2 of each,
-        ...) in one profiler session. The H200's clock drifts by several percent with temperature
+        ...) in one profiler session. A GPU's clock drifts by several percent with temperature
         and power over a run; interleaving exposes every callable to the same drift, so ratios
         between them do not depend on which ran first. ``last_breakdown``/``last_other`` describe
         the first callable."""
