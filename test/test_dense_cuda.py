@@ -77,6 +77,22 @@ def test_every_configuration_is_forced():
                 check(out, a, sa, b, sb, bias=bias, label=f"config {name} {m}x{n}x{k} {out_dtype}")
 
 
+def test_every_configuration_takes_every_scale_layout():
+    # Row-major scales with 16-byte rows load K-major in place on the configurations with room for
+    # it, M-major ones in place everywhere; the op copies the others M-major. K blocks: 8 (a multiple
+    # of 4: row-major in place), 5 (only the padded rows in place), 4 with m = 1.
+    configs = torch.ops.fp8gemm._sm90_dense_configs()
+    for m, n, k in [(129, 576, 1024), (65, 112, 640), (1, 264, 512)]:
+        a, sa, b, sb = gpu_operands(m, n, k)
+        expected = T.reference_dense(a, sa, b, sb)
+        for layout, scale in T.scale_layouts(sa).items():
+            for index, name in enumerate(configs):
+                T.poison_cuda_allocator("cuda", m * n * 4)
+                out = torch.ops.fp8gemm._sm90_dense_forced(a, b, scale, sb, None, torch.float32, index)
+                err = T.relative_error(out, expected)
+                assert err <= T.error_bar(out, tensor_core=True), f"config {name} {m}x{n}x{k} {layout}: {err:.3e}"
+
+
 def test_heuristic_picks_valid_configurations():
     n_configs = len(torch.ops.fp8gemm._sm90_dense_configs())
     for m, n, k in [(1, 8, 16), (64, 2112, 7168), (4096, 7168, 2048), (8192, 8192, 8192)]:

@@ -128,6 +128,30 @@ def test_past_scale_staging(impl):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("k", [1024, 640])
+def test_scale_layouts(impl, k):
+    # Activation scales row-major (K-major in place where 8 K blocks make 16-byte rows), padded,
+    # misaligned, M-major: contiguous (an expert starting at every row offset mod 4) and masked.
+    n, sizes = 264, [0, 70, 1, 150, 33, 2]
+    a, sa, b, sb = operands(sum(sizes), n, k, len(sizes))
+    offs = torch.tensor(sizes, dtype=torch.int32).cumsum(0, dtype=torch.int32).cuda()
+    expected = T.reference_grouped_moe(a, sa, b, sb, offs)
+    for layout, scale in T.scale_layouts(sa).items():
+        T.poison_cuda_allocator("cuda", sum(sizes) * n * 4)
+        out = grouped_moe(impl, a, b, offs, scale, sb, out_dtype=torch.float32)
+        _check(out, expected, torch.float32, f"{impl} contiguous K={k} {layout}")
+
+    max_m = 72
+    a, sa, b, sb = operands(max_m, n, k, 3, masked=True)
+    masked = torch.tensor([max_m, 0, 33], dtype=torch.int32).cuda()
+    expected = T.reference_grouped_moe_masked(a, sa, b, sb, masked)
+    for layout, scale in T.scale_layouts(sa).items():
+        T.poison_cuda_allocator("cuda", 3 * max_m * n * 4)
+        out = grouped_moe_masked(impl, a, b, masked, 48, scale, sb, out_dtype=torch.float32)
+        _check_masked(out, expected, masked, torch.float32, f"{impl} masked K={k} {layout}")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("groups,max_m", [(1, 64), (2, 129), (8, 256), (32, 16), (256, 8)])
 def test_masked(impl, groups, max_m):
     n, k = 576, 384

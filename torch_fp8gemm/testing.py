@@ -147,6 +147,21 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return diff / ref
 
 
+def scale_layouts(scale: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The activation scales [..., rows, K blocks] in each layout the GEMM ops take, same values:
+    row-major, rows padded with NaN to a multiple of 4 K blocks plus 4 (the kernels must never read the
+    padding), misaligned by one float (not 16-byte aligned: copied by the op) and, for 2-D scales,
+    M-major (rows fastest, as quantize_1x128 returns them)."""
+    kb = scale.shape[-1]
+    padded = torch.full((*scale.shape[:-1], ceil_div(kb, 4) * 4 + 4), float("nan"), device=scale.device)
+    padded = padded[..., :kb]
+    padded.copy_(scale)
+    misaligned = torch.empty(scale.numel() + 1, device=scale.device)[1:].view(scale.shape)
+    misaligned.copy_(scale)
+    layouts = {"row-major": scale.contiguous(), "padded rows": padded, "misaligned": misaligned}
+    if scale.dim() == 2:
+        layouts["m-major"] = scale.t().contiguous().t()
+    return layouts
 
 
 def poison_cuda_allocator(device, nbytes: int) -> None:

@@ -45,12 +45,27 @@ struct GemmShape {
   static constexpr int kWavesM = kBlockM == 256 ? 2 : 1;
   static constexpr int kThreads = 128 * (kNumMathWG + 1);
   static constexpr int kMathRegs = kNumMathWG == 1 ? 248 : 232, kProducerRegs = 40;
-  // Grouped tiles start at an expert's first row (any row), but a TMA box of A scales must start
-  // 16-byte aligned: the box starts at m0 rounded down to 4 rows and is kSfaSlack floats wider.
+  // A scales arrive with each stage, from one of two layouts (the host picks by the tensor's strides):
+  //   M-major [kb][m] (quantize_1x128's): box {BM + slack, 1}, sfa[stage][r];
+  //   K-major [m][kb] with 16-byte rows (row-major per-token scales): box {4, BM} of the stage's K
+  //   block and the three after it (16 B per row is TMA's narrowest box), sfa[stage][4 * r + kb % 4].
+  // Grouped tiles start at an expert's first row (any row), but an M-major box must start 16-byte
+  // aligned: it starts at m0 rounded down to 4 rows and is kSfaSlack floats wider.
   static constexpr int kSfaSlack = kGrouped ? 4 : 0;
-  // Floats of scales per stage: A scales of the tile's rows; row-scaled B: then B's, at kBlockM.
-  static constexpr int kStageScales = kBlockM + kSfaSlack + (kRowScaledB ? kBlockN : 0);
+  // Floats of scales per stage, M-major: A scales of the tile's rows; row-scaled B: then B's, at kBlockM.
+  static constexpr int kMMajorScales = kBlockM + kSfaSlack + (kRowScaledB ? kBlockN : 0);
+  static constexpr int kStagingBytes = kRowScaledB ? 16 : kBlockM * kBlockN * 2;  // bf16 staging tile (below)
+  static constexpr int kFixedBytes = kStagingBytes + 2 * kNumMathWG * 2 * kSfbChunk * 4 + 3 * 1024;
+  static constexpr int stages_for(int scale_floats) {
+    const int stage_bytes = kBlockM * kBlockK + kBlockN * kBlockK + (scale_floats + 31) / 32 * 128 + 16;
+    return (kMaxSmemBytes - kFixedBytes) / stage_bytes > 16 ? 16 : (kMaxSmemBytes - kFixedBytes) / stage_bytes;
+  }
+  // The K-major slot is 4x larger: taken where it still leaves 6 stages or costs none.
+  static constexpr bool kKMajorScales =
+      !kRowScaledB && (stages_for(4 * kBlockM) >= 6 || stages_for(4 * kBlockM) == stages_for(kMMajorScales));
+  static constexpr int kStageScales = kKMajorScales && 4 * kBlockM > kMMajorScales ? 4 * kBlockM : kMMajorScales;
   static constexpr int kStageScalesPadded = (kStageScales + 31) / 32 * 32;  // 128-B aligned TMA rows
+  static constexpr int kStages = stages_for(kStageScales);
   // Two wgmma fragments in flight per warpgroup where the registers hold them: one wave, BN <= 128,
   // and block scales (row-scaled B keeps a column of scales per thread live through promotion).
   static constexpr bool kPipelined = !kRowScaledB && kWavesM == 1 && kBlockN <= 128;
@@ -59,10 +74,6 @@ struct GemmShape {
   static constexpr bool kStaged = !kRowScaledB;
   static constexpr int kStagingSpan = kBlockN % 64 == 0 ? 128 : kBlockN % 32 == 0 ? 64 : 32;
   static constexpr int kStoreRows = kBlockM < 64 ? kBlockM : 64;
-  static constexpr int kStagingBytes = kStaged ? kBlockM * kBlockN * 2 : 16;
-  static constexpr int kStageBytes = kBlockM * kBlockK + kBlockN * kBlockK + kStageScalesPadded * 4 + 16;
-  static constexpr int kFixedBytes = kStagingBytes + 2 * kNumMathWG * 2 * kSfbChunk * 4 + 3 * 1024;
-  static constexpr int kStages = (kMaxSmemBytes - kFixedBytes) / kStageBytes > 16 ? 16 : (kMaxSmemBytes - kFixedBytes) / kStageBytes;
   static_assert(kBlockM == 16 || kBlockM == 32 || kBlockM == 64 || kBlockM == 128 || kBlockM == 256, "BLOCK_M");
   static_assert(kBlockN % 16 == 0 && kBlockN <= (kBlockM == 256 ? 128 : 192), "BLOCK_N: registers");
   static_assert(kStages >= 3, "fewer than 3 stages cannot hide TMA latency");
@@ -76,8 +87,7 @@ struct SharedStorage {
   alignas(1024) uint8_t a[S::kStages][kBlockM * kBlockK];
   alignas(1024) uint8_t b[S::kStages][kBlockN * kBlockK];
   alignas(1024) uint8_t staging[S::kStagingBytes];  // bf16 output tile for the TMA store
-  // sfa[s][r] = a_scale[kb, (m0 & ~3) + r] for the stage's K block (row-scaled B: b_scale[kb, n0 + c]
-  // at r = kBlockM + c); sfb[buf][wg][row][kb]: the tile's B scale rows n0 / 128 and the one its last
+  // sfa[s]: the stage's A scales (GemmShape; row-scaled B: b_scale[kb, n0 + c] at kBlockM + c); sfb[buf][wg][row][kb]: the tile's B scale rows n0 / 128 and the one its last
   // column falls in, double-buffered across chunks.
   alignas(128) float sfa[S::kStages][S::kStageScalesPadded];
   float sfb[2][S::kNumMathWG][2][kSfbChunk];
@@ -91,6 +101,7 @@ struct KernelArgs {
   int64_t m, n;
   int num_k_blocks;      // ceil(k / 128)
   int out_fp32;
+  int a_scale_k_major;   // tmap_sfa reads K-major scales (GemmShape::kKMajorScales configurations only)
   DenseRaster raster;    // dense kinds: the tile walk
   // Grouped kinds: G experts, b is [G * n, k]; group_rows as GroupedScheduler reads them.
   const int32_t* group_rows;
@@ -111,7 +122,7 @@ template <int kBlockM, int kBlockN, int kClusterM, int kClusterN, GemmKind kKind
 __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 1)
     sm90_fp8_gemm_kernel(const __grid_constant__ CUtensorMap tmap_a,    // A [m, k] fp8, box {128, BM / CLUSTER_N}
                          const __grid_constant__ CUtensorMap tmap_b,    // B [n, k] fp8, box {128, BN / CLUSTER_M}
-                         const __grid_constant__ CUtensorMap tmap_sfa,  // A scales [kb, m] fp32, box {BM + slack, 1}
+                         const __grid_constant__ CUtensorMap tmap_sfa,  // A scales: [kb, m], box {BM + slack, 1}; [m, kb], box {4, BM}
                          const __grid_constant__ CUtensorMap tmap_sfb,  // row-scaled B: B scales [kb, n], box {BN, 1}
                          const __grid_constant__ CUtensorMap tmap_out,  // staged: out [m, n] bf16, box {span / 2, kStoreRows}
                          const KernelArgs args) {
@@ -128,7 +139,8 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
   static_assert(!S::kGrouped || kBlockM <= 128, "grouped kinds: the A-scale box (BLOCK_M + slack) must stay <= 256");
   // 128 % BN == 0: a tile never straddles two 128-row scale blocks of B.
   constexpr bool kSingleScaleRow = 128 % kBlockN == 0;
-  constexpr uint32_t kTxBytes = (kBlockM + kBlockN) * kBlockK + S::kStageScales * 4;
+  const bool k_major = S::kKMajorScales && args.a_scale_k_major;
+  const uint32_t tx_bytes = (kBlockM + kBlockN) * kBlockK + (k_major ? 16 * kBlockM : S::kMMajorScales * 4);
 
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   auto& ss = *reinterpret_cast<SharedStorage<kBlockM, kBlockN, kKind>*>(smem_raw);
@@ -191,7 +203,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
         for (int kb = kb_begin; kb < kb_end; ++kb, advance()) {
           ptx::mbarrier_wait_parity(&ss.empty[stage], phase ^ 1);
           uint64_t* full = &ss.full[stage];
-          ptx::mbarrier_arrive_expect_tx(full, kTxBytes);
+          ptx::mbarrier_arrive_expect_tx(full, tx_bytes);
           const int k0 = kb * kBlockK;
           if constexpr (kClusterN == 2) {
             ptx::tma_load_2d_multicast(ss.a[stage] + rank * kBoxRowsA * kBlockK, &tmap_a, full, k0, m0 + rank * kBoxRowsA, 0b11);
@@ -203,7 +215,11 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
           } else {
             ptx::tma_load_2d(ss.b[stage], &tmap_b, full, k0, n0);
           }
-          ptx::tma_load_2d(ss.sfa[stage], &tmap_sfa, full, S::kSfaSlack > 0 ? (m0 & ~3) : m0, kb);
+          if (k_major) {
+            ptx::tma_load_2d(ss.sfa[stage], &tmap_sfa, full, kb & ~3, m0);
+          } else {
+            ptx::tma_load_2d(ss.sfa[stage], &tmap_sfa, full, S::kSfaSlack > 0 ? (m0 & ~3) : m0, kb);
+          }
           if constexpr (S::kRowScaledB) ptx::tma_load_2d(ss.sfa[stage] + kBlockM, &tmap_sfb, full, n0, kb);
         }
       }
@@ -213,6 +229,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
     ptx::setmaxnreg_inc<S::kMathRegs>();
     const int lane = threadIdx.x % 32, warp = (threadIdx.x % 128) / 32, wg_thread = threadIdx.x % 128;
     const int sfa_row = wg * 64 + warp * 16 + lane / 4;  // this thread's first row in the tile
+    const int sfa_row_stride = k_major ? 4 : 1;          // floats between two rows' A scales in a stage
     // Low descriptor words of this warpgroup's A rows and of B in stage 0 (ptx::smem_desc_sw128_lo).
     const uint32_t a_desc0 = ptx::opaque(ptx::smem_desc_sw128_lo(ptx::smem_u32(ss.a[0]) + wg * 64 * kBlockK));
     const uint32_t b_desc0 = ptx::opaque(ptx::smem_desc_sw128_lo(ptx::smem_u32(ss.b[0])));
@@ -284,7 +301,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
       has_tile = has_next;
       const int64_t m0 = tile.row0 + static_cast<int64_t>(tile.m_block) * kBlockM;
       const int64_t n0 = static_cast<int64_t>(tile.n_block) * kBlockN;
-      const int sfa_shift = S::kSfaSlack > 0 ? static_cast<int>(m0 & 3) : 0;
+      const int sfa_shift = S::kSfaSlack > 0 && !k_major ? static_cast<int>(m0 & 3) : 0;
       int kb_begin, kb_end;
       k_range(tile, kb_begin, kb_end);
       // A warpgroup whose rows all lie past the end (or whose tile is a phantom) keeps the ring in step.
@@ -335,8 +352,8 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
               ptx::mbarrier_wait_parity(&ss.full[stage], phase);
             }
             // The A scales are read before the stage can be released.
-            const float* sa = ss.sfa[stage] + sfa_shift + sfa_row + w * 128;
-            blk.sa0 = sa[0], blk.sa1 = sa[8];
+            const float* sa = ss.sfa[stage] + (sfa_shift + sfa_row + w * 128) * sfa_row_stride + (k_major ? kb & 3 : 0);
+            blk.sa0 = sa[0], blk.sa1 = sa[8 * sfa_row_stride];
             issue_k_block<Mma>(a_desc0 + stage * (kBlockM * kBlockK / 16) + w * (128 * kBlockK / 16),
                                b_desc0 + stage * (kBlockN * kBlockK / 16), t);
           };

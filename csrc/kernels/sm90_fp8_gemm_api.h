@@ -7,6 +7,7 @@ struct DenseGemmParams {
   const void* a;         // [m, k] float8_e4m3fn, K-major, row stride lda (elements); 16-byte aligned base, lda % 16 == 0
   const void* b;         // [n, k] float8_e4m3fn, K-major, row stride ldb; 16-byte aligned, ldb % 16 == 0
   const float* a_scale;  // M-major: scale of (row r, k-block kb) at a_scale[kb * a_scale_ld + r]; a_scale_ld >= m, a_scale_ld % 4 == 0, base 16B aligned
+                         // (K-major with a_scale_k_major: at a_scale[r * a_scale_ld + kb]; a_scale_ld >= ceil(k/128), a_scale_ld % 4 == 0)
   const float* b_scale;  // [ceil(n/128), ceil(k/128)] row-major contiguous
   const void* bias;      // [n], same dtype as out (bf16 or fp32), or nullptr
   void* out;             // [m, n] row-major, row stride ldo elements (ldo % 8 == 0 for bf16, %4 for fp32), 16B aligned
@@ -24,6 +25,10 @@ struct DenseGemmParams {
   // out then has num_k_groups * m rows; a group with an empty range gets zeros.
   const int32_t* k_block_bounds;
   int num_k_groups;
+  // A scales K-major (see a_scale): the layout of row-major per-token scales with 16-byte rows, taken
+  // in place only by the configurations for which sm90_fp8_gemm_*_takes_k_major_scales says so (not
+  // the row-scaled GEMM); callers copy them M-major for the others.
+  bool a_scale_k_major;
 };
 int sm90_fp8_gemm_num_configs();                 // size of the compiled config list
 const char* sm90_fp8_gemm_config_name(int idx);  // e.g. "bm128_bn128_s5_mc1"
@@ -31,6 +36,7 @@ int sm90_fp8_gemm_pick_config(const DenseGemmParams& p);  // the heuristic's cho
 // Launches on p.stream. No host sync, no allocation (CUDA-graph capturable).
 // Reports failures by throwing std::runtime_error with a clear message (never exit/abort).
 void sm90_fp8_gemm_dense(const DenseGemmParams& p);
+bool sm90_fp8_gemm_dense_takes_k_major_scales(const DenseGemmParams& p);  // the planned configuration's
 
 // The dense GEMM with B scaled per 1x128 group along K as well (weight gradients: both operands are
 // quantized along the token dim). b_scale is then M-major like a_scale: the scale of (row r of b,
@@ -59,6 +65,7 @@ int sm90_fp8_gemm_pick_grouped_config(const GroupedGemmParams& p);  // index int
 const char* sm90_fp8_gemm_grouped_config_name(int idx);
 int sm90_fp8_gemm_num_grouped_configs();
 void sm90_fp8_gemm_grouped(const GroupedGemmParams& p);
+bool sm90_fp8_gemm_grouped_takes_k_major_scales(const GroupedGemmParams& p);
 // Zeroes the rows of p.gemm.out that no expert owns (what sm90_fp8_gemm_grouped leaves unwritten),
 // reading the expert bounds on the device; launch it on the same stream before or after the GEMM.
 void grouped_zero_unowned_rows(const GroupedGemmParams& p);

@@ -31,9 +31,10 @@ void validate_dense_params(const DenseGemmParams& p, size_t num_configs) {
   require(aligned(p.a, 16) && aligned(p.b, 16), p, "a and b to be 16-byte aligned");
   require(p.lda >= p.k && p.lda % 16 == 0, p, "lda >= k and lda % 16 == 0, got lda=" + std::to_string(p.lda));
   require(p.ldb >= p.k && p.ldb % 16 == 0, p, "ldb >= k and ldb % 16 == 0, got ldb=" + std::to_string(p.ldb));
-  require(aligned(p.a_scale, 16) && p.a_scale_ld >= p.m && p.a_scale_ld % 4 == 0, p,
-          "a_scale 16-byte aligned with a_scale_ld >= m and a_scale_ld % 4 == 0, got a_scale_ld=" +
-              std::to_string(p.a_scale_ld));
+  const int64_t a_scale_rows = p.a_scale_k_major ? (p.k + 127) / 128 : p.m;
+  require(aligned(p.a_scale, 16) && p.a_scale_ld >= a_scale_rows && p.a_scale_ld % 4 == 0, p,
+          std::string("a_scale 16-byte aligned with a_scale_ld >= ") + (p.a_scale_k_major ? "ceil(k / 128)" : "m") +
+              " and a_scale_ld % 4 == 0, got a_scale_ld=" + std::to_string(p.a_scale_ld));
   require(aligned(p.b_scale, 4), p, "b_scale to be 4-byte aligned");
   require(p.out_kind == OutKind::kBF16 || p.out_kind == OutKind::kFP32, p, "out_kind bf16 or fp32");
   const bool fp32 = p.out_kind == OutKind::kFP32;
@@ -49,6 +50,7 @@ void validate_dense_params(const DenseGemmParams& p, size_t num_configs) {
 void validate_row_scaled(const DenseGemmParams& p) {
   validate_dense_params(p, row_scaled_config_names().size());
   require(p.bias == nullptr, p, "no bias (row-scaled GEMM)");
+  require(!p.a_scale_k_major, p, "M-major a_scale (row-scaled GEMM)");
   require(aligned(p.b_scale, 16) && p.b_scale_ld >= p.n && p.b_scale_ld % 4 == 0, p,
           "b_scale 16-byte aligned with b_scale_ld >= n and b_scale_ld % 4 == 0 (row-scaled GEMM), got b_scale_ld=" +
               std::to_string(p.b_scale_ld));
@@ -90,6 +92,9 @@ int sm90_fp8_gemm_pick_config(const DenseGemmParams& p) {
   q.forced_config = -1;
   return sm90::plan_dense(q).index;
 }
+bool sm90_fp8_gemm_dense_takes_k_major_scales(const DenseGemmParams& p) {
+  return sm90::plan_dense(p).config->k_major_scales;
+}
 void sm90_fp8_gemm_dense(const DenseGemmParams& p) {
   sm90::validate_dense_params(p, sm90::dense_config_names().size());
   const sm90::Plan plan = sm90::plan_dense(p);
@@ -115,6 +120,9 @@ int sm90_fp8_gemm_pick_grouped_config(const GroupedGemmParams& p) {
   GroupedGemmParams q = p;
   q.gemm.forced_config = -1;
   return sm90::plan_grouped(q).index;
+}
+bool sm90_fp8_gemm_grouped_takes_k_major_scales(const GroupedGemmParams& p) {
+  return sm90::plan_grouped(p).config->k_major_scales;
 }
 void sm90_fp8_gemm_grouped(const GroupedGemmParams& p) {
   sm90::validate_grouped(p);

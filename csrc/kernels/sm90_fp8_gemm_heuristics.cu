@@ -24,19 +24,23 @@ std::string config_name(const char* prefix, int bm, int bn, int cm, int cn, int 
          (cn == 2 ? "_mc2a" : cm == 2 ? "_mc2b" : "_mc1");
 }
 
+#define TORCH_FP8GEMM_SHAPE_FIELDS(BM, BN, CM, CN, KIND) \
+  BM, BN, CM, CN, GemmShape<BM, BN, KIND>::kStages, GemmShape<BM, BN, KIND>::kKMajorScales
 #define TORCH_FP8GEMM_DENSE_ENTRY(BM, BN, CM, CN) \
-  {BM, BN, CM, CN, GemmShape<BM, BN, GemmKind::kDense>::kStages, &launch_dense<BM, BN, CM, CN>, nullptr, nullptr},
-#define TORCH_FP8GEMM_GROUPED_ENTRY(BM, BN, CM, CN)                                                         \
-  {BM, BN, CM, CN, GemmShape<BM, BN, GemmKind::kGroupedContiguous>::kStages, nullptr, &launch_contiguous<BM, BN, CM, CN>, \
+  {TORCH_FP8GEMM_SHAPE_FIELDS(BM, BN, CM, CN, GemmKind::kDense), &launch_dense<BM, BN, CM, CN>, nullptr, nullptr},
+#define TORCH_FP8GEMM_GROUPED_ENTRY(BM, BN, CM, CN)                                                              \
+  {TORCH_FP8GEMM_SHAPE_FIELDS(BM, BN, CM, CN, GemmKind::kGroupedContiguous), nullptr, &launch_contiguous<BM, BN, CM, CN>, \
    &launch_masked<BM, BN, CM, CN>},
-#define TORCH_FP8GEMM_ROW_SCALED_ENTRY(BM, BN, CM, CN) \
-  {BM, BN, CM, CN, GemmShape<BM, BN, GemmKind::kDenseRowScaledB>::kStages, &launch_row_scaled<BM, BN, CM, CN>, nullptr, nullptr},
+#define TORCH_FP8GEMM_ROW_SCALED_ENTRY(BM, BN, CM, CN)                                                            \
+  {TORCH_FP8GEMM_SHAPE_FIELDS(BM, BN, CM, CN, GemmKind::kDenseRowScaledB), &launch_row_scaled<BM, BN, CM, CN>, nullptr, \
+   nullptr},
 const ConfigEntry kDenseConfigs[] = {TORCH_FP8GEMM_DENSE_CONFIGS(TORCH_FP8GEMM_DENSE_ENTRY)};
 const ConfigEntry kGroupedConfigs[] = {TORCH_FP8GEMM_GROUPED_CONFIGS(TORCH_FP8GEMM_GROUPED_ENTRY)};
 const ConfigEntry kRowScaledConfigs[] = {TORCH_FP8GEMM_ROW_SCALED_CONFIGS(TORCH_FP8GEMM_ROW_SCALED_ENTRY)};
 #undef TORCH_FP8GEMM_DENSE_ENTRY
 #undef TORCH_FP8GEMM_GROUPED_ENTRY
 #undef TORCH_FP8GEMM_ROW_SCALED_ENTRY
+#undef TORCH_FP8GEMM_SHAPE_FIELDS
 
 template <size_t N>
 std::vector<std::string> names_of(const ConfigEntry (&table)[N], const char* prefix) {
@@ -136,6 +140,7 @@ Problem dense_problem(const DenseGemmParams& p) {
 
 template <size_t N>
 static int forced_or(const ConfigEntry (&table)[N], int forced, const Problem& p) {
+  if (forced >= static_cast<int>(N)) throw_error("forced_config " + std::to_string(forced) + " out of range");
   return forced >= 0 ? forced : pick(table, p);
 }
 

@@ -9,9 +9,11 @@
 
 namespace torch_fp8gemm::sm90 {
 
-// One compiled configuration of a kind: its tile, cluster, stage count and launch function(s).
+// One compiled configuration of a kind: its tile, cluster, stage count, whether it loads K-major A
+// scales (GemmShape::kKMajorScales) and its launch function(s).
 struct ConfigEntry {
   int block_m, block_n, cluster_m, cluster_n, stages;
+  bool k_major_scales;
   void (*launch)(const DenseGemmParams&, const LaunchShape&);                 // dense, row-scaled
   void (*launch_contiguous)(const GroupedGemmParams&, const LaunchShape&);  // grouped
   void (*launch_masked)(const GroupedGemmParams&, const LaunchShape&);

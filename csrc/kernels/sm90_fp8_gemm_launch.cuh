@@ -83,8 +83,12 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped, c
                                                 CU_TENSOR_MAP_SWIZZLE_128B, "a");
   const CUtensorMap tmap_b = make_tensor_map_2d(p.b, u8, p.k, b_rows, p.ldb, kBlockK, kClusterM == 2 ? kBlockN / 2 : kBlockN,
                                                 CU_TENSOR_MAP_SWIZZLE_128B, "b");
-  const CUtensorMap tmap_sfa = make_tensor_map_2d(p.a_scale, f32, p.m, num_k_blocks, p.a_scale_ld * 4,
-                                                  kBlockM + S::kSfaSlack, 1, CU_TENSOR_MAP_SWIZZLE_NONE, "a_scale");
+  if (p.a_scale_k_major && !S::kKMajorScales) throw_error("this configuration loads M-major A scales only");
+  const CUtensorMap tmap_sfa =
+      p.a_scale_k_major ? make_tensor_map_2d(p.a_scale, f32, num_k_blocks, p.m, p.a_scale_ld * 4, 4, kBlockM,
+                                             CU_TENSOR_MAP_SWIZZLE_NONE, "a_scale")
+                        : make_tensor_map_2d(p.a_scale, f32, p.m, num_k_blocks, p.a_scale_ld * 4, kBlockM + S::kSfaSlack,
+                                             1, CU_TENSOR_MAP_SWIZZLE_NONE, "a_scale");
   const CUtensorMap tmap_sfb = S::kRowScaledB ? make_tensor_map_2d(p.b_scale, f32, p.n, num_k_blocks, p.b_scale_ld * 4,
                                                                    kBlockN, 1, CU_TENSOR_MAP_SWIZZLE_NONE, "b_scale")
                                               : tmap_sfa;
@@ -104,6 +108,7 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped, c
   args.n = p.n;
   args.num_k_blocks = num_k_blocks;
   args.out_fp32 = p.out_kind == OutKind::kFP32 ? 1 : 0;
+  args.a_scale_k_major = p.a_scale_k_major ? 1 : 0;
   if (grouped != nullptr) {
     args.group_rows = grouped->group_rows;
     args.num_groups = grouped->num_groups;

@@ -38,16 +38,52 @@ bool reference_fallback(const at::Device& device, const char* op) {
   return true;
 }
 
-// The kernels load activation scales M-major (row fastest) with 16-byte aligned K-block rows. Scales
-// already laid out that way (as quantize_1x128 returns them) are used in place; others are copied.
-at::Tensor m_major_scales(const at::Tensor& scale) {
+// Activation scales [rows, K blocks] as the kernels load them: M-major (row fastest) with 16-byte
+// aligned K-block rows, as quantize_1x128 returns them, or K-major with 16-byte aligned rows (row-major
+// per-token scales whose K-block count is a multiple of 4), which only some configurations take.
+bool scales_aligned(const at::Tensor& scale) { return reinterpret_cast<uintptr_t>(scale.data_ptr()) % 16 == 0; }
+bool is_m_major(const at::Tensor& scale) {
   const int64_t m = scale.size(0), kb = scale.size(1);
-  const bool rows_ok = m == 1 || scale.stride(0) == 1;
-  const bool blocks_ok = kb == 1 || (scale.stride(1) % 4 == 0 && scale.stride(1) >= m);
-  if (rows_ok && blocks_ok && reinterpret_cast<uintptr_t>(scale.data_ptr()) % 16 == 0) return scale;
+  return (m == 1 || scale.stride(0) == 1) && (kb == 1 || (scale.stride(1) % 4 == 0 && scale.stride(1) >= m)) &&
+         scales_aligned(scale);
+}
+bool is_k_major(const at::Tensor& scale) {
+  const int64_t m = scale.size(0), kb = scale.size(1);
+  return (kb == 1 || scale.stride(1) == 1) && (m == 1 || (scale.stride(0) % 4 == 0 && scale.stride(0) >= kb)) &&
+         scales_aligned(scale);
+}
+
+// The scales in place if M-major, else an M-major copy.
+at::Tensor m_major_scales(const at::Tensor& scale) {
+  if (is_m_major(scale)) return scale;
+  const int64_t m = scale.size(0), kb = scale.size(1);
   auto storage = at::empty({kb, ceil_div(m, 4) * 4}, scale.options());
   storage.narrow(1, 0, m).copy_(scale.t());
   return storage.narrow(1, 0, m).t();
+}
+
+void set_a_scales(DenseGemmParams& p, const at::Tensor& scale, bool k_major) {
+  const int64_t m = scale.size(0), kb = scale.size(1);
+  p.a_scale = scale.data_ptr<float>();
+  p.a_scale_k_major = k_major;
+  if (k_major) {
+    p.a_scale_ld = m == 1 ? ceil_div(kb, 4) * 4 : scale.stride(0);
+  } else {
+    p.a_scale_ld = kb == 1 ? ceil_div(m, 4) * 4 : scale.stride(1);
+  }
+}
+
+// Points p at the activation scales: in place when M-major or when K-major and takes_k_major() (the
+// planned configuration loads them so), else at an M-major copy. Returns what p points into.
+template <typename TakesKMajor>
+at::Tensor bind_a_scales(DenseGemmParams& p, const at::Tensor& scale, TakesKMajor takes_k_major) {
+  if (!is_m_major(scale) && is_k_major(scale)) {
+    set_a_scales(p, scale, true);
+    if (takes_k_major()) return scale;
+  }
+  auto m_major = m_major_scales(scale);
+  set_a_scales(p, m_major, false);
+  return m_major;
 }
 
 // Row stride for TMA: any multiple of 16 serves a dimension of size 1.
@@ -55,13 +91,11 @@ int64_t row_stride(const at::Tensor& t) {
   return t.size(0) == 1 ? t.size(1) : t.stride(0);
 }
 
-// Kernel parameters of out [m, n] = a [m, k] . b [n, k]^T with M-major a scales; no bias.
-DenseGemmParams dense_params(const at::Tensor& a, const at::Tensor& a_scale, const at::Tensor& b,
-                             const at::Tensor& b_scale, at::Tensor& out) {
+// Kernel parameters of out [m, n] = a [m, k] . b [n, k]^T; no bias, a scales still to set.
+DenseGemmParams dense_params(const at::Tensor& a, const at::Tensor& b, const at::Tensor& b_scale, at::Tensor& out) {
   DenseGemmParams params{};
   params.a = a.data_ptr();
   params.b = b.data_ptr();
-  params.a_scale = a_scale.data_ptr<float>();
   params.b_scale = b_scale.data_ptr<float>();
   params.bias = nullptr;
   params.out = out.data_ptr();
@@ -70,7 +104,6 @@ DenseGemmParams dense_params(const at::Tensor& a, const at::Tensor& a_scale, con
   params.k = a.size(1);
   params.lda = row_stride(a);
   params.ldb = row_stride(b);
-  params.a_scale_ld = a_scale.size(1) == 1 ? ceil_div(params.m, 4) * 4 : a_scale.stride(1);
   params.ldo = params.n;
   params.out_kind = out.scalar_type() == at::kFloat ? OutKind::kFP32 : OutKind::kBF16;
   params.num_sms = at::cuda::getDeviceProperties(a.device().index())->multiProcessorCount;
@@ -84,11 +117,11 @@ at::Tensor dense_sm90(const QuantizedOperand& a, const QuantizedOperand& b, cons
   if (reference_fallback(a.data.device(), "fp8gemm::dense")) {
     return dense_reference(a, b, bias, out_dtype);
   }
-  auto a_scale = m_major_scales(a.scale);
   auto b_scale = b.scale.contiguous();
   auto out = at::empty({a.data.size(0), b.data.size(0)}, a.data.options().dtype(out_dtype));
-  DenseGemmParams params = dense_params(a.data, a_scale, b.data, b_scale, out);
+  DenseGemmParams params = dense_params(a.data, b.data, b_scale, out);
   params.bias = bias.has_value() ? bias->data_ptr() : nullptr;
+  auto a_scale = bind_a_scales(params, a.scale, [&] { return sm90_fp8_gemm_dense_takes_k_major_scales(params); });
   sm90_fp8_gemm_dense(params);
   return out;
 }
@@ -100,7 +133,8 @@ at::Tensor dense_1x128_sm90(const QuantizedOperand& a, const QuantizedOperand& b
   auto a_scale = m_major_scales(a.scale);
   auto b_scale = m_major_scales(b.scale);  // B rows scaled like activations: M-major as well
   auto out = at::empty({a.data.size(0), b.data.size(0)}, a.data.options().dtype(out_dtype));
-  DenseGemmParams params = dense_params(a.data, a_scale, b.data, b_scale, out);
+  DenseGemmParams params = dense_params(a.data, b.data, b_scale, out);
+  set_a_scales(params, a_scale, false);
   params.b_scale_ld = b_scale.size(1) == 1 ? ceil_div(params.n, 4) * 4 : b_scale.stride(1);
   sm90_fp8_gemm_dense_row_scaled(params);
   return out;
@@ -112,13 +146,14 @@ at::Tensor stacked_rows(const at::Tensor& t) {
   return stacked ? t : t.contiguous();
 }
 
-// Fills the shared part of the kernel parameters for a grouped GEMM over `rows` [m, k] of A.
-GroupedGemmParams grouped_params(const at::Tensor& rows, const at::Tensor& row_scales, const at::Tensor& weights,
-                                 const at::Tensor& weight_scales, at::Tensor& out, GroupedLayout layout,
-                                 const at::Tensor& group_rows, int64_t rows_per_group, int64_t expected_m) {
+// Fills the shared part of the kernel parameters for a grouped GEMM over `rows` [m, k] of A (scales
+// still to bind).
+GroupedGemmParams grouped_params(const at::Tensor& rows, const at::Tensor& weights, const at::Tensor& weight_scales,
+                                 at::Tensor& out, GroupedLayout layout, const at::Tensor& group_rows,
+                                 int64_t rows_per_group, int64_t expected_m) {
   GroupedGemmParams p{};
   // Expert 0's [n, k] view: the stacked experts share its base pointer and row stride.
-  p.gemm = dense_params(rows, row_scales, weights.select(0, 0), weight_scales, out);
+  p.gemm = dense_params(rows, weights.select(0, 0), weight_scales, out);
   p.layout = layout;
   p.group_rows = group_rows.data_ptr<int32_t>();
   p.num_groups = static_cast<int>(weights.size(0));
@@ -136,13 +171,13 @@ at::Tensor grouped_moe_sm90(const QuantizedOperand& a, const QuantizedOperand& b
   }
   auto weights = stacked_rows(b.data);
   auto weight_scales = b.scale.contiguous();
-  auto row_scales = m_major_scales(a.scale);
   auto offsets = group_offsets.contiguous();
   auto out = at::empty({a.data.size(0), b.data.size(1)}, a.data.options().dtype(out_dtype));
   const int64_t groups = b.data.size(0);
-  const GroupedGemmParams params = grouped_params(a.data, row_scales, weights, weight_scales, out,
-                                                  GroupedLayout::kContiguous, offsets, 0,
-                                                  ceil_div(a.data.size(0), groups));
+  GroupedGemmParams params = grouped_params(a.data, weights, weight_scales, out, GroupedLayout::kContiguous, offsets,
+                                            0, ceil_div(a.data.size(0), groups));
+  auto row_scales =
+      bind_a_scales(params.gemm, a.scale, [&] { return sm90_fp8_gemm_grouped_takes_k_major_scales(params); });
   grouped_zero_unowned_rows(params);
   sm90_fp8_gemm_grouped(params);
   return out;
@@ -161,14 +196,15 @@ at::Tensor grouped_moe_masked_sm90(const QuantizedOperand& a, const QuantizedOpe
   const int64_t groups = a.data.size(0), max_m = a.data.size(1), k = a.data.size(2), n = b.data.size(1);
   // [G, max_m, k] -> [G * max_m, k]: a view when the experts' blocks are stacked, else a copy.
   auto rows = stacked_rows(a.data).view({groups * max_m, k});
-  auto row_scales = m_major_scales(a.scale.reshape({groups * max_m, a.scale.size(2)}));
   auto weights = stacked_rows(b.data);
   auto weight_scales = b.scale.contiguous();
   auto counts = masked_m.contiguous();
   auto out = masked_out != nullptr ? masked_out->view({groups * max_m, n})
                                     : at::empty({groups * max_m, n}, a.data.options().dtype(out_dtype));
-  const GroupedGemmParams params =
-      grouped_params(rows, row_scales, weights, weight_scales, out, GroupedLayout::kMasked, counts, max_m, expected_m);
+  GroupedGemmParams params =
+      grouped_params(rows, weights, weight_scales, out, GroupedLayout::kMasked, counts, max_m, expected_m);
+  auto row_scales = bind_a_scales(params.gemm, a.scale.reshape({groups * max_m, a.scale.size(2)}),
+                                  [&] { return sm90_fp8_gemm_grouped_takes_k_major_scales(params); });
   sm90_fp8_gemm_grouped(params);
   return out.view({groups, max_m, n});
 }
@@ -456,7 +492,8 @@ at::Tensor k_grouped_wgrad_cuda(const at::Tensor& dyt, const at::Tensor& dyt_sca
   auto a_scale = m_major_scales(dyt_scale);
   auto b_scale = m_major_scales(xt_scale);
   auto out_rows = out.view({num_groups * n, k});
-  DenseGemmParams params = dense_params(dyt_c, a_scale, xt_c, b_scale, out_rows);
+  DenseGemmParams params = dense_params(dyt_c, xt_c, b_scale, out_rows);
+  set_a_scales(params, a_scale, false);
   params.b_scale_ld = b_scale.size(1) == 1 ? ceil_div(params.n, 4) * 4 : b_scale.stride(1);
   params.k_block_bounds = k_block_bounds.data_ptr<int32_t>();
   params.num_k_groups = static_cast<int>(num_groups);
