@@ -47,8 +47,10 @@ struct GemmShape {
   static constexpr int kMathRegs = kNumMathWG == 1 ? 248 : 232, kProducerRegs = 40;
   // A scales arrive with each stage, from one of two layouts (the host picks by the tensor's strides):
   //   M-major [kb][m] (quantize_1x128's): box {BM + slack, 1}, sfa[stage][r];
-  //   K-major [m][kb] with 16-byte rows (row-major per-token scales): box {4, BM} of the stage's K
-  //   block and the three after it (16 B per row is TMA's narrowest box), sfa[stage][4 * r + kb % 4].
+  //   K-major [m][kb] with 16-byte rows (row-major per-token scales): with every fourth K block
+  //   (kb % 4 == 0) a box {4, BM} of it and the three after it (16 B per row is TMA's narrowest box),
+  //   sfa[stage][4 * r + j]; the math threads read their rows' four at once. (A box per stage, four
+  //   times the TMA requests of 16 B, made M <= 128 shapes up to 2x slower.)
   // Grouped tiles start at an expert's first row (any row), but an M-major box must start 16-byte
   // aligned: it starts at m0 rounded down to 4 rows and is kSfaSlack floats wider.
   static constexpr int kSfaSlack = kGrouped ? 4 : 0;
@@ -114,6 +116,10 @@ struct KernelArgs {
   int num_k_groups;
 };
 
+__device__ __forceinline__ float float4_at(const float4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
 __device__ __forceinline__ void named_barrier_sync(int id, int num_threads) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(num_threads) : "memory");
 }
@@ -140,7 +146,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
   // 128 % BN == 0: a tile never straddles two 128-row scale blocks of B.
   constexpr bool kSingleScaleRow = 128 % kBlockN == 0;
   const bool k_major = S::kKMajorScales && args.a_scale_k_major;
-  const uint32_t tx_bytes = (kBlockM + kBlockN) * kBlockK + (k_major ? 16 * kBlockM : S::kMMajorScales * 4);
+  const uint32_t tx_operands = (kBlockM + kBlockN) * kBlockK, tx_m_major = tx_operands + S::kMMajorScales * 4;
 
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   auto& ss = *reinterpret_cast<SharedStorage<kBlockM, kBlockN, kKind>*>(smem_raw);
@@ -203,7 +209,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
         for (int kb = kb_begin; kb < kb_end; ++kb, advance()) {
           ptx::mbarrier_wait_parity(&ss.empty[stage], phase ^ 1);
           uint64_t* full = &ss.full[stage];
-          ptx::mbarrier_arrive_expect_tx(full, tx_bytes);
+          ptx::mbarrier_arrive_expect_tx(full, !k_major ? tx_m_major : tx_operands + ((kb & 3) == 0 ? 16 * kBlockM : 0));
           const int k0 = kb * kBlockK;
           if constexpr (kClusterN == 2) {
             ptx::tma_load_2d_multicast(ss.a[stage] + rank * kBoxRowsA * kBlockK, &tmap_a, full, k0, m0 + rank * kBoxRowsA, 0b11);
@@ -216,7 +222,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
             ptx::tma_load_2d(ss.b[stage], &tmap_b, full, k0, n0);
           }
           if (k_major) {
-            ptx::tma_load_2d(ss.sfa[stage], &tmap_sfa, full, kb & ~3, m0);
+            if ((kb & 3) == 0) ptx::tma_load_2d(ss.sfa[stage], &tmap_sfa, full, kb, m0);
           } else {
             ptx::tma_load_2d(ss.sfa[stage], &tmap_sfa, full, S::kSfaSlack > 0 ? (m0 & ~3) : m0, kb);
           }
@@ -229,7 +235,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
     ptx::setmaxnreg_inc<S::kMathRegs>();
     const int lane = threadIdx.x % 32, warp = (threadIdx.x % 128) / 32, wg_thread = threadIdx.x % 128;
     const int sfa_row = wg * 64 + warp * 16 + lane / 4;  // this thread's first row in the tile
-    const int sfa_row_stride = k_major ? 4 : 1;          // floats between two rows' A scales in a stage
+    float4 sfa_group[kWavesM][2];                        // K-major: this thread's rows' scales of 4 K blocks
     // Low descriptor words of this warpgroup's A rows and of B in stage 0 (ptx::smem_desc_sw128_lo).
     const uint32_t a_desc0 = ptx::opaque(ptx::smem_desc_sw128_lo(ptx::smem_u32(ss.a[0]) + wg * 64 * kBlockK));
     const uint32_t b_desc0 = ptx::opaque(ptx::smem_desc_sw128_lo(ptx::smem_u32(ss.b[0])));
@@ -301,7 +307,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
       has_tile = has_next;
       const int64_t m0 = tile.row0 + static_cast<int64_t>(tile.m_block) * kBlockM;
       const int64_t n0 = static_cast<int64_t>(tile.n_block) * kBlockN;
-      const int sfa_shift = S::kSfaSlack > 0 && !k_major ? static_cast<int>(m0 & 3) : 0;
+      const int sfa_shift = S::kSfaSlack > 0 ? static_cast<int>(m0 & 3) : 0;  // M-major grouped boxes
       int kb_begin, kb_end;
       k_range(tile, kb_begin, kb_end);
       // A warpgroup whose rows all lie past the end (or whose tile is a phantom) keeps the ring in step.
@@ -352,8 +358,16 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
               ptx::mbarrier_wait_parity(&ss.full[stage], phase);
             }
             // The A scales are read before the stage can be released.
-            const float* sa = ss.sfa[stage] + (sfa_shift + sfa_row + w * 128) * sfa_row_stride + (k_major ? kb & 3 : 0);
-            blk.sa0 = sa[0], blk.sa1 = sa[8 * sfa_row_stride];
+            if (k_major) {
+              if ((kb & 3) == 0) {
+                const float4* sa = reinterpret_cast<const float4*>(ss.sfa[stage]) + sfa_row + w * 128;
+                sfa_group[w][0] = sa[0], sfa_group[w][1] = sa[8];
+              }
+              blk.sa0 = float4_at(sfa_group[w][0], kb & 3), blk.sa1 = float4_at(sfa_group[w][1], kb & 3);
+            } else {
+              const float* sa = ss.sfa[stage] + sfa_shift + sfa_row + w * 128;
+              blk.sa0 = sa[0], blk.sa1 = sa[8];
+            }
             issue_k_block<Mma>(a_desc0 + stage * (kBlockM * kBlockK / 16) + w * (128 * kBlockK / 16),
                                b_desc0 + stage * (kBlockN * kBlockK / 16), t);
           };
