@@ -9,6 +9,9 @@
 
 namespace torch_fp8gemm::sm90 {
 
+// v.x, v.y, v.z or v.w (i = 0..3) without local memory: K-major A scales, 4 K blocks per load.
+__device__ __forceinline__ float float4_at(const float4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
+
 // The four k32 wgmmas of one 128-wide K block into `t` (scale-d = 0 on the first, so `t` needs no
 // zeroing), committed as one group. a_desc / b_desc: low descriptor words; a 32-byte K step adds 2.
 template <typename Mma>

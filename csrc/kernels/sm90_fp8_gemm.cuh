@@ -47,10 +47,8 @@ struct GemmShape {
   static constexpr int kMathRegs = kNumMathWG == 1 ? 248 : 232, kProducerRegs = 40;
   // A scales arrive with each stage, from one of two layouts (the host picks by the tensor's strides):
   //   M-major [kb][m] (quantize_1x128's): box {BM + slack, 1}, sfa[stage][r];
-  //   K-major [m][kb] with 16-byte rows (row-major per-token scales): with every fourth K block
-  //   (kb % 4 == 0) a box {4, BM} of it and the three after it (16 B per row is TMA's narrowest box),
-  //   sfa[stage][4 * r + j]; the math threads read their rows' four at once. (A box per stage, four
-  //   times the TMA requests of 16 B, made M <= 128 shapes up to 2x slower.)
+  //   K-major [m][kb] with 16-byte rows (row-major per-token scales): with every fourth K block a box
+  //   {4, BM} of it and the next three (TMA's narrowest rows), sfa[stage][4 * r + j], read 4 at once.
   // Grouped tiles start at an expert's first row (any row), but an M-major box must start 16-byte
   // aligned: it starts at m0 rounded down to 4 rows and is kSfaSlack floats wider.
   static constexpr int kSfaSlack = kGrouped ? 4 : 0;
@@ -115,10 +113,6 @@ struct KernelArgs {
   const int32_t* k_block_bounds;
   int num_k_groups;
 };
-
-__device__ __forceinline__ float float4_at(const float4& v, int i) {
-  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
-}
 
 __device__ __forceinline__ void named_barrier_sync(int id, int num_threads) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(num_threads) : "memory");
