@@ -1,18 +1,14 @@
 // The sm_90a FP8 (e4m3) GEMM with DeepSeek-V3 fine-grained scaling:
 //   out[m, n] = sum_k (A[m, k] * sa[m, k / 128]) * (B[n, k] * sb[n / 128, k / 128])  (+ bias[n])
 // A [m, k] and B [n, k] are K-major; out [m, n] is row-major (bf16 or fp32).
-//
 // Roles (one persistent CTA per SM, 128 + 128 * kNumMathWG threads):
 //   math warpgroups (1 for BLOCK_M <= 64, else 2): wgmma m64nBNk32, promotion, epilogue
 //   producer warpgroup (the last): one thread issues every TMA load into a kNumStages ring
-// Per 128-wide K block (one ring stage) a math warpgroup issues 4 wgmmas into a temporary fragment
-// (the first with scale-d = 0), waits, and adds sa[row] * sb[column block] * tmp into its FP32
-// accumulators ("promotion"); the other warpgroup's wgmmas keep the tensor cores busy meanwhile.
-// BLOCK_M = 256 gives each warpgroup two 64-row waves (rows wave * 128 + wg * 64); BLOCK_M = 16 or 32
-// loads only that many rows of A (less L2 traffic for decode-sized m): the wgmma still computes 64
-// rows, the rows past BLOCK_M read the next smem bytes and are never stored.
-// Optional 2-CTA clusters multicast the shared operand (A for CLUSTER_N = 2, B for CLUSTER_M = 2).
-// B scales of a tile are staged in shared memory by the math warps; A scales come with each stage.
+// Per 128-wide K block (one ring stage) a math warpgroup issues 4 wgmmas into a temporary fragment, waits,
+// and adds sa[row] * sb[column block] * tmp to its FP32 accumulators ("promotion") while the other's run.
+// BLOCK_M = 256: two 64-row waves per warpgroup (rows wave * 128 + wg * 64). BLOCK_M = 16/32 loads only that
+// many rows of A (decode-sized m): the wgmma computes 64 rows, those past BLOCK_M are never stored.
+// 2-CTA clusters multicast A (CLUSTER_N = 2) or B (CLUSTER_M = 2). B scales are staged per tile, A's per stage.
 // Epilogue: bf16 tiles go through a swizzled staging tile (stmatrix) and TMA stores that overlap
 // the next tile's main loop; fp32 out and grouped tiles that straddle experts store from registers.
 #pragma once
@@ -49,8 +45,7 @@ struct GemmShape {
   //   M-major [kb][m] (quantize_1x128's): box {BM + slack, 1}, sfa[stage][r];
   //   K-major [m][kb] with 16-byte rows (row-major per-token scales): with every fourth K block a box
   //   {4, BM} of it and the next three (TMA's narrowest rows), sfa[stage][4 * r + j], read 4 at once.
-  // Grouped tiles start at an expert's first row (any row), but an M-major box must start 16-byte
-  // aligned: it starts at m0 rounded down to 4 rows and is kSfaSlack floats wider.
+  // Experts start at any row, M-major boxes 16-byte aligned: at m0 & ~3, kSfaSlack floats wider (grouped).
   static constexpr int kSfaSlack = kGrouped ? 4 : 0;
   // Floats of scales per stage, M-major: A scales of the tile's rows; row-scaled B: then B's, at kBlockM.
   static constexpr int kMMajorScales = kBlockM + kSfaSlack + (kRowScaledB ? kBlockN : 0);
