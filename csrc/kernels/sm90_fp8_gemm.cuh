@@ -82,10 +82,8 @@ struct SharedStorage {
   alignas(1024) uint8_t a[S::kStages][kBlockM * kBlockK];
   alignas(1024) uint8_t b[S::kStages][kBlockN * kBlockK];
   alignas(1024) uint8_t staging[S::kStagingBytes];  // bf16 output tile for the TMA store
-  // sfa[s]: the stage's A scales (GemmShape; row-scaled B: b_scale[kb, n0 + c] at kBlockM + c); sfb[buf][wg][row][kb]: the tile's B scale rows n0 / 128 and the one its last
-  // column falls in, double-buffered across chunks.
-  alignas(128) float sfa[S::kStages][S::kStageScalesPadded];
-  float sfb[2][S::kNumMathWG][2][kSfbChunk];
+  alignas(128) float sfa[S::kStages][S::kStageScalesPadded];  // A scales (GemmShape); row-scaled: B's at kBlockM
+  float sfb[2][S::kNumMathWG][2][kSfbChunk];  // [buf][wg][row][kb]: B scale rows n0 / 128 and of the last column
   uint64_t full[S::kStages];   // producer -> math: stage loaded (1 arrival + tx bytes)
   uint64_t empty[S::kStages];  // math -> producer: stage consumed (one arrival per math warp per CTA)
 };
