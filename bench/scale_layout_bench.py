@@ -18,9 +18,8 @@ DEFAULT = ["64,2112,7168", "64,4096,7168", "64,7168,2048", "64,24576,1536", "64,
 
 
 def layouts(scale):
-    misaligned = torch.empty(scale.numel() + 1, device=scale.device)[1:].view(scale.shape)
-    misaligned.copy_(scale)
-    return {"m_major": m_major(scale), "row_major": scale.contiguous(), "copied": misaligned}
+    tested = T.scale_layouts(scale)
+    return {"m_major": m_major(scale), "row_major": tested["row-major"], "copied": tested["misaligned"]}
 
 
 def main(argv):

@@ -62,14 +62,18 @@ at::Tensor m_major_scales(const at::Tensor& scale) {
   return storage.narrow(1, 0, m).t();
 }
 
+// Floats between the K-block rows of M-major scales (any multiple of 4 >= rows serves a single K block).
+int64_t m_major_ld(const at::Tensor& scale) {
+  return scale.size(1) == 1 ? ceil_div(scale.size(0), int64_t{4}) * 4 : scale.stride(1);
+}
+
 void set_a_scales(DenseGemmParams& p, const at::Tensor& scale, bool k_major) {
-  const int64_t m = scale.size(0), kb = scale.size(1);
   p.a_scale = scale.data_ptr<float>();
   p.a_scale_k_major = k_major;
   if (k_major) {
-    p.a_scale_ld = m == 1 ? ceil_div(kb, 4) * 4 : scale.stride(0);
+    p.a_scale_ld = scale.size(0) == 1 ? ceil_div(scale.size(1), int64_t{4}) * 4 : scale.stride(0);
   } else {
-    p.a_scale_ld = kb == 1 ? ceil_div(m, 4) * 4 : scale.stride(1);
+    p.a_scale_ld = m_major_ld(scale);
   }
 }
 
@@ -135,7 +139,7 @@ at::Tensor dense_1x128_sm90(const QuantizedOperand& a, const QuantizedOperand& b
   auto out = at::empty({a.data.size(0), b.data.size(0)}, a.data.options().dtype(out_dtype));
   DenseGemmParams params = dense_params(a.data, b.data, b_scale, out);
   set_a_scales(params, a_scale, false);
-  params.b_scale_ld = b_scale.size(1) == 1 ? ceil_div(params.n, 4) * 4 : b_scale.stride(1);
+  params.b_scale_ld = m_major_ld(b_scale);
   sm90_fp8_gemm_dense_row_scaled(params);
   return out;
 }
@@ -494,7 +498,7 @@ at::Tensor k_grouped_wgrad_cuda(const at::Tensor& dyt, const at::Tensor& dyt_sca
   auto out_rows = out.view({num_groups * n, k});
   DenseGemmParams params = dense_params(dyt_c, xt_c, b_scale, out_rows);
   set_a_scales(params, a_scale, false);
-  params.b_scale_ld = b_scale.size(1) == 1 ? ceil_div(params.n, 4) * 4 : b_scale.stride(1);
+  params.b_scale_ld = m_major_ld(b_scale);
   params.k_block_bounds = k_block_bounds.data_ptr<int32_t>();
   params.num_k_groups = static_cast<int>(num_groups);
   if (t == 0) return out.zero_();
