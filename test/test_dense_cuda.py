@@ -78,11 +78,13 @@ def test_every_configuration_is_forced():
 
 
 def test_every_configuration_takes_every_scale_layout():
-    # Row-major scales with 16-byte rows load K-major in place on the configurations with room for
-    # it, M-major ones in place everywhere; the op copies the others M-major. K blocks: 8 (a multiple
-    # of 4: row-major in place), 5 (only the padded rows in place), 4 with m = 1.
+    # Row-major scales with 16-byte rows load K-major in place (a ring of boxes of 4 K blocks), M-major
+    # ones in place; the op copies the others M-major. K blocks: 8 (row-major in place), 5 (padded rows
+    # in place where the ring's boxes lie far enough apart: one K block between the tiles' last and
+    # first box), 4 (rows of exactly 4 floats: loaded as one run) with m = 1 and with ~9 tiles per CTA
+    # on the smallest tiles (16 stages over 4 slots: a slot is rewritten just as its stage frees).
     configs = torch.ops.fp8gemm._sm90_dense_configs()
-    for m, n, k in [(129, 576, 1024), (65, 112, 640), (1, 264, 512)]:
+    for m, n, k in [(129, 576, 1024), (65, 112, 640), (1, 264, 512), (520, 2048, 512)]:
         a, sa, b, sb = gpu_operands(m, n, k)
         expected = T.reference_dense(a, sa, b, sb)
         for layout, scale in T.scale_layouts(sa).items():

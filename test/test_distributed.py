@@ -1,6 +1,8 @@
 """torch.distributed on CPU (gloo, 2 processes spawned by the test): a model converted with fg.convert
 (training mode) and wrapped with FSDP2's fully_shard trains exactly like the same model on one process,
-and its sharded and full state dicts round-trip; FP8MoEExperts sharded along its experts too."""
+and its sharded and full state dicts round-trip; the same with the weights all-gathered as FP8
+(bit for bit the unsharded FP8 layers, and the bf16 fallback for shards off 128-row boundaries);
+FP8MoEExperts sharded along its experts too."""
 import time
 
 import pytest
@@ -47,12 +49,22 @@ def _init(rank, rendezvous):
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD)
 
 
-def _worker(rank, rendezvous, out):
+def _weight_kinds(model):
+    """Forward hooks recording the type of each FP8Linear's weight as its forward sees it."""
+    kinds = []
+    for layer in model.modules():
+        if isinstance(layer, fg.FP8Linear):
+            layer.register_forward_pre_hook(lambda module, args: kinds.append(type(module.weight).__name__))
+    return kinds
+
+
+def _worker(rank, rendezvous, out, fp8_all_gather=False):
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
 
     _init(rank, rendezvous)
     try:
-        model = fg.convert(build(), min_features=0)
+        model = fg.convert(build(), min_features=0, fp8_all_gather=fp8_all_gather)
+        kinds = _weight_kinds(model)
         for layer in model:
             if isinstance(layer, nn.Linear):
                 fsdp.fully_shard(layer)
@@ -62,7 +74,7 @@ def _worker(rank, rendezvous, out):
         full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         sharded = {k: v.clone() for k, v in model.state_dict().items()}  # DTensors: this rank's shards
         # round trips: the full state dict into a fresh sharded model, and the sharded one back
-        fresh = fg.convert(build(), min_features=0)
+        fresh = fg.convert(build(), min_features=0, fp8_all_gather=fp8_all_gather)
         for layer in fresh:
             if isinstance(layer, nn.Linear):
                 fsdp.fully_shard(layer)
@@ -74,13 +86,16 @@ def _worker(rank, rendezvous, out):
         fresh.load_state_dict(sharded)
         sharded_ok = all(torch.equal(fresh.state_dict()[k].to_local(), v.to_local()) for k, v in sharded.items())
         if rank == 0:
-            torch.save({"losses": losses, "full": full, "again": again, "sharded_ok": sharded_ok}, out)
+            torch.save({"losses": losses, "full": full, "again": again, "sharded_ok": sharded_ok, "kinds": kinds}, out)
     finally:
         dist.destroy_process_group()
 
 
-def test_fsdp2_trains_like_one_process_and_state_dicts_round_trip(tmp_path):
-    got = _spawn(_worker, str(tmp_path / "rank0.pt"))
+@pytest.mark.parametrize("fp8_all_gather", [False, True])
+def test_fsdp2_trains_like_one_process_and_state_dicts_round_trip(tmp_path, fp8_all_gather):
+    got = _spawn(_worker, str(tmp_path / "rank0.pt"), fp8_all_gather)
+    # 512 and 256 output rows over 2 shards: whole 128-row blocks per rank, gathered as FP8
+    assert set(got["kinds"]) == {"GatheredFP8Weight" if fp8_all_gather else "Parameter"}, got["kinds"]
 
     model = fg.convert(build(), min_features=0)
     data = batches()
@@ -91,6 +106,66 @@ def test_fsdp2_trains_like_one_process_and_state_dicts_round_trip(tmp_path):
         torch.testing.assert_close(got["full"][name], value, rtol=1e-5, atol=1e-6, msg=name)
         assert torch.equal(got["again"][name], got["full"][name]), f"full state dict round trip: {name}"
     assert got["sharded_ok"], "sharded state dict round trip"
+
+
+def _gather_worker(rank, rendezvous, out, out_features):
+    _init(rank, rendezvous)
+    try:
+        torch.manual_seed(0)
+        layer = fg.convert(nn.Linear(256, out_features), min_features=0, fp8_all_gather=True)
+        kinds = _weight_kinds(layer)
+        fsdp.fully_shard(layer)
+        x = torch.randn(8 * WORLD, 256, generator=torch.Generator().manual_seed(1)).chunk(WORLD)[rank]
+        with pytest.warns(UserWarning, match="does not split into 128-row blocks") if out_features % 256 else _no_warning():
+            y = layer(x)
+        y.float().square().mean().backward()
+        grads = {name: p.grad.full_tensor() for name, p in layer.named_parameters()}
+        outs = [torch.empty_like(y) for _ in range(WORLD)]
+        dist.all_gather(outs, y.detach())
+        if rank == 0:
+            torch.save({"y": torch.cat(outs), "grads": grads, "kinds": kinds}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+class _no_warning:
+    def __enter__(self):
+        import warnings
+
+        self._catch = warnings.catch_warnings()
+        self._catch.__enter__()
+        warnings.simplefilter("error")
+
+    def __exit__(self, *exc):
+        self._catch.__exit__(*exc)
+
+
+@pytest.mark.parametrize("out_features", [512, 384])
+def test_fp8_all_gather_is_the_unsharded_fp8_layer_bit_for_bit(tmp_path, out_features):
+    # 512 rows: 2 blocks per rank, gathered as fp8 + scales; 384: 192 rows per rank, off the block
+    # grid, so gathered in the weight's dtype after a warning. Either way the unsharded layer's bits.
+    got = _spawn(_gather_worker, str(tmp_path / "rank0.pt"), out_features)
+    assert set(got["kinds"]) == {"GatheredFP8Weight" if out_features % 256 == 0 else "Parameter"}
+    torch.manual_seed(0)
+    layer = fg.convert(nn.Linear(256, out_features), min_features=0)
+    x = torch.randn(8 * WORLD, 256, generator=torch.Generator().manual_seed(1))
+    y = torch.cat([layer(part) for part in x.chunk(WORLD)])
+    assert torch.equal(got["y"], y.detach())
+    (sum(part.float().square().mean() for part in y.chunk(WORLD)) / WORLD).backward()
+    for name, p in layer.named_parameters():
+        torch.testing.assert_close(got["grads"][name], p.grad, rtol=1e-6, atol=0, msg=name)
+
+
+def test_fp8_all_gather_is_for_training_layers():
+    with pytest.raises(ValueError, match=r"^FP8Linear: `fp8_all_gather=True` needs `inference=False`"):
+        fg.FP8Linear(256, 256, inference=True, fp8_all_gather=True)
+    with pytest.raises(ValueError, match=r"^convert: `fp8_all_gather=True` needs `inference=False`"):
+        fg.convert(nn.Linear(512, 512), inference=True, fp8_all_gather=True)
+    layer = fg.FP8Linear(256, 256, fp8_all_gather=True)  # outside FSDP2: the plain training layer
+    plain = fg.FP8Linear(256, 256)
+    plain.load_state_dict(layer.state_dict())
+    x = torch.randn(4, 256)
+    assert torch.equal(layer(x), plain(x)) and "fp8_all_gather=True" in repr(layer)
 
 
 def _moe_data():
@@ -119,8 +194,8 @@ def _moe_worker(rank, rendezvous, out):
         dist.destroy_process_group()
 
 
-def _spawn(worker, out):
-    ctx = mp.start_processes(worker, args=(out + ".rendezvous", out), nprocs=WORLD, join=False, start_method="spawn")
+def _spawn(worker, out, *args):
+    ctx = mp.start_processes(worker, args=(out + ".rendezvous", out, *args), nprocs=WORLD, join=False, start_method="spawn")
     deadline = time.monotonic() + 240
     while not ctx.join(timeout=5):
         if time.monotonic() > deadline:
@@ -138,3 +213,54 @@ def test_fsdp2_shards_fp8_moe_experts_and_trains_like_one_process(tmp_path):
     assert got["losses"] == pytest.approx(losses, rel=1e-5, abs=1e-7)
     for name, value in experts.state_dict().items():
         torch.testing.assert_close(got["full"][name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def _tp_worker(rank, rendezvous, out, in_features, out_features):
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    _init(rank, rendezvous)
+    try:
+        mesh = init_device_mesh("cpu", (WORLD,))
+        model = fg.convert(build_tp(in_features, out_features), min_features=0)
+        parallelize_module(model, mesh, {"0": ColwiseParallel(), "2": RowwiseParallel()})
+        x = _tp_input(in_features)  # the same full input on every rank (ColwiseParallel replicates it)
+        result = {}
+        try:
+            y = model(x)
+            y.float().square().mean().backward()
+            result = {"y": y.detach(), "grads": {n: p.grad.full_tensor() for n, p in model.named_parameters()}}
+        except ValueError as exc:
+            result = {"error": str(exc)}
+        if rank == 0:
+            torch.save(result, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def build_tp(in_features, hidden):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.GELU(), nn.Linear(hidden, in_features))
+
+
+def _tp_input(in_features):
+    return torch.randn(8, in_features, generator=torch.Generator().manual_seed(1))
+
+
+def test_tensor_parallel_colwise_then_rowwise_is_the_unsharded_model(tmp_path):
+    # hidden 512 over 2 ranks: 256 output columns of the first layer and 256 input columns of the
+    # second per rank, whole 128x128 blocks: the same blocks, the same bits as one process, except
+    # the row-parallel partial sums, added in another order (float rounding).
+    got = _spawn(_tp_worker, str(tmp_path / "rank0.pt"), 256, 512)
+    model = fg.convert(build_tp(256, 512), min_features=0)
+    y = model(_tp_input(256))
+    torch.testing.assert_close(got["y"], y.detach(), rtol=2e-2, atol=1e-5)
+    y.float().square().mean().backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(got["grads"][name], p.grad, rtol=2e-2, atol=1e-6, msg=name)
+
+
+def test_tensor_parallel_split_off_the_block_grid_names_the_layer(tmp_path):
+    got = _spawn(_tp_worker, str(tmp_path / "rank0.pt"), 256, 384)  # 192 hidden columns per rank
+    assert got["error"].startswith("FP8Linear(in_features=256, out_features=384): ColwiseParallel over 2 ranks "
+                                   "splits out_features=384 into 192 per rank"), got

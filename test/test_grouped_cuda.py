@@ -1,5 +1,7 @@
 """Grouped MoE ops on the GPU: ragged contiguous groups (no padding), masked groups, K tails, CUDA
 graph replays with new offsets/masks. Skipped without a CUDA device."""
+import re
+
 import pytest
 import torch
 
@@ -11,10 +13,9 @@ from conftest import HAS_SM90
 pytestmark = pytest.mark.skipif(not HAS_SM90, reason="needs an sm_90 GPU")
 
 # "op": the public ops (the sm_90a grouped kernels with the heuristic's configuration);
-# "kernel:<config>": the sm_90a grouped kernels through the private ops, each configuration forced.
-# The grouped configurations compiled (sm90_fp8_gemm_configs.cuh lists four: 64x64, 64x128,
-# 128x64, 128x128); a test below checks that the extension has exactly these.
-NUM_GROUPED_CONFIGS = 4
+# "kernel:<config>": the sm_90a grouped kernels through the private ops, each configuration the
+# extension lists (sm90_fp8_gemm_configs.cuh) forced.
+NUM_GROUPED_CONFIGS = len(torch.ops.fp8gemm._sm90_grouped_configs()) if fg.cuda_kernels_built() else 0
 IMPLS = ["op", "kernel:-1"] + [f"kernel:{i}" for i in range(NUM_GROUPED_CONFIGS)]
 
 
@@ -128,10 +129,11 @@ def test_past_scale_staging(impl):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("k", [1024, 640])
+@pytest.mark.parametrize("k", [1024, 640, 512])
 def test_scale_layouts(impl, k):
-    # Activation scales row-major (K-major in place where 8 K blocks make 16-byte rows), padded,
-    # misaligned, M-major: contiguous (an expert starting at every row offset mod 4) and masked.
+    # Activation scales row-major (K-major in place where 8 or 4 K blocks make 16-byte rows; 4: one
+    # run of floats per box), padded, misaligned, M-major: contiguous (an expert starting at every row
+    # offset mod 4) and masked.
     n, sizes = 264, [0, 70, 1, 150, 33, 2]
     a, sa, b, sb = operands(sum(sizes), n, k, len(sizes))
     offs = torch.tensor(sizes, dtype=torch.int32).cumsum(0, dtype=torch.int32).cuda()
@@ -277,11 +279,13 @@ def test_k_grouped_wgrad_cuda_graph_with_new_offsets():
         assert T.relative_error(out, want) <= 1e-6, new_ends
 
 
-def test_every_grouped_configuration_is_covered():
-    # IMPLS forces configs 0 .. NUM_GROUPED_CONFIGS - 1; one past the last must be rejected, so a
-    # config added to the list without a test here fails this test.
+def test_grouped_configurations_are_listed_and_bounded():
+    # IMPLS forces every listed config; the list names each tile once, and one past the last is rejected.
     if not fg.cuda_kernels_built():
         pytest.skip("the extension was built without the CUDA kernels")
+    names = torch.ops.fp8gemm._sm90_grouped_configs()
+    assert len(set(names)) == len(names) >= 4
+    assert all(re.fullmatch(r"grouped_bm(64|128)_bn(64|128|192)_s\d+_mc1", name) for name in names), names
     a, sa, b, sb = operands(256, 256, 256, 2)
     offs = torch.tensor([100, 256], dtype=torch.int32, device="cuda")
     with pytest.raises(ValueError, match="expected `config`"):

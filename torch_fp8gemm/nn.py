@@ -27,7 +27,13 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+try:  # torch builds without torch.distributed have no DTensor (and no tensor parallelism)
+    from torch.distributed.tensor import DTensor as _DTensor
+except ImportError:  # pragma: no cover
+    _DTensor = None
+
 from . import ops
+from .fsdp import FP8AllGatherWeight, GatheredFP8Weight, gathered_linear
 
 __all__ = ["FP8Linear", "ConversionReport", "convert", "plan_conversion", "quantize_activations", "MIN_FEATURES"]
 
@@ -72,6 +78,18 @@ def _check_scale_format_mode(where: str, scale_format: str, inference: bool) -> 
         raise ValueError(
             f"{where}: `scale_format='ue8m0'` needs `inference=True` (the training recipe quantizes inside the "
             "GEMM ops, with float32 scales)"
+        )
+
+
+def _is_dtensor(t) -> bool:
+    return _DTensor is not None and isinstance(t, _DTensor)
+
+
+def _check_fp8_all_gather(where: str, fp8_all_gather: bool, inference: bool) -> None:
+    if fp8_all_gather and inference:
+        raise ValueError(
+            f"{where}: `fp8_all_gather=True` needs `inference=False` (it gathers a training-mode master "
+            f"weight as FP8; an inference-mode layer already holds an fp8 weight)"
         )
 
 
@@ -160,6 +178,12 @@ class FP8Linear(nn.Linear):
     ``scale_format="ue8m0"`` (inference mode only): power-of-two scales for the weight this module
     quantizes and for the activations it quantizes without gradients (DeepSeek-V3.1 and later);
     with gradients enabled the op quantizes the input itself, with float32 scales.
+
+    ``fp8_all_gather=True`` (training mode only): under FSDP2's ``fully_shard`` the weight is
+    all-gathered as fp8 bytes plus 128x128 block scales, each rank quantizing its own shard (see
+    :mod:`torch_fp8gemm.fsdp`); the weight becomes a new Parameter (an
+    :class:`~torch_fp8gemm.fsdp.FP8AllGatherWeight` over the same storage), so enable it before
+    building optimizers.
     """
 
     def __init__(
@@ -172,14 +196,31 @@ class FP8Linear(nn.Linear):
         *,
         inference: bool = False,
         scale_format: str = "float32",
+        fp8_all_gather: bool = False,
     ) -> None:
         _check_features(in_features, out_features)
         _check_scale_format_mode("FP8Linear", scale_format, inference)
+        _check_fp8_all_gather("FP8Linear", fp8_all_gather, inference)
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.inference = bool(inference)
         self.scale_format = scale_format
         if self.inference:
             self._quantize_weight_()
+        if fp8_all_gather:
+            self.enable_fp8_all_gather()
+
+    @property
+    def fp8_all_gather(self) -> bool:
+        weight = self._parameters.get("weight")
+        local = getattr(weight, "_local_tensor", weight)  # a DTensor shard under FSDP2
+        return isinstance(local, (FP8AllGatherWeight, GatheredFP8Weight))
+
+    def enable_fp8_all_gather(self) -> None:
+        """Let FSDP2 all-gather this (training-mode) layer's weight as FP8 (see the class docs)."""
+        _check_fp8_all_gather("FP8Linear.enable_fp8_all_gather", True, self.inference)
+        weight = self._parameters["weight"]
+        if not isinstance(weight, FP8AllGatherWeight):
+            self.weight = nn.Parameter(FP8AllGatherWeight(weight.data), requires_grad=weight.requires_grad)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, inference: bool = False, scale_format: str = "float32") -> "FP8Linear":
@@ -250,9 +291,13 @@ class FP8Linear(nn.Linear):
                 f"FP8Linear: expected `input` of shape [..., in_features={self.in_features}], "
                 f"got {list(input.shape)}"
             )
+        if _is_dtensor(self.weight) or _is_dtensor(input):
+            return self._tensor_parallel_forward(input)
         x = input.reshape(-1, self.in_features)
         out_dtype = _out_dtype_for(input.dtype)
-        if not self.inference:
+        if isinstance(self.weight, GatheredFP8Weight):  # FSDP2 gathered it as fp8 (fp8_all_gather)
+            out = gathered_linear(x, self.weight, self.bias, out_dtype)
+        elif not self.inference:
             out = ops.dense(x, self.weight, None, None, self.bias, out_dtype)
         elif torch.is_grad_enabled() and input.requires_grad:
             # Let the op quantize the activations: it then also returns their gradient.
@@ -265,10 +310,52 @@ class FP8Linear(nn.Linear):
         # in-place op on one would skip its backward hook); inputs with more dims get the [..., N] view.
         return out if input.dim() == 2 else out.reshape(*input.shape[:-1], self.out_features)
 
+    def _tensor_parallel_forward(self, input: torch.Tensor) -> torch.Tensor:
+        """ColwiseParallel (weight Shard(0): out_features split) or RowwiseParallel (weight Shard(1):
+        in_features split) on a 1-D mesh: each rank runs the GEMM on its local shards, every 128x128
+        weight block and 1x128 activation group lying on one rank (the splits must fall on 128-element
+        boundaries), and returns its columns (Shard(-1)) or its partial sum (Partial(); the bias is
+        added to the reduced sum)."""
+        from torch.distributed.tensor import DTensor, Partial, Shard
+
+        name = f"FP8Linear(in_features={self.in_features}, out_features={self.out_features})"
+        weight = self.weight
+        if self.inference or not _is_dtensor(weight) or weight.device_mesh.ndim != 1 or len(weight.placements) != 1:
+            raise ValueError(
+                f"{name}: tensor parallelism needs a training-mode layer whose weight is a DTensor on a 1-D "
+                f"mesh (parallelize_module with ColwiseParallel or RowwiseParallel), got "
+                f"{'an inference-mode layer' if self.inference else type(weight).__name__ + ' weight'}"
+            )
+        mesh, (placement,) = weight.device_mesh, weight.placements
+        shards = mesh.size()
+        if placement not in (Shard(0), Shard(1)):
+            raise ValueError(f"{name}: tensor parallelism shards the weight along dim 0 or 1, got {placement}")
+        dim, size = (0, self.out_features) if placement == Shard(0) else (1, self.in_features)
+        if size % (_BLOCK * shards) != 0:
+            what = "out_features" if dim == 0 else "in_features"
+            raise ValueError(
+                f"{name}: {'Colwise' if dim == 0 else 'Rowwise'}Parallel over {shards} ranks splits {what}={size} into "
+                f"{size / shards:g} per rank; the 128x128 scale blocks need whole blocks per rank "
+                f"({what} % {_BLOCK * shards} == 0)"
+            )
+        x = input.to_local() if _is_dtensor(input) else input
+        local_k = self.in_features // (shards if dim == 1 else 1)
+        if x.shape[-1] != local_k:
+            raise ValueError(f"{name}: expected this rank's input [..., {local_k}], got {list(x.shape)}")
+        bias = (self.bias.to_local() if _is_dtensor(self.bias) else self.bias) if dim == 0 else None
+        out = ops.dense(x.reshape(-1, local_k), weight.to_local(), None, None, bias, _out_dtype_for(x.dtype))
+        out = out.to(x.dtype).reshape(*x.shape[:-1], -1)
+        if dim == 0:
+            return DTensor.from_local(out, mesh, [Shard(out.dim() - 1)], run_check=False)
+        out = DTensor.from_local(out, mesh, [Partial()], run_check=False)
+        # the replicated bias joins after the partial sums are reduced (DTensor reduces them first)
+        return out if self.bias is None else out + self.bias
+
     def extra_repr(self) -> str:
         mode = "inference" if self.inference else "training"
         ue8m0 = ", scale_format=ue8m0" if getattr(self, "scale_format", "float32") == "ue8m0" else ""
-        return f"{super().extra_repr()}, mode={mode}{ue8m0}"
+        gather = ", fp8_all_gather=True" if self.fp8_all_gather else ""
+        return f"{super().extra_repr()}, mode={mode}{ue8m0}{gather}"
 
     # ---------------------------------------------------------------------------------------
     # Checkpoints and dtype conversion
@@ -482,6 +569,7 @@ def convert(
     inference: bool = False,
     min_features: int = MIN_FEATURES,
     scale_format: str = "float32",
+    fp8_all_gather: bool = False,
 ) -> nn.Module:
     """Swap every eligible ``nn.Linear`` in ``model`` for an :class:`FP8Linear`, in place.
 
@@ -494,6 +582,8 @@ def convert(
             precision because FP8 would not be faster (see :data:`MIN_FEATURES`); 0 disables it.
         scale_format: ``"ue8m0"`` (with ``inference=True``) gives the layers power-of-two scales for
             their weights and activations (see :class:`FP8Linear`).
+        fp8_all_gather: training mode: FSDP2 all-gathers the converted layers' weights as FP8 (see
+            :class:`FP8Linear`; their weights become new Parameters over the same storage).
 
     Layers the kernels cannot take (``in_features % 16``, ``out_features % 8``) and Linear subclasses
     are always skipped. Returns ``model`` (or the new module when ``model`` itself is a converted
@@ -505,6 +595,7 @@ def convert(
     with ``module_filter_fn`` (training mode reuses the Parameter, so ties hold).
     """
     _check_scale_format_mode("convert", scale_format, inference)
+    _check_fp8_all_gather("convert", fp8_all_gather, inference)
     report = plan_conversion(
         model, module_filter_fn=module_filter_fn, inference=inference, min_features=min_features
     )
@@ -519,6 +610,8 @@ def convert(
                                                           scale_format=scale_format)
             else:
                 replaced[id(module)] = FP8Linear.from_linear(module, inference=inference, scale_format=scale_format)
+                if fp8_all_gather:
+                    replaced[id(module)].enable_fp8_all_gather()
         return replaced[id(module)]
 
     if id(model) in eligible:

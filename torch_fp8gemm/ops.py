@@ -59,8 +59,7 @@ def dense(
 
     a: float8_e4m3fn [M, K] with ``a_scale`` float32 [M, ceil(K/128)] (one scale per 1x128 group;
        any strides; the M-major layout returned by :func:`quantize_1x128` is loaded in place, and so
-       are row-major scales with 16-byte rows (ceil(K/128) % 4 == 0) except on the widest tiles;
-       other layouts are copied), or
+       are row-major scales with 16-byte rows (ceil(K/128) % 4 == 0); other layouts are copied), or
        bf16/fp16/fp32 [M, K] with ``a_scale=None`` (quantized per 1x128 group by the op).
     b: float8_e4m3fn [N, K] with ``b_scale`` float32 [ceil(N/128), ceil(K/128)], or high precision.
     Rules: K % 16 == 0, N % 8 == 0; fp8 operands contiguous along K with 16-byte aligned rows.

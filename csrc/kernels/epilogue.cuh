@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "ptx/mbarrier.cuh"
+#include "ptx/tma.cuh"
 #include "ptx/wgmma.cuh"
 
 namespace torch_fp8gemm::sm90 {
@@ -184,6 +186,37 @@ __device__ __forceinline__ void stage_fragment_bf16(const float* acc, uint8_t* s
     pack_group(kGroups - 1, r[0], r[1]);
     ptx::stmatrix_x2(address(kGroups - 1), r[0], r[1]);
   }
+}
+
+// TMA-store epilogue, part 2: warpgroup wg's rows of a tile (kWaves fragments) through the staging
+// tile to out, one TMA store per slab (lane j of the warpgroup's first warp issues slab j). The
+// previous tile's stores must have read the staging rows before they are rewritten; the stores then
+// run while the next tile computes. Named barrier 3 + wg spans the warpgroup.
+template <int kBlockM, int kBlockN, int kWaves, int kSpan, int kStoreRows>
+__device__ __forceinline__ void store_tile_staged(const float* acc, uint8_t* staging, const CUtensorMap* tmap_out, int wg,
+                                                  int64_t m0, int64_t n0, int64_t row_end, int64_t n) {
+  constexpr int kSlabs = kBlockN * 2 / kSpan;
+  const int wg_thread = threadIdx.x % 128, warp = wg_thread / 32;
+  if (wg_thread < kSlabs) ptx::bulk_wait_group_read_0();
+  ptx::named_barrier_sync(3 + wg, 128);
+  if (warp * 16 < kStoreRows) {  // 16/32-row tiles: the warps of rows past the tile hold nothing
+#pragma unroll
+    for (int w = 0; w < kWaves; ++w) {
+      stage_fragment_bf16<kBlockM, kBlockN, kSpan>(acc + w * (kBlockN / 2), staging, w * 128 + wg * 64);
+    }
+  }
+  ptx::fence_proxy_async_shared();  // generic-proxy smem writes -> visible to the TMA engine
+  ptx::named_barrier_sync(3 + wg, 128);
+  if (wg_thread < kSlabs && n0 + wg_thread * (kSpan / 2) < n) {
+#pragma unroll
+    for (int w = 0; w < kWaves; ++w) {
+      const int row_in_tile = w * 128 + wg * 64;
+      if (m0 + row_in_tile >= row_end) continue;
+      ptx::tma_store_2d(tmap_out, staging + wg_thread * (kBlockM * kSpan) + row_in_tile * kSpan,
+                        static_cast<int32_t>(n0 + wg_thread * (kSpan / 2)), static_cast<int32_t>(m0 + row_in_tile));
+    }
+  }
+  if (wg_thread < kSlabs) ptx::bulk_commit_group();
 }
 
 }  // namespace torch_fp8gemm::sm90

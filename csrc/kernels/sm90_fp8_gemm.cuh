@@ -41,26 +41,29 @@ struct GemmShape {
   static constexpr int kWavesM = kBlockM == 256 ? 2 : 1;
   static constexpr int kThreads = 128 * (kNumMathWG + 1);
   static constexpr int kMathRegs = kNumMathWG == 1 ? 248 : 232, kProducerRegs = 40;
-  // A scales arrive with each stage, from one of two layouts (the host picks by the tensor's strides):
-  //   M-major [kb][m] (quantize_1x128's): box {BM + slack, 1}, sfa[stage][r];
-  //   K-major [m][kb] with 16-byte rows (row-major per-token scales): with every fourth K block a box
-  //   {4, BM} of it and the next three (TMA's narrowest rows), sfa[stage][4 * r + j], read 4 at once.
+  // A scales come in one of two layouts (the host picks by the tensor's strides):
+  //   M-major [kb][m] (quantize_1x128's): with each stage a box {BM + slack, 1}, sfa[stage][r];
+  //   K-major [m][kb], 16-byte rows (row-major per-token scales): with K blocks 0, 4, ... of a tile a
+  //   box {4, BM} into the next slot of a ring, box[slot][4 * r + j], read 4 at once with its stage and
+  //   rewritten kBoxSlots boxes later (where that is >= kStages K blocks on: k_major_ring_holds).
   // Experts start at any row, M-major boxes 16-byte aligned: at m0 & ~3, kSfaSlack floats wider (grouped).
   static constexpr int kSfaSlack = kGrouped ? 4 : 0;
-  // Floats of scales per stage, M-major: A scales of the tile's rows; row-scaled B: then B's, at kBlockM.
+  // Floats of scales per stage, M-major: A scales of the tile's rows; row-scaled: then B's, at kBlockM.
   static constexpr int kMMajorScales = kBlockM + kSfaSlack + (kRowScaledB ? kBlockN : 0);
+  static constexpr int kStageScales = (kMMajorScales + 31) / 32 * 32;  // 128-B aligned TMA rows
   static constexpr int kStagingBytes = kRowScaledB ? 16 : kBlockM * kBlockN * 2;  // bf16 staging tile (below)
   static constexpr int kFixedBytes = kStagingBytes + 2 * kNumMathWG * 2 * kSfbChunk * 4 + 3 * 1024;
-  static constexpr int stages_for(int scale_floats) {
-    const int stage_bytes = kBlockM * kBlockK + kBlockN * kBlockK + (scale_floats + 31) / 32 * 128 + 16;
-    return (kMaxSmemBytes - kFixedBytes) / stage_bytes > 16 ? 16 : (kMaxSmemBytes - kFixedBytes) / stage_bytes;
+  static constexpr int kStageBytes = kBlockM * kBlockK + kBlockN * kBlockK + kStageScales * 4 + 16;
+  // Stages that fit beside a ring of one K-major box (16 * BM bytes) per 4 stages, or without one.
+  static constexpr int stages_for(bool ring) {
+    int s = 16;
+    while (s > 0 && kFixedBytes + s * kStageBytes + (ring ? (s + 3) / 4 * 16 * kBlockM : 0) > kMaxSmemBytes) --s;
+    return s;
   }
-  // The K-major slot is 4x larger: taken where it still leaves 6 stages or costs none.
-  static constexpr bool kKMajorScales =
-      !kRowScaledB && (stages_for(4 * kBlockM) >= 6 || stages_for(4 * kBlockM) == stages_for(kMMajorScales));
-  static constexpr int kStageScales = kKMajorScales && 4 * kBlockM > kMMajorScales ? 4 * kBlockM : kMMajorScales;
-  static constexpr int kStageScalesPadded = (kStageScales + 31) / 32 * 32;  // 128-B aligned TMA rows
-  static constexpr int kStages = stages_for(kStageScales);
+  // Taken where the ring costs no stage or still leaves 6.
+  static constexpr bool kKMajorScales = !kRowScaledB && (stages_for(true) >= 6 || stages_for(true) == stages_for(false));
+  static constexpr int kStages = stages_for(kKMajorScales);
+  static constexpr int kBoxSlots = kKMajorScales ? (kStages + 3) / 4 : 0;
   // Two wgmma fragments in flight per warpgroup where the registers hold them: one wave, BN <= 128,
   // and block scales (row-scaled B keeps a column of scales per thread live through promotion).
   static constexpr bool kPipelined = !kRowScaledB && kWavesM == 1 && kBlockN <= 128;
@@ -82,7 +85,8 @@ struct SharedStorage {
   alignas(1024) uint8_t a[S::kStages][kBlockM * kBlockK];
   alignas(1024) uint8_t b[S::kStages][kBlockN * kBlockK];
   alignas(1024) uint8_t staging[S::kStagingBytes];  // bf16 output tile for the TMA store
-  alignas(128) float sfa[S::kStages][S::kStageScalesPadded];  // A scales (GemmShape); row-scaled: B's at kBlockM
+  alignas(128) float sfa[S::kStages][S::kStageScales];  // M-major A scales (GemmShape); row-scaled: B's at kBlockM
+  alignas(128) float box[S::kBoxSlots > 0 ? S::kBoxSlots : 1][S::kBoxSlots > 0 ? 4 * kBlockM : 1];  // K-major ring
   float sfb[2][S::kNumMathWG][2][kSfbChunk];  // [buf][wg][row][kb]: B scale rows n0 / 128 and of the last column
   uint64_t full[S::kStages];   // producer -> math: stage loaded (1 arrival + tx bytes)
   uint64_t empty[S::kStages];  // math -> producer: stage consumed (one arrival per math warp per CTA)
@@ -95,6 +99,7 @@ struct KernelArgs {
   int num_k_blocks;      // ceil(k / 128)
   int out_fp32;
   int a_scale_k_major;   // tmap_sfa reads K-major scales (GemmShape::kKMajorScales configurations only)
+  int a_scale_packed;    // K-major rows of exactly 4 floats: tmap_sfa is 1-D (a box: pieces of kPackedPiece floats)
   DenseRaster raster;    // dense kinds: the tile walk
   // Grouped kinds: G experts, b is [G * n, k]; group_rows as GroupedScheduler reads them.
   const int32_t* group_rows;
@@ -107,15 +112,11 @@ struct KernelArgs {
   int num_k_groups;
 };
 
-__device__ __forceinline__ void named_barrier_sync(int id, int num_threads) {
-  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(num_threads) : "memory");
-}
-
 template <int kBlockM, int kBlockN, int kClusterM, int kClusterN, GemmKind kKind>
 __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 1)
     sm90_fp8_gemm_kernel(const __grid_constant__ CUtensorMap tmap_a,    // A [m, k] fp8, box {128, BM / CLUSTER_N}
                          const __grid_constant__ CUtensorMap tmap_b,    // B [n, k] fp8, box {128, BN / CLUSTER_M}
-                         const __grid_constant__ CUtensorMap tmap_sfa,  // A scales: [kb, m], box {BM + slack, 1}; [m, kb], box {4, BM}
+                         const __grid_constant__ CUtensorMap tmap_sfa,  // A scales: [kb, m], box {BM + slack, 1}; [m, kb], box {4, BM}; packed: 1-D
                          const __grid_constant__ CUtensorMap tmap_sfb,  // row-scaled B: B scales [kb, n], box {BN, 1}
                          const __grid_constant__ CUtensorMap tmap_out,  // staged: out [m, n] bf16, box {span / 2, kStoreRows}
                          const KernelArgs args) {
@@ -133,6 +134,11 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
   // 128 % BN == 0: a tile never straddles two 128-row scale blocks of B.
   constexpr bool kSingleScaleRow = 128 % kBlockN == 0;
   const bool k_major = S::kKMajorScales && args.a_scale_k_major;
+  // Packed K-major rows (stride 4: K <= 512) make a box one run, loaded in pieces of <= 256 floats: its
+  // 16-byte rows would each be an L2 request, to the few lines that every CTA of a small-m GEMM reads.
+  constexpr int kPackedPiece = 4 * kBlockM < 256 ? 4 * kBlockM : 256;
+  int slot = 0;  // K-major: the ring slot of the next box
+  auto next_slot = [&] { slot = slot + 1 < S::kBoxSlots ? slot + 1 : 0; };
   const uint32_t tx_operands = (kBlockM + kBlockN) * kBlockK, tx_m_major = tx_operands + S::kMMajorScales * 4;
 
   extern __shared__ __align__(1024) uint8_t smem_raw[];
@@ -208,9 +214,13 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
           } else {
             ptx::tma_load_2d(ss.b[stage], &tmap_b, full, k0, n0);
           }
-          if (k_major) {
-            if ((kb & 3) == 0) ptx::tma_load_2d(ss.sfa[stage], &tmap_sfa, full, kb, m0);
-          } else {
+          if (k_major && (kb & 3) == 0) {
+            for (int i = 0; args.a_scale_packed && i < 4 * kBlockM; i += kPackedPiece) {
+              ptx::tma_load_1d(ss.box[slot] + i, &tmap_sfa, full, 4 * m0 + i);
+            }
+            if (!args.a_scale_packed) ptx::tma_load_2d(ss.box[slot], &tmap_sfa, full, kb, m0);
+            next_slot();
+          } else if (!k_major) {
             ptx::tma_load_2d(ss.sfa[stage], &tmap_sfa, full, S::kSfaSlack > 0 ? (m0 & ~3) : m0, kb);
           }
           if constexpr (S::kRowScaledB) ptx::tma_load_2d(ss.sfa[stage] + kBlockM, &tmap_sfb, full, n0, kb);
@@ -235,32 +245,6 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
       }
     };
     float acc[kWavesM * Mma::kNumAccum], tmp[Mma::kNumAccum];
-    // TMA-store epilogue of this warpgroup's rows, one store per slab (lane j of the first warp
-    // issues slab j). The previous tile's stores must have read its staging rows before they are
-    // rewritten; the stores then run while the next tile computes.
-    constexpr int kSlabs = kBlockN * 2 / S::kStagingSpan;
-    auto store_staged = [&](const auto* acc, int64_t m0, int64_t n0, int64_t row_end) {  // generic: instantiated only where staged
-      if (wg_thread < kSlabs) ptx::bulk_wait_group_read_0();
-      named_barrier_sync(3 + wg, 128);
-      if (warp * 16 < S::kStoreRows) {  // 16/32-row tiles: the warps of rows past the tile hold nothing
-#pragma unroll
-        for (int w = 0; w < kWavesM; ++w) {
-          stage_fragment_bf16<kBlockM, kBlockN, S::kStagingSpan>(acc + w * Mma::kNumAccum, ss.staging, w * 128 + wg * 64);
-        }
-      }
-      ptx::fence_proxy_async_shared();  // generic-proxy smem writes -> visible to the TMA engine
-      named_barrier_sync(3 + wg, 128);
-      if (wg_thread < kSlabs && n0 + wg_thread * (S::kStagingSpan / 2) < args.n) {
-#pragma unroll
-        for (int w = 0; w < kWavesM; ++w) {
-          const int row_in_tile = w * 128 + wg * 64;
-          if (m0 + row_in_tile >= row_end) continue;
-          ptx::tma_store_2d(&tmap_out, ss.staging + wg_thread * (kBlockM * S::kStagingSpan) + row_in_tile * S::kStagingSpan,
-                            static_cast<int32_t>(n0 + wg_thread * (S::kStagingSpan / 2)), static_cast<int32_t>(m0 + row_in_tile));
-        }
-      }
-      if (wg_thread < kSlabs) ptx::bulk_commit_group();
-    };
     // B scale rows of a tile: n0 / 128 and the block of its last column (clamped: phantom tiles lie
     // past n); groups i < num_former of a fragment use the first.
     auto scale_rows = [&](const Tile& t, int64_t& nb0, int64_t& nb1) {
@@ -303,6 +287,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
         for (int kb = kb_begin; kb < kb_end; ++kb, advance()) {
           ptx::mbarrier_wait_parity(&ss.full[stage], phase);
           release(stage);
+          if (k_major && (kb & 3) == 0) next_slot();
         }
         continue;
       }
@@ -329,7 +314,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
                 sfb[kSfbChunk + i] = __ldg(sfb_global + nb1 * args.num_k_blocks + kc + i);
               }
             }
-            named_barrier_sync(1 + wg, 128);
+            ptx::named_barrier_sync(1 + wg, 128);
             if (prefetch_sfb && has_next) prefetch(next);
           }
           buf ^= 1;
@@ -347,8 +332,9 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
             // The A scales are read before the stage can be released.
             if (k_major) {
               if ((kb & 3) == 0) {
-                const float4* sa = reinterpret_cast<const float4*>(ss.sfa[stage]) + sfa_row + w * 128;
+                const float4* sa = reinterpret_cast<const float4*>(ss.box[slot]) + sfa_row + w * 128;
                 sfa_group[w][0] = sa[0], sfa_group[w][1] = sa[8];
+                if (w == kWavesM - 1) next_slot();
               }
               blk.sa0 = float4_at(sfa_group[w][0], kb & 3), blk.sa1 = float4_at(sfa_group[w][1], kb & 3);
             } else {
@@ -420,7 +406,8 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
       if constexpr (S::kGrouped) staged = staged && m0 + wg * 64 + 64 <= tile.row_end;
       if constexpr (S::kStaged) {
         if (staged) {
-          store_staged(acc, m0, n0, tile.row_end);
+          store_tile_staged<kBlockM, kBlockN, kWavesM, S::kStagingSpan, S::kStoreRows>(acc, ss.staging, &tmap_out, wg, m0, n0,
+                                                                                tile.row_end, args.n);
           continue;
         }
       }
@@ -435,7 +422,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
       }
     }
     // TMA stores must finish reading shared memory before the CTA exits.
-    if (S::kStaged && wg_thread < kSlabs) ptx::bulk_wait_group_0();
+    if (S::kStaged && wg_thread < kBlockN * 2 / S::kStagingSpan) ptx::bulk_wait_group_0();
   }
   if constexpr (kClusterSize > 1) {
     // No CTA may exit while its peer can still arrive on its barriers or multicast into its smem.

@@ -25,7 +25,7 @@ std::string config_name(const char* prefix, int bm, int bn, int cm, int cn, int 
 }
 
 #define TORCH_FP8GEMM_SHAPE_FIELDS(BM, BN, CM, CN, KIND) \
-  BM, BN, CM, CN, GemmShape<BM, BN, KIND>::kStages, GemmShape<BM, BN, KIND>::kKMajorScales
+  BM, BN, CM, CN, GemmShape<BM, BN, KIND>::kStages, GemmShape<BM, BN, KIND>::kBoxSlots
 #define TORCH_FP8GEMM_DENSE_ENTRY(BM, BN, CM, CN) \
   {TORCH_FP8GEMM_SHAPE_FIELDS(BM, BN, CM, CN, GemmKind::kDense), &launch_dense<BM, BN, CM, CN>, nullptr, nullptr},
 #define TORCH_FP8GEMM_GROUPED_ENTRY(BM, BN, CM, CN)                                                              \
@@ -57,6 +57,7 @@ struct Problem {
   int64_t rows_per_batch; // rows per copy: m (dense), the expected rows per expert (grouped)
   int out_bytes;
   int num_sms;
+  bool grouped;
 };
 
 // Tiles of a configuration, counting the phantom tile of a cluster pair at an odd edge (it occupies
@@ -104,7 +105,15 @@ int pick(const ConfigEntry (&table)[N], const Problem& p) {
     const ConfigEntry& c = table[i];
     if (c.stages < 3 || (c.block_m * c.block_n < 128 * 192 && c.stages < 4)) continue;
     if (c.block_m < 64 && p.rows_per_batch > c.block_m) continue;
+    // Grouped 192-wide tiles load their B scales at each tile's start (no registers to prefetch
+    // them): only where K >= 4096 hides that (8x4096 rows, N x K 7168x2048: 1043 vs 1131 TFLOP/s
+    // for 128x128; 4x8192, 4096x7168: 1244 vs 1200).
+    if (p.grouped && c.block_n > 160 && p.k < 4096) continue;
     if (p.num_sms % (c.cluster_m * c.cluster_n) != 0) continue;
+    // Our 2-CTA clusters lose to single CTAs of the same tile at long K (H200, K = 7168, forced:
+    // 4096x4096 128x128 169 us single vs 190 A-shared, 256x128 172 vs 174; 512x18432 128x192 100 vs
+    // 106 B-shared) and win at short K (4096x32768x512 128x128: 158 A-shared vs 162).
+    if (c.cluster_m * c.cluster_n > 1 && p.k >= 4096) continue;
     const double t = cost(c, p);
     if (best < 0 || t < best_cost || (t == best_cost && rank_key(c) < rank_key(table[best]))) best = i, best_cost = t;
   }
@@ -133,10 +142,22 @@ LaunchShape launch_shape(const ConfigEntry& c, const Problem& p, int64_t tiles, 
 Problem dense_problem(const DenseGemmParams& p) {
   const int64_t groups = p.k_block_bounds != nullptr ? std::max(1, p.num_k_groups) : 1;
   // K-grouped: each group's K range is about k / groups blocks.
-  return Problem{p.m, p.n, p.k / groups, groups, p.m, p.out_kind == OutKind::kFP32 ? 4 : 2, std::max(1, p.num_sms)};
+  return Problem{p.m, p.n, p.k / groups, groups, p.m, p.out_kind == OutKind::kFP32 ? 4 : 2, std::max(1, p.num_sms), false};
 }
 
 }  // namespace
+
+// K-major A scales in place or an M-major copy: the in-place load (16-byte box rows) slows the
+// kernel by ~6% where it is compute-bound (H200: 256x7168x7168 +1.8%, 4096x4096x7168 +7%, 8192^3
+// +6.9%), the copy costs ~2 us plus its bytes at ~3 TB/s. In place where that tax (6% of the flops
+// at 1200 TFLOP/s) is the smaller: 512x4096x7168 in place 24.8 us, copied 26.8; 1024x4096x7168 47.6
+// either way; 8192^3 844 in place, 796 copied. scale_rows: rows of the scale tensor (masked: the
+// capacity), rows: those computed.
+bool k_major_in_place(const ConfigEntry& c, int64_t scale_rows, int64_t rows, int64_t n, int64_t k) {
+  const double copy_us = 2.0 + 8.0 * static_cast<double>(scale_rows) * ceil_div<int64_t>(k, 128) / 3e6;
+  const double tax_us = 0.06 * 2.0 * static_cast<double>(rows) * n * k / 1.2e9;
+  return tax_us <= copy_us && k_major_ring_holds(c.box_slots, c.stages, ceil_div<int64_t>(k, 128));
+}
 
 template <size_t N>
 static int forced_or(const ConfigEntry (&table)[N], int forced, const Problem& p) {
@@ -163,7 +184,7 @@ Plan plan_grouped(const GroupedGemmParams& p) {
   // expected_m is a hint: experts vary around it, so the tile count is taken at 15% more rows.
   const int64_t rows = std::max<int64_t>(1, p.expected_m > 0 ? p.expected_m : g.m / p.num_groups);
   const Problem pr{g.m, g.n, g.k, p.num_groups, rows + rows * 15 / 100, g.out_kind == OutKind::kFP32 ? 4 : 2,
-                   std::max(1, g.num_sms)};
+                   std::max(1, g.num_sms), true};
   const int idx = forced_or(kGroupedConfigs, g.forced_config, pr);
   const ConfigEntry& c = kGroupedConfigs[idx];
   // The expert sizes live on the device: the grid is sized for the bound reached when every expert's

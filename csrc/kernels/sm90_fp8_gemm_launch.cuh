@@ -40,24 +40,50 @@ inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encode_fn() {
   return fn;
 }
 
-// 2-D row-major tensor [rows, cols] (cols contiguous), row stride in bytes, box {box_cols, box_rows}.
-inline CUtensorMap make_tensor_map_2d(const void* base, CUtensorMapDataType dtype, uint64_t cols, uint64_t rows,
-                                      uint64_t row_stride_bytes, uint32_t box_cols, uint32_t box_rows,
-                                      CUtensorMapSwizzle swizzle, const char* name) {
+// Tensor map of a rank-1 or rank-2 row-major tensor: dims {cols, rows}, one row stride in bytes.
+inline CUtensorMap make_tensor_map(int rank, const void* base, CUtensorMapDataType dtype, const cuuint64_t* dims,
+                                   uint64_t row_stride_bytes, const cuuint32_t* box, CUtensorMapSwizzle swizzle,
+                                   const char* name) {
   CUtensorMap map;
-  const cuuint64_t dims[2] = {cols, rows};
   const cuuint64_t strides[1] = {row_stride_bytes};
-  const cuuint32_t box[2] = {box_cols, box_rows};
   const cuuint32_t elem_strides[2] = {1, 1};
-  const CUresult res = tensor_map_encode_fn()(&map, dtype, 2, const_cast<void*>(base), dims, strides, box,
+  const CUresult res = tensor_map_encode_fn()(&map, dtype, rank, const_cast<void*>(base), dims, strides, box,
                                               elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
                                               CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (res != CUDA_SUCCESS) {
     throw_error(std::string("cuTensorMapEncodeTiled(") + name + ") failed with CUresult " + std::to_string(res) +
-                " (dims " + std::to_string(cols) + " x " + std::to_string(rows) + ", row stride " +
-                std::to_string(row_stride_bytes) + " B)");
+                " (dims " + std::to_string(dims[0]) + (rank == 2 ? " x " + std::to_string(dims[1]) : std::string()) +
+                ", row stride " + std::to_string(row_stride_bytes) + " B)");
   }
   return map;
+}
+
+// 2-D row-major tensor [rows, cols] (cols contiguous), row stride in bytes, box {box_cols, box_rows}.
+inline CUtensorMap make_tensor_map_2d(const void* base, CUtensorMapDataType dtype, uint64_t cols, uint64_t rows,
+                                      uint64_t row_stride_bytes, uint32_t box_cols, uint32_t box_rows,
+                                      CUtensorMapSwizzle swizzle, const char* name) {
+  const cuuint64_t dims[2] = {cols, rows};
+  const cuuint32_t box[2] = {box_cols, box_rows};
+  return make_tensor_map(2, base, dtype, dims, row_stride_bytes, box, swizzle, name);
+}
+
+// 1-D tensor of `elems` elements, boxes of box_elems.
+inline CUtensorMap make_tensor_map_1d(const void* base, CUtensorMapDataType dtype, uint64_t elems, uint32_t box_elems,
+                                      const char* name) {
+  const cuuint64_t dims[1] = {elems};
+  const cuuint32_t box[1] = {box_elems};
+  return make_tensor_map(1, base, dtype, dims, 16, box, CU_TENSOR_MAP_SWIZZLE_NONE, name);
+}
+
+// K-major A scales sit in a ring of `slots` boxes, one loaded with K blocks 0, 4, 8, ... of each
+// tile. A slot is rewritten `slots` boxes later, which must lie >= `stages` K blocks further on (the
+// stage it was read with is then released): a window of `slots` gaps between boxes holds at most
+// ceil(slots / boxes per tile) tile crossings, each a gap of the tile's last box (1-4 K blocks).
+inline bool k_major_ring_holds(int slots, int stages, int64_t num_k_blocks) {
+  if (slots <= 0 || num_k_blocks <= 0) return false;
+  const int64_t boxes = ceil_div<int64_t>(num_k_blocks, 4), last_gap = num_k_blocks - 4 * (boxes - 1);
+  const int64_t crossings = std::min<int64_t>(slots, ceil_div<int64_t>(slots, boxes));
+  return 4 * (slots - crossings) + last_gap * crossings >= stages;
 }
 
 // What the heuristic decides besides the configuration: the persistent grid and the raster band.
@@ -83,12 +109,17 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped, c
                                                 CU_TENSOR_MAP_SWIZZLE_128B, "a");
   const CUtensorMap tmap_b = make_tensor_map_2d(p.b, u8, p.k, b_rows, p.ldb, kBlockK, kClusterM == 2 ? kBlockN / 2 : kBlockN,
                                                 CU_TENSOR_MAP_SWIZZLE_128B, "b");
-  if (p.a_scale_k_major && !S::kKMajorScales) throw_error("this configuration loads M-major A scales only");
+  if (p.a_scale_k_major && !k_major_ring_holds(S::kBoxSlots, S::kStages, num_k_blocks)) {
+    throw_error("this configuration cannot load these K-major A scales (M-major only, or too few K blocks per box)");
+  }
+  // Packed K-major rows (a_scale_ld == 4): the tensor is one run of 4 * (m - 1) + kb floats.
+  const bool packed = p.a_scale_k_major && p.a_scale_ld == 4;
   const CUtensorMap tmap_sfa =
-      p.a_scale_k_major ? make_tensor_map_2d(p.a_scale, f32, num_k_blocks, p.m, p.a_scale_ld * 4, 4, kBlockM,
-                                             CU_TENSOR_MAP_SWIZZLE_NONE, "a_scale")
-                        : make_tensor_map_2d(p.a_scale, f32, p.m, num_k_blocks, p.a_scale_ld * 4, kBlockM + S::kSfaSlack,
-                                             1, CU_TENSOR_MAP_SWIZZLE_NONE, "a_scale");
+      packed              ? make_tensor_map_1d(p.a_scale, f32, 4 * (p.m - 1) + num_k_blocks, std::min(4 * kBlockM, 256), "a_scale")
+      : p.a_scale_k_major ? make_tensor_map_2d(p.a_scale, f32, num_k_blocks, p.m, p.a_scale_ld * 4, 4, kBlockM,
+                                               CU_TENSOR_MAP_SWIZZLE_NONE, "a_scale")
+                          : make_tensor_map_2d(p.a_scale, f32, p.m, num_k_blocks, p.a_scale_ld * 4, kBlockM + S::kSfaSlack,
+                                               1, CU_TENSOR_MAP_SWIZZLE_NONE, "a_scale");
   const CUtensorMap tmap_sfb = S::kRowScaledB ? make_tensor_map_2d(p.b_scale, f32, p.n, num_k_blocks, p.b_scale_ld * 4,
                                                                    kBlockN, 1, CU_TENSOR_MAP_SWIZZLE_NONE, "b_scale")
                                               : tmap_sfa;
@@ -109,6 +140,7 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped, c
   args.num_k_blocks = num_k_blocks;
   args.out_fp32 = p.out_kind == OutKind::kFP32 ? 1 : 0;
   args.a_scale_k_major = p.a_scale_k_major ? 1 : 0;
+  args.a_scale_packed = packed ? 1 : 0;
   if (grouped != nullptr) {
     args.group_rows = grouped->group_rows;
     args.num_groups = grouped->num_groups;

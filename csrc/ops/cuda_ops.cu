@@ -523,17 +523,24 @@ DenseGemmParams shape_params(int64_t m, int64_t n, int64_t k, int64_t num_sms) {
   return params;
 }
 
+std::vector<std::string> sm90_grouped_configs() {
+  std::vector<std::string> names;
+  for (int i = 0; i < sm90_fp8_gemm_num_grouped_configs(); ++i) names.emplace_back(sm90_fp8_gemm_grouped_config_name(i));
+  return names;
+}
+
 int64_t sm90_dense_pick_config(int64_t m, int64_t n, int64_t k, int64_t num_sms) {
   return sm90_fp8_gemm_pick_config(shape_params(m, n, k, num_sms));
 }
 
 }  // namespace
 
-// Introspection of the sm_90a dense kernel (CUDA builds only): its configurations and heuristic.
+// Introspection of the sm_90a kernels (CUDA builds only): their configurations and the dense heuristic.
 TORCH_LIBRARY_FRAGMENT(fp8gemm, m) {
   m.def("_sm90_dense_forced(Tensor a, Tensor b, Tensor a_scale, Tensor b_scale, Tensor? bias=None, "
         "ScalarType? out_dtype=None, int config=-1) -> Tensor");
   m.def("_sm90_dense_configs() -> str[]", &sm90_dense_configs);
+  m.def("_sm90_grouped_configs() -> str[]", &sm90_grouped_configs);
   m.def("_k_grouped_wgrad(Tensor dyt, Tensor dyt_scale, Tensor xt, Tensor xt_scale, Tensor k_block_bounds, "
         "int num_groups, ScalarType out_dtype) -> Tensor");
   m.def("_sm90_dense_1x128_forced(Tensor a, Tensor b, Tensor a_scale, Tensor b_scale, ScalarType? out_dtype=None, "

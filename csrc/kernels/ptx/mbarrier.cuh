@@ -18,6 +18,11 @@ __device__ __forceinline__ void fence_mbarrier_init() {
 }
 
 // Orders this thread's generic-proxy shared-memory accesses before later async-proxy (TMA, wgmma) ones.
+// Named barrier `id` over num_threads threads (a multiple of 32).
+__device__ __forceinline__ void named_barrier_sync(int id, int num_threads) {
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(num_threads) : "memory");
+}
+
 __device__ __forceinline__ void fence_proxy_async_shared() {
   asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
 }
