@@ -87,6 +87,7 @@ def _worker(rank, rendezvous, out, fp8_all_gather=False):
         sharded_ok = all(torch.equal(fresh.state_dict()[k].to_local(), v.to_local()) for k, v in sharded.items())
         if rank == 0:
             torch.save({"losses": losses, "full": full, "again": again, "sharded_ok": sharded_ok, "kinds": kinds}, out)
+        dist.barrier()  # no rank tears its connections down while the other still uses them
     finally:
         dist.destroy_process_group()
 
@@ -124,6 +125,7 @@ def _gather_worker(rank, rendezvous, out, out_features):
         dist.all_gather(outs, y.detach())
         if rank == 0:
             torch.save({"y": torch.cat(outs), "grads": grads, "kinds": kinds}, out)
+        dist.barrier()  # no rank tears its connections down while the other still uses them
     finally:
         dist.destroy_process_group()
 
@@ -190,6 +192,7 @@ def _moe_worker(rank, rendezvous, out):
         full = {k: v.full_tensor() for k, v in experts.state_dict().items()}
         if rank == 0:
             torch.save({"losses": losses, "full": full}, out)
+        dist.barrier()  # no rank tears its connections down while the other still uses them
     finally:
         dist.destroy_process_group()
 
@@ -234,6 +237,7 @@ def _tp_worker(rank, rendezvous, out, in_features, out_features):
             result = {"error": str(exc)}
         if rank == 0:
             torch.save(result, out)
+        dist.barrier()  # no rank tears its connections down while the other still uses them
     finally:
         dist.destroy_process_group()
 
