@@ -48,12 +48,12 @@ def run_case(i):
         m = sum(sizes) + 5
         a, sa = fp8(m, k), torch.rand(m, kb, device="cuda") + 0.5
         offs = torch.tensor(sizes, dtype=torch.int32).cumsum(0, dtype=torch.int32).cuda()
-        out = torch.ops.fp8gemm._sm90_grouped_moe(a, b, offs, sa, sb, torch.bfloat16, config)
+        out = torch.ops.fp8gemm._sm90_grouped_moe_forced(a, b, offs, sa, sb, torch.bfloat16, config)
         ref = T.reference_grouped_moe(a, sa, b, sb, offs)
     else:
         a, sa = fp8(g, max_m, k), torch.rand(g, max_m, kb, device="cuda") + 0.5
         masked = torch.tensor(sizes, dtype=torch.int32).cuda()
-        out = torch.ops.fp8gemm._sm90_grouped_moe_masked(a, b, masked, max_m, sa, sb, torch.bfloat16, config)
+        out = torch.ops.fp8gemm._sm90_grouped_moe_masked_forced(a, b, masked, max_m, sa, sb, torch.bfloat16, config)
         ref = T.reference_grouped_moe_masked(a, sa, b, sb, masked)
     torch.cuda.synchronize()
     err = T.relative_error(out, ref)

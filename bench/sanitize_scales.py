@@ -25,7 +25,7 @@ for k in (1024, 512):
     offs = torch.tensor(sizes, dtype=torch.int32).cumsum(0, dtype=torch.int32).cuda()
     for index in range(len(ops._sm90_grouped_configs())):
         for scale in T.scale_layouts(sa[: sum(sizes)]).values():
-            ops._sm90_grouped_moe(ga, gb, offs, scale, gsb, torch.bfloat16, index)
+            ops._sm90_grouped_moe_forced(ga, gb, offs, scale, gsb, torch.bfloat16, index)
         print("grouped", index, k, flush=True)
 torch.cuda.synchronize()
 print("done")

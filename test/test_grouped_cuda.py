@@ -24,7 +24,7 @@ def grouped_moe(impl, a, b, offs, sa, sb, out_dtype=None):
         return fg.grouped_moe(a, b, offs, sa, sb, out_dtype=out_dtype)
     if not fg.cuda_kernels_built():
         pytest.skip("the extension was built without the CUDA kernels")
-    return torch.ops.fp8gemm._sm90_grouped_moe(a, b, offs, sa, sb, out_dtype, int(impl.split(":")[1]))
+    return torch.ops.fp8gemm._sm90_grouped_moe_forced(a, b, offs, sa, sb, out_dtype, int(impl.split(":")[1]))
 
 
 def grouped_moe_masked(impl, a, b, masked, expected_m, sa, sb, out_dtype=None):
@@ -32,7 +32,7 @@ def grouped_moe_masked(impl, a, b, masked, expected_m, sa, sb, out_dtype=None):
         return fg.grouped_moe_masked(a, b, masked, expected_m, sa, sb, out_dtype=out_dtype)
     if not fg.cuda_kernels_built():
         pytest.skip("the extension was built without the CUDA kernels")
-    return torch.ops.fp8gemm._sm90_grouped_moe_masked(a, b, masked, expected_m, sa, sb, out_dtype,
+    return torch.ops.fp8gemm._sm90_grouped_moe_masked_forced(a, b, masked, expected_m, sa, sb, out_dtype,
                                                       int(impl.split(":")[1]))
 
 
@@ -181,7 +181,7 @@ def test_masked_leaves_rows_past_masked_m_unwritten(config, out_dtype):
     masked = torch.tensor([0, 1, 63, 64, 129, 200], dtype=torch.int32, device="cuda")
     sentinel = -12345.0
     out = torch.full((groups, max_m, n), sentinel, dtype=out_dtype, device="cuda")
-    torch.ops.fp8gemm._sm90_grouped_moe_masked_into(a, b, masked, 64, sa, sb, out, config)
+    torch.ops.fp8gemm._sm90_grouped_moe_masked_into_forced(a, b, masked, 64, sa, sb, out, config)
     rows = T.masked_rows(masked, max_m)
     assert (out[~rows] == sentinel).all(), "a row at or past masked_m[g] was written"
     _check_masked(out, T.reference_grouped_moe_masked(a, sa, b, sb, masked), masked, out_dtype, f"config {config}")
@@ -289,4 +289,4 @@ def test_grouped_configurations_are_listed_and_bounded():
     a, sa, b, sb = operands(256, 256, 256, 2)
     offs = torch.tensor([100, 256], dtype=torch.int32, device="cuda")
     with pytest.raises(ValueError, match="expected `config`"):
-        torch.ops.fp8gemm._sm90_grouped_moe(a, b, offs, sa, sb, torch.bfloat16, NUM_GROUPED_CONFIGS)
+        torch.ops.fp8gemm._sm90_grouped_moe_forced(a, b, offs, sa, sb, torch.bfloat16, NUM_GROUPED_CONFIGS)

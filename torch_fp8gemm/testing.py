@@ -147,11 +147,20 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return diff / ref
 
 
+def m_major_scales(scale: torch.Tensor) -> torch.Tensor:
+    """[M, kb] activation scales in the layout quantize_1x128 returns: M-major (row index fastest),
+    K-block rows padded to 4 floats and 16-byte aligned, the same values."""
+    m, kb = scale.shape
+    storage = torch.empty(kb, ceil_div(m, 4) * 4, device=scale.device)
+    storage[:, :m].copy_(scale.t())
+    return storage[:, :m].t()
+
+
 def scale_layouts(scale: torch.Tensor) -> dict[str, torch.Tensor]:
     """The activation scales [..., rows, K blocks] in each layout the GEMM ops take, same values:
     row-major, rows padded with NaN to a multiple of 4 K blocks plus 4 (the kernels must never read the
     padding), misaligned by one float (not 16-byte aligned: copied by the op) and, for 2-D scales,
-    M-major (rows fastest, as quantize_1x128 returns them)."""
+    M-major (m_major_scales: as quantize_1x128 returns them, loaded in place)."""
     kb = scale.shape[-1]
     padded = torch.full((*scale.shape[:-1], ceil_div(kb, 4) * 4 + 4), float("nan"), device=scale.device)
     padded = padded[..., :kb]
@@ -160,7 +169,7 @@ def scale_layouts(scale: torch.Tensor) -> dict[str, torch.Tensor]:
     misaligned.copy_(scale)
     layouts = {"row-major": scale.contiguous(), "padded rows": padded, "misaligned": misaligned}
     if scale.dim() == 2:
-        layouts["m-major"] = scale.t().contiguous().t()
+        layouts["m-major"] = m_major_scales(scale)
     return layouts
 
 

@@ -188,7 +188,7 @@ at::Tensor grouped_moe_sm90(const QuantizedOperand& a, const QuantizedOperand& b
 }
 
 // Private, for tests: an output buffer [G, max_m, N] for the grouped_moe_masked_sm90 calls of this
-// thread (set around one call by _sm90_grouped_moe_masked_into), instead of a fresh allocation.
+// thread (set around one call by _sm90_grouped_moe_masked_into_forced), instead of a fresh allocation.
 thread_local const at::Tensor* masked_out = nullptr;
 
 // Rows at or past masked_m[g] are not written: the work follows the rows that exist, not max_m.
@@ -422,7 +422,7 @@ at::Tensor dense_1x128_forced_cuda(const at::Tensor& a, const at::Tensor& b, con
 at::Tensor grouped_moe_kernel_cuda(const at::Tensor& a, const at::Tensor& b, const at::Tensor& group_offsets,
                                    const std::optional<at::Tensor>& a_scale, const std::optional<at::Tensor>& b_scale,
                                    std::optional<at::ScalarType> out_dtype, int64_t config) {
-  const ForcedConfig forced("fp8gemm::_sm90_grouped_moe", config, sm90_fp8_gemm_num_grouped_configs());
+  const ForcedConfig forced("fp8gemm::_sm90_grouped_moe_forced", config, sm90_fp8_gemm_num_grouped_configs());
   const c10::cuda::CUDAGuard guard(a.device());
   return grouped_moe_op(a, b, group_offsets, a_scale, b_scale, out_dtype, &grouped_moe_sm90);
 }
@@ -431,7 +431,7 @@ at::Tensor grouped_moe_masked_kernel_cuda(const at::Tensor& a, const at::Tensor&
                                           int64_t expected_m, const std::optional<at::Tensor>& a_scale,
                                           const std::optional<at::Tensor>& b_scale,
                                           std::optional<at::ScalarType> out_dtype, int64_t config) {
-  const ForcedConfig forced("fp8gemm::_sm90_grouped_moe_masked", config, sm90_fp8_gemm_num_grouped_configs());
+  const ForcedConfig forced("fp8gemm::_sm90_grouped_moe_masked_forced", config, sm90_fp8_gemm_num_grouped_configs());
   const c10::cuda::CUDAGuard guard(a.device());
   return grouped_moe_masked_op(a, b, masked_m, expected_m, a_scale, b_scale, out_dtype, &grouped_moe_masked_sm90);
 }
@@ -441,7 +441,7 @@ at::Tensor grouped_moe_masked_kernel_cuda(const at::Tensor& a, const at::Tensor&
 void grouped_moe_masked_into_cuda(const at::Tensor& a, const at::Tensor& b, const at::Tensor& masked_m,
                                   int64_t expected_m, const at::Tensor& a_scale, const at::Tensor& b_scale,
                                   const at::Tensor& out, int64_t config) {
-  constexpr const char* op = "fp8gemm::_sm90_grouped_moe_masked_into";
+  constexpr const char* op = "fp8gemm::_sm90_grouped_moe_masked_into_forced";
   TORCH_CHECK_VALUE(a.dim() == 3 && b.dim() == 3 && out.dim() == 3 && out.is_contiguous() &&
                         out.device() == a.device() && out.size(0) == a.size(0) && out.size(1) == a.size(1) &&
                         out.size(2) == b.size(1) && (out.scalar_type() == at::kBFloat16 || out.scalar_type() == at::kFloat),
@@ -546,20 +546,20 @@ TORCH_LIBRARY_FRAGMENT(fp8gemm, m) {
   m.def("_sm90_dense_1x128_forced(Tensor a, Tensor b, Tensor a_scale, Tensor b_scale, ScalarType? out_dtype=None, "
         "int config=-1) -> Tensor");
   m.def("_sm90_dense_pick_config(int m, int n, int k, int num_sms) -> int", &sm90_dense_pick_config);
-  m.def("_sm90_grouped_moe(Tensor a, Tensor b, Tensor group_offsets, Tensor? a_scale=None, Tensor? b_scale=None, "
+  m.def("_sm90_grouped_moe_forced(Tensor a, Tensor b, Tensor group_offsets, Tensor? a_scale=None, Tensor? b_scale=None, "
         "ScalarType? out_dtype=None, int config=-1) -> Tensor");
-  m.def("_sm90_grouped_moe_masked(Tensor a, Tensor b, Tensor masked_m, int expected_m, Tensor? a_scale=None, "
+  m.def("_sm90_grouped_moe_masked_forced(Tensor a, Tensor b, Tensor masked_m, int expected_m, Tensor? a_scale=None, "
         "Tensor? b_scale=None, ScalarType? out_dtype=None, int config=-1) -> Tensor");
-  m.def("_sm90_grouped_moe_masked_into(Tensor a, Tensor b, Tensor masked_m, int expected_m, Tensor a_scale, "
+  m.def("_sm90_grouped_moe_masked_into_forced(Tensor a, Tensor b, Tensor masked_m, int expected_m, Tensor a_scale, "
         "Tensor b_scale, Tensor(a!) out, int config=-1) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(fp8gemm, CUDA, m) {
   m.impl("_sm90_dense_forced", &dense_forced_cuda);
   m.impl("_sm90_dense_1x128_forced", &dense_1x128_forced_cuda);
-  m.impl("_sm90_grouped_moe", &grouped_moe_kernel_cuda);
-  m.impl("_sm90_grouped_moe_masked", &grouped_moe_masked_kernel_cuda);
-  m.impl("_sm90_grouped_moe_masked_into", &grouped_moe_masked_into_cuda);
+  m.impl("_sm90_grouped_moe_forced", &grouped_moe_kernel_cuda);
+  m.impl("_sm90_grouped_moe_masked_forced", &grouped_moe_masked_kernel_cuda);
+  m.impl("_sm90_grouped_moe_masked_into_forced", &grouped_moe_masked_into_cuda);
   m.impl("dense", &dense_cuda);
   m.impl("dense_1x128", &dense_1x128_cuda);
   m.impl("_k_grouped_wgrad", &k_grouped_wgrad_cuda);

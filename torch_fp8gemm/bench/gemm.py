@@ -408,13 +408,9 @@ def random_scales(shape: tuple[int, ...], device) -> torch.Tensor:
 
 
 def m_major(scale: torch.Tensor) -> torch.Tensor:
-    """[M, kb] activation scales in the layout quantize_1x128 returns: M-major (row index fastest),
-    K-block rows padded to 4 floats and 16-byte aligned. The GPU kernels load that layout in place;
-    any other would be copied inside the timed op."""
-    m, kb = scale.shape
-    storage = torch.empty(kb, T.ceil_div(m, 4) * 4, device=scale.device)
-    storage[:, :m].copy_(scale.t())
-    return storage[:, :m].t()
+    """[M, kb] activation scales in quantize_1x128's M-major layout (testing.m_major_scales): the
+    layout the GPU kernels load in place; any other would be copied inside the timed op."""
+    return T.m_major_scales(scale)
 
 
 def _dequantize_rows_bf16(values: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
