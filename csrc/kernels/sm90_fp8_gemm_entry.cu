@@ -93,7 +93,7 @@ int sm90_fp8_gemm_pick_config(const DenseGemmParams& p) {
   return sm90::plan_dense(q).index;
 }
 bool sm90_fp8_gemm_dense_takes_k_major_scales(const DenseGemmParams& p) {
-  return sm90::k_major_in_place(*sm90::plan_dense(p).config, p.m, p.m, p.n, p.k);
+  return sm90::k_major_in_place(*sm90::plan_dense(p).config, false, p.m, p.m, p.n, p.k);
 }
 void sm90_fp8_gemm_dense(const DenseGemmParams& p) {
   sm90::validate_dense_params(p, sm90::dense_config_names().size());
@@ -122,8 +122,7 @@ int sm90_fp8_gemm_pick_grouped_config(const GroupedGemmParams& p) {
   return sm90::plan_grouped(q).index;
 }
 bool sm90_fp8_gemm_grouped_takes_k_major_scales(const GroupedGemmParams& p) {
-  const int64_t rows = p.layout == GroupedLayout::kMasked && p.expected_m > 0 ? p.expected_m * p.num_groups : p.gemm.m;
-  return sm90::k_major_in_place(*sm90::plan_grouped(p).config, p.gemm.m, rows, p.gemm.n, p.gemm.k);
+  return sm90::k_major_in_place(*sm90::plan_grouped(p).config, true, p.gemm.m, p.gemm.m, p.gemm.n, p.gemm.k);
 }
 void sm90_fp8_gemm_grouped(const GroupedGemmParams& p) {
   sm90::validate_grouped(p);

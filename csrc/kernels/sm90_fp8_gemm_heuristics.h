@@ -28,9 +28,9 @@ struct Plan {
 Plan plan_dense(const DenseGemmParams& p);
 Plan plan_row_scaled(const DenseGemmParams& p);
 Plan plan_grouped(const GroupedGemmParams& p);
-// Whether configuration c loads row-major (K-major) A scales [scale_rows, ceil(k / 128)] of a
-// rows x n x k GEMM in place (else the op copies them M-major).
-bool k_major_in_place(const ConfigEntry& c, int64_t scale_rows, int64_t rows, int64_t n, int64_t k);
+// Whether configuration c (of a grouped kind or not) loads row-major (K-major) A scales
+// [scale_rows, ceil(k / 128)] of a rows x n x k GEMM in place (else the op copies them M-major).
+bool k_major_in_place(const ConfigEntry& c, bool grouped, int64_t scale_rows, int64_t rows, int64_t n, int64_t k);
 const std::vector<std::string>& dense_config_names();  // e.g. "bm128_bn128_s5_mc1"
 const std::vector<std::string>& grouped_config_names();
 const std::vector<std::string>& row_scaled_config_names();
