@@ -92,8 +92,11 @@ int sm90_fp8_gemm_pick_config(const DenseGemmParams& p) {
   q.forced_config = -1;
   return sm90::plan_dense(q).index;
 }
+// A forced configuration (tests, measurements) loads K-major scales as given wherever its ring holds them.
 bool sm90_fp8_gemm_dense_takes_k_major_scales(const DenseGemmParams& p) {
-  return sm90::k_major_in_place(*sm90::plan_dense(p).config, false, p.m, p.m, p.n, p.k);
+  const sm90::ConfigEntry& c = *sm90::plan_dense(p).config;
+  if (p.forced_config >= 0) return sm90::k_major_ring_holds(c.box_slots, c.stages, sm90::ceil_div<int64_t>(p.k, 128));
+  return sm90::k_major_in_place(c, false, p.m, p.m, p.n, p.k);
 }
 void sm90_fp8_gemm_dense(const DenseGemmParams& p) {
   sm90::validate_dense_params(p, sm90::dense_config_names().size());
