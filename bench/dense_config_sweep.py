@@ -1,5 +1,5 @@
 """Dense config sweep on the GPU: every compiled config that fits each shape, forced, timed with CUDA
-events (L2 flushed before each call), beside the heuristic's pick, ours with M-major scales (no layout
+events (L2 flushed before each call) on M-major activation scales, beside the heuristic's pick, ours with M-major scales (no layout
 copy in the op) and DeepGEMM when the peer kit's build is importable (DG_PRINT_CONFIGS=1 prints its
 choice). Needs the peer kit's kbench.py (PEER_DIR, default .peers).
     SWEEP_SHAPES="m,n,k;..." SWEEP_CONFIGS=1 PYTHONPATH=/tmp/deepgemm/dghead python3 bench/dense_config_sweep.py
@@ -49,10 +49,10 @@ for m, n, k in shapes:
             continue
         if m >= 1024 and bm < 128:
             continue
-        out = ops._sm90_dense_forced(qa, qb, sa, sb, None, torch.bfloat16, i)
+        out = ops._sm90_dense_forced(qa, qb, sa_m, sb, None, torch.bfloat16, i)
         if not torch.equal(out, ref):
             bad.append(name)
-        res[name] = t(lambda: ops._sm90_dense_forced(qa, qb, sa, sb, None, torch.bfloat16, i))
+        res[name] = t(lambda: ops._sm90_dense_forced(qa, qb, sa_m, sb, None, torch.bfloat16, i))
     r = dict(shape=[m, n, k], pick=pick, pick_us=res.get(pick), default_us=t(lambda: ops.dense(qa, qb, a_scale=sa, b_scale=sb)),
              mmajor_us=t(lambda: ops.dense(qa, qb, a_scale=sa_m, b_scale=sb)))
     assert torch.equal(ops.dense(qa, qb, a_scale=sa_m, b_scale=sb), ref)

@@ -5,7 +5,7 @@ M-major scales and on row-major (K-major) ones loaded in place, then DeepGEMM (P
 reach its build, e.g. the peer kit's).
 
     ncu --set full -k regex:sm90_fp8_gemm -o rep python3 bench/ncu_peer.py 4096x4096x7168
-    FORCE=bm256_bn128_mc2a,bm128_bn128_mc1 python3 bench/ncu_peer.py ...
+    FORCE=bm256_bn128_mc1,bm128_bn128_mc1 LAYOUTS=m_major python3 bench/ncu_peer.py ...
 """
 import argparse
 import os
@@ -33,7 +33,8 @@ def main() -> None:
         a, b = random_fp8((m, k), "cuda"), random_fp8((n, k), "cuda")
         sa, sb = random_scales((m, kb), "cuda"), random_scales((T.ceil_div(n, 128), kb), "cuda")
         layouts = {"m_major": m_major(sa), "k_major": sa}
-        ref = torch.ops.fp8gemm._sm90_dense_forced(a, b, layouts["m_major"], sb, None, None, -1)
+        layouts = {name: layouts[name] for name in os.environ.get("LAYOUTS", "m_major,k_major").split(",")}
+        ref = torch.ops.fp8gemm._sm90_dense_forced(a, b, m_major(sa), sb, None, None, -1)
         for config in forced or [-1]:
             for layout, scale in layouts.items():
                 out = torch.ops.fp8gemm._sm90_dense_forced(a, b, scale, sb, None, None, config)

@@ -1,6 +1,6 @@
 """Probe: kernel time of the dense GEMM with K-major activation scales at several row strides
 (floats between rows) against M-major ones, same values: what the in-place K-major load costs per
-shape, with the heuristic's configuration or with forced ones (FORCE="bm256_bn128_s3_mc2a,...").
+shape, with the heuristic's configuration or with forced ones (FORCE="bm256_bn128_s3_mc1,...").
     FORCE=... python3 bench/scale_stride_probe.py m,n,k ..."""
 import json
 import os

@@ -7,7 +7,8 @@
 //   n-blocks sharing A.
 // The dense set covers what the cost model picks over LLM layer shapes from M = 1 to 16384: block N
 // in steps of 16 to fill the SMs, 16- and 32-row tiles for decode-sized M, 256-row tiles for large
-// M and N, and multicast where tiles come in several waves.
+// M and N (single CTAs: the heuristic takes no clusters at m >= 1024), and multicast where tiles come
+// in several waves.
 #pragma once
 
 #define TORCH_FP8GEMM_SMALL_M_CONFIGS(X, BM)                                                      \
@@ -22,7 +23,7 @@
   X(128, 64, 1, 1) X(128, 80, 1, 1) X(128, 96, 1, 1) X(128, 112, 1, 1) X(128, 128, 1, 1) X(128, 144, 1, 1) \
   X(128, 160, 1, 1) X(128, 192, 1, 1) X(128, 144, 2, 1) X(128, 160, 2, 1) X(128, 192, 2, 1)                \
   X(128, 112, 1, 2) X(128, 128, 1, 2)
-#define TORCH_FP8GEMM_DENSE_BM256_CONFIGS(X) X(256, 112, 1, 1) X(256, 128, 1, 1) X(256, 112, 1, 2) X(256, 128, 1, 2)
+#define TORCH_FP8GEMM_DENSE_BM256_CONFIGS(X) X(256, 112, 1, 1) X(256, 128, 1, 1)
 
 #define TORCH_FP8GEMM_DENSE_CONFIGS(X)                                             \
   TORCH_FP8GEMM_DENSE_BM16_CONFIGS(X) TORCH_FP8GEMM_DENSE_BM32_CONFIGS(X)           \

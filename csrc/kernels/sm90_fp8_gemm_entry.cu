@@ -93,7 +93,9 @@ int sm90_fp8_gemm_pick_config(const DenseGemmParams& p) {
   return sm90::plan_dense(q).index;
 }
 // A forced configuration (tests, measurements) loads K-major scales as given wherever its ring holds them.
+// fp32 output: M-major only (the kernel compiles that output type for M-major scales alone).
 bool sm90_fp8_gemm_dense_takes_k_major_scales(const DenseGemmParams& p) {
+  if (p.out_kind == OutKind::kFP32) return false;
   const sm90::ConfigEntry& c = *sm90::plan_dense(p).config;
   if (p.forced_config >= 0) return sm90::k_major_ring_holds(c.box_slots, c.stages, sm90::ceil_div<int64_t>(p.k, 128));
   return sm90::k_major_in_place(c, false, p.m, p.m, p.n, p.k);

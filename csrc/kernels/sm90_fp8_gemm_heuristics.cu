@@ -112,8 +112,9 @@ int pick(const ConfigEntry (&table)[N], const Problem& p) {
     if (p.num_sms % (c.cluster_m * c.cluster_n) != 0) continue;
     // Our 2-CTA clusters lose to single CTAs of the same tile at long K (H200, K = 7168, forced:
     // 4096x4096 128x128 169 us single vs 190 A-shared, 256x128 172 vs 174; 512x18432 128x192 100 vs
-    // 106 B-shared) and win at short K (4096x32768x512 128x128: 158 A-shared vs 162).
-    if (c.cluster_m * c.cluster_n > 1 && p.k >= 4096) continue;
+    // 106 B-shared) and at m >= 1024 (4096 rows, M-major scales: 256x128 at N x K 24576x1536 259.5 vs
+    // 261.8 A-shared, 32768x512 148.6 vs 151.0, 7168x2048 97.8 vs 99.4; 128x128 at 32768x512 161.7 vs 168.7).
+    if (c.cluster_m * c.cluster_n > 1 && (p.k >= 4096 || p.rows_per_batch >= 1024)) continue;
     const double t = cost(c, p);
     if (best < 0 || t < best_cost || (t == best_cost && rank_key(c) < rank_key(table[best]))) best = i, best_cost = t;
   }
