@@ -17,13 +17,9 @@ __device__ __forceinline__ void fence_mbarrier_init() {
   asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
 }
 
-// Named barrier `id` over num_threads threads (a multiple of 32): sync waits for all of them,
-// arrive counts this warp's threads and goes on.
+// Named barrier `id` over num_threads threads (a multiple of 32).
 __device__ __forceinline__ void named_barrier_sync(int id, int num_threads) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(num_threads) : "memory");
-}
-__device__ __forceinline__ void named_barrier_arrive(int id, int num_threads) {
-  asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(num_threads) : "memory");
 }
 
 // Orders this thread's generic-proxy shared-memory accesses before later async-proxy (TMA, wgmma) ones.
