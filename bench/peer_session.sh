@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # One device call that times ours beside DeepGEMM and torch's block-wise GEMM (the peer kit: a folder
 # with build_deepgemm.sh, peer_bench.py and kbench.py, carried into the repo as PEER_DIR, default
-# .peers, git-ignored). Builds ours and DeepGEMM side by side, runs the GPU tests named in TESTS
-# (optional), then peer_bench.py on the sections in PEERS (default "dense moe"), and prints the
-# markdown table of docs/benchmarks.md. Logs go to $OUT.
-#   TESTS="test/test_grouped_cuda.py ..." PEERS="dense moe" PEER_EXTRA=shapes.json bash bench/peer_session.sh
+# .peers, git-ignored). Builds ours and DeepGEMM side by side, then the stages whose variables are set:
+#   TESTS="test/test_dense_cuda.py ..."   GPU tests
+#   SAN="bm256_bn128_s3_mc1 ..."          compute-sanitizer racecheck + synccheck on bench/sanitize_scales.py
+#   NCU_SHAPES="8192x8192x8192 ..."       ncu --set full of ours (FORCE, LAYOUTS) and DeepGEMM (bench/ncu_peer.py)
+#   SWEEP="4096,4096,7168;..."            every dense config forced (bench/dense_config_sweep.py)
+#   PEERS="dense moe"                     peer_bench.py (default "dense moe"; PEERS=none skips it) and the
+#                                         markdown table of docs/benchmarks.md
+# e.g. TESTS="test/test_grouped_cuda.py" PEERS="dense moe" PEER_EXTRA=.peers/extra.json bash bench/peer_session.sh
+# Logs go to $OUT.
 set -uo pipefail
 PEER_DIR=${PEER_DIR:-.peers}
 OUT=${OUT:-$PWD/gpu_logs}
@@ -18,10 +23,30 @@ export LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libstdc++.so.6
 if [ -n "${TESTS:-}" ]; then
   t0=$(date +%s)
   timeout "${TESTS_LIMIT:-240}" python3 -m pytest -q --timeout=150 -p no:cacheprovider $TESTS > "$OUT/tests.log" 2>&1
-  echo "tests: rc $?, $(( $(date +%s) - t0 )) s"; tail -15 "$OUT/tests.log"
+  echo "tests: rc $?, $(( $(date +%s) - t0 )) s"; tail -3 "$OUT/tests.log"
+fi
+if [ -n "${SAN:-}" ]; then
+  for tool in racecheck synccheck; do
+    timeout 120 compute-sanitizer --tool $tool --print-limit 5 python3 bench/sanitize_scales.py $SAN > "$OUT/san_$tool.log" 2>&1
+    echo "sanitizer $tool: rc $?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/san_$tool.log" | head -2
+  done
 fi
 wait
 tail -1 "$OUT/dg_build.log"
-PYTHONPATH=/tmp/deepgemm/dghead timeout "${PEERS_LIMIT:-300}" python3 "$PEER_DIR/peer_bench.py" ${PEERS:-dense moe} > "$OUT/peers.log" 2>&1
-grep -E "GEOMEAN|rror" "$OUT/peers.log" | head -20
-python3 bench/peer_table.py "$OUT/peers.log"
+export PYTHONPATH=/tmp/deepgemm/dghead
+if [ -n "${NCU_SHAPES:-}" ]; then
+  timeout 240 ncu --clock-control "${NCU_CLOCK:-none}" --set full -k regex:sm90_fp8_gemm -o "$OUT/peer" \
+    python3 bench/ncu_peer.py $NCU_SHAPES > "$OUT/ncu.log" 2>&1
+  echo "ncu: rc $?"; grep -E "equal" "$OUT/ncu.log" | head
+  ncu --import "$OUT/peer.ncu-rep" --page details > "$OUT/ncu_details.txt" 2>&1
+  ncu --import "$OUT/peer.ncu-rep" --page raw --csv > "$OUT/ncu_raw.csv" 2>&1
+fi
+if [ -n "${SWEEP:-}" ]; then
+  SWEEP_SHAPES="$SWEEP" PEER_DIR="$PEER_DIR" timeout 240 python3 bench/dense_config_sweep.py > "$OUT/sweep.log" 2>&1
+  echo "sweep: rc $?"; grep SWEEP "$OUT/sweep.log" | cut -c1-400
+fi
+if [ "${PEERS:-dense moe}" != "none" ]; then
+  timeout "${PEERS_LIMIT:-300}" python3 "$PEER_DIR/peer_bench.py" ${PEERS:-dense moe} > "$OUT/peers.log" 2>&1
+  grep -E "GEOMEAN|rror" "$OUT/peers.log" | head -20
+  python3 bench/peer_table.py "$OUT/peers.log" | tee "$OUT/peer_table.md"
+fi
