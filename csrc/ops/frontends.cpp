@@ -84,6 +84,30 @@ void check_group_index(const char* op, const char* name, const at::Tensor& t, in
                     "] (one entry per expert of `b`), got ", t.sizes());
 }
 
+// What the grouped and masked front ends share: one device for every tensor, fp8 operands with
+// their scales (a: [M, K] or [G, max_m, K], b: [G, N, K]), the expert index tensor on a's device.
+void check_grouped_operands(const char* op, const at::Tensor& a, int64_t a_dim, const at::Tensor& b, const char* index_name,
+                            const at::Tensor& index, const std::optional<at::Tensor>& a_scale,
+                            const std::optional<at::Tensor>& b_scale) {
+  check_same_device(op, "a", a, "b", b);
+  check_same_device(op, "a", a, index_name, index);
+  if (a_scale) check_same_device(op, "a", a, "a_scale", *a_scale);
+  if (b_scale) check_same_device(op, "a", a, "b_scale", *b_scale);
+  check_operand(op, "a", a, a_dim, "a_scale", a_scale);
+  check_operand(op, "b", b, 3, "b_scale", b_scale);
+}
+
+// The experts' weight scales (one per 128x128 block) and both operands' TMA layout.
+void check_expert_scales_and_layouts(const char* op, const at::Tensor& a, const at::Tensor& b,
+                                     const std::optional<at::Tensor>& b_scale, int64_t groups, int64_t n, int64_t kb) {
+  if (b_scale) {
+    check_scale(op, "b_scale", *b_scale, {groups, ceil_div(n, kScaleBlock), kb},
+                "[G, ceil(N/128), ceil(K/128)]: one scale per 128x128 block of each expert");
+  }
+  check_fp8_layout(op, "a", a);
+  check_fp8_layout(op, "b", b);
+}
+
 // High-precision operands are quantized through the dispatcher, so each device runs its own
 // quantize kernel (the CUDA kernels on the GPU, the ATen reference on the CPU); both give the same bits.
 using QuantizeSignature = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&);
@@ -192,12 +216,7 @@ at::Tensor grouped_moe_op(const at::Tensor& a, const at::Tensor& b, const at::Te
                           const std::optional<at::Tensor>& b_scale,
                           std::optional<at::ScalarType> out_dtype, GroupedBackend backend) {
   constexpr const char* op = "fp8gemm::grouped_moe";
-  check_same_device(op, "a", a, "b", b);
-  check_same_device(op, "a", a, "group_offsets", group_offsets);
-  if (a_scale) check_same_device(op, "a", a, "a_scale", *a_scale);
-  if (b_scale) check_same_device(op, "a", a, "b_scale", *b_scale);
-  check_operand(op, "a", a, 2, "a_scale", a_scale);
-  check_operand(op, "b", b, 3, "b_scale", b_scale);
+  check_grouped_operands(op, a, 2, b, "group_offsets", group_offsets, a_scale, b_scale);
   const auto dtype = resolve_out_dtype(op, out_dtype);
   const int64_t m = a.size(0), k = a.size(1), groups = b.size(0), n = b.size(1);
   FP8GEMM_CHECK_ARG(b.size(2) == k, op, "`b` of shape [G, N, K] with K = ", k,
@@ -206,12 +225,7 @@ at::Tensor grouped_moe_op(const at::Tensor& a, const at::Tensor& b, const at::Te
   check_group_index(op, "group_offsets", group_offsets, groups);
   const int64_t kb = ceil_div(k, kScaleBlock);
   if (a_scale) check_scale(op, "a_scale", *a_scale, {m, kb}, "[M, ceil(K/128)]: one scale per 1x128 group of `a`");
-  if (b_scale) {
-    check_scale(op, "b_scale", *b_scale, {groups, ceil_div(n, kScaleBlock), kb},
-                "[G, ceil(N/128), ceil(K/128)]: one scale per 128x128 block of each expert");
-  }
-  check_fp8_layout(op, "a", a);
-  check_fp8_layout(op, "b", b);
+  check_expert_scales_and_layouts(op, a, b, b_scale, groups, n, kb);
   if (group_offsets.is_cpu() && groups > 0) {
     // Cheap only when the offsets live on the host; on a GPU the kernels clamp them instead of
     // synchronizing to check. The error names the first entry that breaks a rule, not the tensor.
@@ -236,12 +250,7 @@ at::Tensor grouped_moe_masked_op(const at::Tensor& a, const at::Tensor& b, const
                                  const std::optional<at::Tensor>& b_scale,
                                  std::optional<at::ScalarType> out_dtype, MaskedBackend backend) {
   constexpr const char* op = "fp8gemm::grouped_moe_masked";
-  check_same_device(op, "a", a, "b", b);
-  check_same_device(op, "a", a, "masked_m", masked_m);
-  if (a_scale) check_same_device(op, "a", a, "a_scale", *a_scale);
-  if (b_scale) check_same_device(op, "a", a, "b_scale", *b_scale);
-  check_operand(op, "a", a, 3, "a_scale", a_scale);
-  check_operand(op, "b", b, 3, "b_scale", b_scale);
+  check_grouped_operands(op, a, 3, b, "masked_m", masked_m, a_scale, b_scale);
   const auto dtype = resolve_out_dtype(op, out_dtype);
   const int64_t groups = a.size(0), max_m = a.size(1), k = a.size(2), n = b.size(1);
   FP8GEMM_CHECK_ARG(b.size(0) == groups && b.size(2) == k, op, "`b` of shape [G, N, K] with G = ", groups,
@@ -254,12 +263,7 @@ at::Tensor grouped_moe_masked_op(const at::Tensor& a, const at::Tensor& b, const
     check_scale(op, "a_scale", *a_scale, {groups, max_m, kb},
                 "[G, max_m, ceil(K/128)]: one scale per 1x128 group of `a`");
   }
-  if (b_scale) {
-    check_scale(op, "b_scale", *b_scale, {groups, ceil_div(n, kScaleBlock), kb},
-                "[G, ceil(N/128), ceil(K/128)]: one scale per 128x128 block of each expert");
-  }
-  check_fp8_layout(op, "a", a);
-  check_fp8_layout(op, "b", b);
+  check_expert_scales_and_layouts(op, a, b, b_scale, groups, n, kb);
   if (masked_m.is_cpu() && groups > 0) {
     const auto rows = masked_m.to(at::kLong).contiguous();
     const int64_t* count = rows.data_ptr<int64_t>();
