@@ -93,17 +93,17 @@ struct DenseScheduler {
 // and no padding of the group sizes is needed: an expert's first tile starts at its first row.
 // Expert bounds are read on the device (no host sync: capturable in CUDA graphs); each CTA walks its
 // increasing tile ids with a cursor that only moves forward through the experts.
-//   contiguous: group_rows[g] = cumulative end of expert g's rows;
-//   masked:     group_rows[g] = rows of expert g, whose block starts at row g * max_m.
+//   contiguous: bounds = group_ends, group_ends[g] = cumulative end of expert g's rows;
+//   masked:     bounds = group_sizes, group_sizes[g] = rows of expert g, whose block starts at g * max_m.
 template <int kBlockM, int kBlockN, bool kMasked, int kBand = 16>
 struct GroupedScheduler {
-  const int32_t* group_rows;
+  const int32_t* bounds;
   int num_groups, num_n_blocks, group, group_m_blocks;
   int64_t total_rows, max_m, group_start, group_end, group_first_tile, next_id;
   int stride;
 
-  __device__ __forceinline__ GroupedScheduler(const int32_t* rows, int groups, int64_t m, int64_t n, int64_t rows_per_group) {
-    group_rows = rows;
+  __device__ __forceinline__ GroupedScheduler(const int32_t* group_bounds, int groups, int64_t m, int64_t n, int64_t rows_per_group) {
+    bounds = group_bounds;
     num_groups = groups;
     num_n_blocks = static_cast<int>(ceil_div<int64_t>(n, kBlockN));
     group = -1;
@@ -117,7 +117,7 @@ struct GroupedScheduler {
 
   // Bounds of expert g, clamped so that bad offsets or masks never address rows outside A / out.
   __device__ __forceinline__ void enter_group(int g) {
-    const int64_t value = __ldg(group_rows + g);
+    const int64_t value = __ldg(bounds + g);
     if constexpr (kMasked) {
       group_start = static_cast<int64_t>(g) * max_m;
       group_end = group_start + min(max(value, int64_t(0)), max_m);

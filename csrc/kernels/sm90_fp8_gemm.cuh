@@ -103,8 +103,11 @@ struct KernelArgs {
   int a_scale_k_major;   // tmap_sfa reads K-major scales (GemmShape::kKMajorScales configurations only)
   int a_scale_packed;    // K-major rows of exactly 4 floats: tmap_sfa is 1-D (a box: pieces of kPackedPiece floats)
   DenseRaster raster;    // dense kinds: the tile walk
-  // Grouped kinds: G experts, b is [G * n, k]; group_rows as GroupedScheduler reads them.
-  const int32_t* group_rows;
+  // Grouped kinds: G experts, b is [G * n, k]; expert bounds as GroupedScheduler reads them.
+  union {
+    const int32_t* group_ends;   // contiguous
+    const int32_t* group_sizes;  // masked
+  };
   int num_groups;
   int64_t rows_per_group;        // masked: max_m
   int64_t b_scale_group_stride;  // floats of b_scale per expert
@@ -171,7 +174,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
   auto scheduler = [&] {
     if constexpr (S::kGrouped) {
       return GroupedScheduler<kBlockM, kBlockN, kKind == GemmKind::kGroupedMasked>(
-          args.group_rows, args.num_groups, args.m, args.n, args.rows_per_group);
+          kKind == GemmKind::kGroupedMasked ? args.group_sizes : args.group_ends, args.num_groups, args.m, args.n, args.rows_per_group);
     } else {
       return DenseScheduler<kBlockM, kBlockN, kClusterM, kClusterN>(args.raster, args.m, static_cast<int>(rank));
     }

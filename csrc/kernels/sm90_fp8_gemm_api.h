@@ -52,11 +52,14 @@ enum class GroupedLayout : int { kContiguous = 1, kMasked = 2 };
 struct GroupedGemmParams {
   // gemm.a [m, k]: the rows of all experts (contiguous: back to back; masked: G blocks of max_m rows),
   // gemm.b [G * n, k] (the experts' [n, k] weights stacked, ldb its row stride), gemm.b_scale
-  // [G, ceil(n/128), ceil(k/128)] contiguous, gemm.out [m, n]. The caller zero-fills out: the kernel
-  // writes only the rows that belong to an expert. gemm.bias must be nullptr.
+  // [G, ceil(n/128), ceil(k/128)] contiguous, gemm.out [m, n]. The kernel writes only the rows that
+  // belong to an expert (contiguous: grouped_zero_unowned_rows clears the rest). gemm.bias must be nullptr.
   DenseGemmParams gemm;
   GroupedLayout layout;
-  const int32_t* group_rows;  // [G] on the device. contiguous: cumulative row ends; masked: rows per expert
+  union {                       // [G] on the device, by layout:
+    const int32_t* group_ends;  //   contiguous: the cumulative end of each expert's rows
+    const int32_t* group_sizes; //   masked: each expert's rows (its block starts at row g * max_m)
+  };
   int num_groups;             // G >= 1
   int64_t rows_per_group;     // masked: max_m (gemm.m == G * max_m); contiguous: unused
   int64_t expected_m;         // typical rows per expert: guides the configuration only
@@ -66,8 +69,9 @@ const char* sm90_fp8_gemm_grouped_config_name(int idx);
 int sm90_fp8_gemm_num_grouped_configs();
 void sm90_fp8_gemm_grouped(const GroupedGemmParams& p);
 bool sm90_fp8_gemm_grouped_takes_k_major_scales(const GroupedGemmParams& p);
-// Zeroes the rows of p.gemm.out that no expert owns (what sm90_fp8_gemm_grouped leaves unwritten),
-// reading the expert bounds on the device; launch it on the same stream before or after the GEMM.
+// Contiguous layout: zeroes the rows of p.gemm.out past the last expert's end (what
+// sm90_fp8_gemm_grouped leaves unwritten), reading the bound on the device; launch it on the same
+// stream before or after the GEMM.
 void grouped_zero_unowned_rows(const GroupedGemmParams& p);
 
 }  // namespace torch_fp8gemm

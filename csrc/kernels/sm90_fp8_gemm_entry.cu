@@ -66,7 +66,7 @@ void validate_grouped(const GroupedGemmParams& p) {
   validate_dense_params(g, grouped_config_names().size());
   require(p.layout == GroupedLayout::kContiguous || p.layout == GroupedLayout::kMasked, g, "a known grouped layout");
   require(p.num_groups >= 1, g, "num_groups >= 1, got " + std::to_string(p.num_groups));
-  require(p.group_rows != nullptr, g, "group_rows on the device");
+  require(p.group_ends != nullptr, g, "group_ends / group_sizes on the device");
   require(g.bias == nullptr, g, "no bias (grouped GEMM)");
   require(static_cast<int64_t>(p.num_groups) * g.n < (int64_t(1) << 31), g, "G * n < 2^31 (TMA coordinates)");
   if (p.layout == GroupedLayout::kMasked) {

@@ -145,7 +145,7 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped, c
   args.a_scale_k_major = p.a_scale_k_major ? 1 : 0;
   args.a_scale_packed = packed ? 1 : 0;
   if (grouped != nullptr) {
-    args.group_rows = grouped->group_rows;
+    args.group_ends = grouped->group_ends;  // the union's one pointer, either layout
     args.num_groups = grouped->num_groups;
     args.rows_per_group = grouped->rows_per_group;
     args.b_scale_group_stride = ceil_div<int64_t>(p.n, 128) * num_k_blocks;

@@ -153,13 +153,17 @@ at::Tensor stacked_rows(const at::Tensor& t) {
 // Fills the shared part of the kernel parameters for a grouped GEMM over `rows` [m, k] of A (scales
 // still to bind).
 GroupedGemmParams grouped_params(const at::Tensor& rows, const at::Tensor& weights, const at::Tensor& weight_scales,
-                                 at::Tensor& out, GroupedLayout layout, const at::Tensor& group_rows,
+                                 at::Tensor& out, GroupedLayout layout, const at::Tensor& group_bounds,
                                  int64_t rows_per_group, int64_t expected_m) {
   GroupedGemmParams p{};
   // Expert 0's [n, k] view: the stacked experts share its base pointer and row stride.
   p.gemm = dense_params(rows, weights.select(0, 0), weight_scales, out);
   p.layout = layout;
-  p.group_rows = group_rows.data_ptr<int32_t>();
+  if (layout == GroupedLayout::kMasked) {
+    p.group_sizes = group_bounds.data_ptr<int32_t>();
+  } else {
+    p.group_ends = group_bounds.data_ptr<int32_t>();
+  }
   p.num_groups = static_cast<int>(weights.size(0));
   p.rows_per_group = rows_per_group;
   p.expected_m = expected_m;
