@@ -103,11 +103,8 @@ struct KernelArgs {
   int a_scale_k_major;   // tmap_sfa reads K-major scales (GemmShape::kKMajorScales configurations only)
   int a_scale_packed;    // K-major rows of exactly 4 floats: tmap_sfa is 1-D (a box: pieces of kPackedPiece floats)
   DenseRaster raster;    // dense kinds: the tile walk
-  // Grouped kinds: G experts, b is [G * n, k]; expert bounds as GroupedScheduler reads them.
-  union {
-    const int32_t* group_ends;   // contiguous
-    const int32_t* group_sizes;  // masked
-  };
+  // Grouped kinds: G experts, b is [G * n, k]; expert bounds (contiguous: ends, masked: sizes) as GroupedScheduler reads them.
+  union { const int32_t* group_ends; const int32_t* group_sizes; };
   int num_groups;
   int64_t rows_per_group;        // masked: max_m
   int64_t b_scale_group_stride;  // floats of b_scale per expert
