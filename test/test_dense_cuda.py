@@ -82,9 +82,10 @@ def test_every_configuration_takes_every_scale_layout():
     # ones in place; the op copies the others M-major. K blocks: 8 (row-major in place), 5 (padded rows
     # in place where the ring's boxes lie far enough apart: one K block between the tiles' last and
     # first box), 4 (rows of exactly 4 floats: loaded as one run) with m = 1 and with ~9 tiles per CTA
-    # on the smallest tiles (16 stages over 4 slots: a slot is rewritten just as its stage frees).
+    # on the smallest tiles (16 stages over 4 slots: a slot is rewritten just as its stage frees), and
+    # 41 (the M-major copy crosses its 32 x 32 tiles in both directions).
     configs = torch.ops.fp8gemm._sm90_dense_configs()
-    for m, n, k in [(129, 576, 1024), (65, 112, 640), (1, 264, 512), (520, 2048, 512)]:
+    for m, n, k in [(129, 576, 1024), (65, 112, 640), (1, 264, 512), (520, 2048, 512), (200, 96, 5184)]:
         a, sa, b, sb = gpu_operands(m, n, k)
         expected = T.reference_dense(a, sa, b, sb)
         for layout, scale in T.scale_layouts(sa).items():

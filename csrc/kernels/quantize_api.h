@@ -65,4 +65,9 @@ struct Quantize128x128Params {
 
 void fp8_quantize_128x128(const Quantize128x128Params& p);
 
+// K-major activation scales src [rows, k_blocks] (row stride src_ld >= k_blocks) copied M-major:
+// dst[kb * dst_ld + r] = src[r * src_ld + kb], dst_ld >= rows; padding entries are not written.
+void scales_to_m_major(const float* src, int64_t rows, int64_t k_blocks, int64_t src_ld, float* dst, int64_t dst_ld,
+                       cudaStream_t stream);
+
 }  // namespace torch_fp8gemm

@@ -15,16 +15,16 @@ struct Tile {
   int m_block;
   int n_block;
   int group;
-  bool valid;  // false: a phantom tile of a 2-CTA cluster whose peer has a real tile
+  bool valid;  // false: a phantom tile of a cluster CTA whose peers have real tiles
   int64_t row0;
   int64_t row_end;
 };
 
 // Dense and K-grouped GEMMs: num_batches copies of an [m, n] grid of blocks, one after the other.
-// kClusterM x kClusterN CTAs (at most 2) share one operand by TMA multicast: kClusterN = 2 pairs two
-// n-blocks of one m-block (A shared), kClusterM = 2 two m-blocks of one n-block (B shared). The
+// kClusterM x kClusterN CTAs share one operand by TMA multicast: kClusterN = 2 or 4 n-blocks of one
+// m-block (A shared), kClusterM = 2 m-blocks of one n-block (B shared). The
 // scheduler walks cluster tiles; the CTA of cluster rank r takes block r of each. Where the grid is
-// odd along the paired dimension, the CTA past the edge gets a phantom tile (valid = false) that
+// not a multiple of the cluster along the shared dimension, a CTA past the edge gets a phantom tile (valid = false) that
 // still runs the pipeline (its loads are zero-filled, its stores skipped), keeping both in lockstep.
 // Rasterization: cluster tiles come in bands of `band` along m (m fastest inside a band), or along n
 // when A is shared (the pair's blocks are then neighbours in n), so the ~132 tiles in flight touch
@@ -44,7 +44,7 @@ struct DenseRaster {
     r.num_m_blocks = static_cast<int>(ceil_div<int64_t>(m, block_m));
     r.num_n_blocks = static_cast<int>(ceil_div<int64_t>(n, block_n));
     const int num_cm = ceil_div(r.num_m_blocks, cluster_m), num_cn = ceil_div(r.num_n_blocks, cluster_n);
-    const int major = cluster_n == 2 ? num_cn : num_cm, minor = cluster_n == 2 ? num_cm : num_cn;
+    const int major = cluster_n > 1 ? num_cn : num_cm, minor = cluster_n > 1 ? num_cm : num_cn;
     band = band < 1 ? 1 : band > major ? major : band;
     r.num_tiles = num_cm * num_cn * num_batches;
     r.num_full_bands = major / band;
@@ -58,8 +58,8 @@ struct DenseRaster {
 
 template <int kBlockM, int kBlockN, int kClusterM, int kClusterN>
 struct DenseScheduler {
-  static_assert(kClusterM * kClusterN <= 2, "clusters of at most 2 CTAs");
-  static constexpr bool kBandAlongN = kClusterN == 2;
+  static_assert(kClusterM <= 2 && kClusterN <= 4 && (kClusterM == 1 || kClusterN == 1), "cluster shape");
+  static constexpr bool kBandAlongN = kClusterN > 1;
   const DenseRaster& r;
   int64_t m;
   int next_id, stride, rank;
@@ -79,7 +79,7 @@ struct DenseScheduler {
     const int c_minor = width.div(in_band), c_major = b * r.band.d + in_band - c_minor * width.d;
     const int cm = kBandAlongN ? c_minor : c_major, cn = kBandAlongN ? c_major : c_minor;
     t.m_block = cm * kClusterM + (kClusterM == 2 ? rank : 0);
-    t.n_block = cn * kClusterN + (kClusterN == 2 ? rank : 0);
+    t.n_block = cn * kClusterN + (kClusterN > 1 ? rank : 0);
     t.valid = t.m_block < r.num_m_blocks && t.n_block < r.num_n_blocks;
     t.row0 = 0;
     t.row_end = m;

@@ -8,7 +8,7 @@
 // and adds sa[row] * sb[column block] * tmp to its FP32 accumulators ("promotion") while the other's run.
 // BLOCK_M = 256: two 64-row waves per warpgroup (rows wave * 128 + wg * 64). BLOCK_M = 16/32 loads only that
 // many rows of A (decode-sized m): the wgmma computes 64 rows, those past BLOCK_M are never stored.
-// 2-CTA clusters multicast A (CLUSTER_N = 2) or B (CLUSTER_M = 2). B scales are staged per tile, A's per stage.
+// Clusters multicast A (CLUSTER_N = 2, 4 n-blocks) or B (CLUSTER_M = 2). B scales staged per tile, A's per stage.
 // Epilogue: bf16 tiles go through a swizzled staging tile (stmatrix) and TMA stores that overlap
 // the next tile's main loop; fp32 out and grouped tiles that straddle experts store from registers.
 #pragma once
@@ -127,10 +127,11 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
   using Mma = ptx::WgmmaFp8<kBlockN>;
   constexpr int kNumStages = S::kStages, kNumMathWG = S::kNumMathWG, kWavesM = S::kWavesM;
   constexpr int kClusterSize = kClusterM * kClusterN;
-  // A shared across the pair (CLUSTER_N = 2) or B (CLUSTER_M = 2): each CTA loads half of its box
-  // and multicasts it to both.
-  constexpr int kBoxRowsA = kClusterN == 2 ? kBlockM / 2 : kBlockM, kBoxRowsB = kClusterM == 2 ? kBlockN / 2 : kBlockN;
-  static_assert(kBoxRowsA % 8 == 0 && kBoxRowsB % 8 == 0, "multicast halves must stay 1024-B aligned");
+  // A or B shared across the cluster: each CTA loads its share of the box and multicasts it to all.
+  constexpr int kBoxRowsA = kBlockM / kClusterN, kBoxRowsB = kBlockN / kClusterM;
+  constexpr uint16_t kClusterMask = (1u << kClusterSize) - 1;
+  static_assert((kClusterM == 1 || kClusterN == 1) && kBoxRowsA % 8 == 0 && kBoxRowsB % 8 == 0,
+                "one operand shared, in 1024-B aligned shares");
   static_assert(kKind == GemmKind::kDense || kClusterSize == 1, "only the plain dense kind runs in clusters");
   static_assert(!S::kGrouped || kBlockM <= 128, "grouped kinds: the A-scale box (BLOCK_M + slack) must stay <= 256");
   // 128 % BN == 0: a tile never straddles two 128-row scale blocks of B.
@@ -162,11 +163,8 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
     if constexpr (S::kRowScaledB) ptx::prefetch_tensormap(&tmap_sfb);
     if constexpr (S::kStaged) ptx::prefetch_tensormap(&tmap_out);
   }
-  if constexpr (kClusterSize > 1) {
-    ptx::cluster_sync();  // the peer's barriers are initialised before any multicast targets them
-  } else {
-    __syncthreads();
-  }
+  // With clusters, the peers' barriers are initialised before any multicast targets them.
+  kClusterSize > 1 ? ptx::cluster_sync() : __syncthreads();
 
   auto scheduler = [&] {
     if constexpr (S::kGrouped) {
@@ -206,13 +204,13 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
           uint64_t* full = &ss.full[stage];
           ptx::mbarrier_arrive_expect_tx(full, !k_major ? tx_m_major : tx_operands + ((kb & 3) == 0 ? 16 * kBlockM : 0));
           const int k0 = kb * kBlockK;
-          if constexpr (kClusterN == 2) {
-            ptx::tma_load_2d_multicast(ss.a[stage] + rank * kBoxRowsA * kBlockK, &tmap_a, full, k0, m0 + rank * kBoxRowsA, 0b11);
+          if constexpr (kClusterN > 1) {
+            ptx::tma_load_2d_multicast(ss.a[stage] + rank * kBoxRowsA * kBlockK, &tmap_a, full, k0, m0 + rank * kBoxRowsA, kClusterMask);
           } else {
             ptx::tma_load_2d(ss.a[stage], &tmap_a, full, k0, m0);
           }
           if constexpr (kClusterM == 2) {
-            ptx::tma_load_2d_multicast(ss.b[stage] + rank * kBoxRowsB * kBlockK, &tmap_b, full, k0, n0 + rank * kBoxRowsB, 0b11);
+            ptx::tma_load_2d_multicast(ss.b[stage] + rank * kBoxRowsB * kBlockK, &tmap_b, full, k0, n0 + rank * kBoxRowsB, kClusterMask);
           } else {
             ptx::tma_load_2d(ss.b[stage], &tmap_b, full, k0, n0);
           }
@@ -439,7 +437,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
     if (S::kStaged && wg_thread < kBlockN * 2 / S::kStagingSpan) ptx::bulk_wait_group_0();
   }
   if constexpr (kClusterSize > 1) {
-    // No CTA may exit while its peer can still arrive on its barriers or multicast into its smem.
+    // No CTA may exit while a peer can still arrive on its barriers or multicast into its smem.
     ptx::cluster_sync();
   }
 #else

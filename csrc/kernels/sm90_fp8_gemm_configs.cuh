@@ -18,7 +18,9 @@
 
 #define TORCH_FP8GEMM_DENSE_BM16_CONFIGS(X) TORCH_FP8GEMM_SMALL_M_CONFIGS(X, 16)
 #define TORCH_FP8GEMM_DENSE_BM32_CONFIGS(X) TORCH_FP8GEMM_SMALL_M_CONFIGS(X, 32)
-#define TORCH_FP8GEMM_DENSE_BM64_CONFIGS(X) TORCH_FP8GEMM_SMALL_M_CONFIGS(X, 64)
+#define TORCH_FP8GEMM_DENSE_BM64_CONFIGS(X)                                                    \
+  TORCH_FP8GEMM_SMALL_M_CONFIGS(X, 64) X(64, 16, 1, 2) X(64, 32, 1, 2) X(64, 64, 1, 2) X(64, 128, 1, 2) \
+  X(64, 16, 1, 4) X(64, 32, 1, 4) X(64, 64, 1, 4)
 #define TORCH_FP8GEMM_DENSE_BM128_CONFIGS(X)                                                                 \
   X(128, 64, 1, 1) X(128, 80, 1, 1) X(128, 96, 1, 1) X(128, 112, 1, 1) X(128, 128, 1, 1) X(128, 144, 1, 1) \
   X(128, 160, 1, 1) X(128, 192, 1, 1) X(128, 144, 2, 1) X(128, 160, 2, 1) X(128, 192, 2, 1)                \

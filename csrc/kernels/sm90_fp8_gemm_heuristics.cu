@@ -21,7 +21,7 @@ namespace {
 
 std::string config_name(const char* prefix, int bm, int bn, int cm, int cn, int stages) {
   return std::string(prefix) + "bm" + std::to_string(bm) + "_bn" + std::to_string(bn) + "_s" + std::to_string(stages) +
-         (cn == 2 ? "_mc2a" : cm == 2 ? "_mc2b" : "_mc1");
+         (cn > 1 ? "_mc" + std::to_string(cn) + "a" : cm == 2 ? "_mc2b" : "_mc1");
 }
 
 #define TORCH_FP8GEMM_SHAPE_FIELDS(BM, BN, CM, CN, KIND) \
@@ -84,7 +84,8 @@ double cost(const ConfigEntry& c, const Problem& p) {
   const double l2_cycles = l2 * blocks / std::min(64.0 * p.num_sms, 8e6 / 1.3e3);
   const double smem_cycles = smem * blocks / (128.0 * p.num_sms);
   const double wave_efficiency = static_cast<double>(blocks) / (static_cast<double>(waves) * p.num_sms);
-  if (c.cluster_m * c.cluster_n > 1 && waves <= 1) return 1e300;
+  // B shared pairs m-blocks: with one wave they only halve the SMs' B loads, at the cost of lockstep.
+  if (c.cluster_m > 1 && waves <= 1) return 1e300;
   return std::max(l2_cycles, smem_cycles) / wave_efficiency;
 }
 
@@ -92,7 +93,7 @@ double cost(const ConfigEntry& c, const Problem& p) {
 // 16- and 32-row tiles only where they hold all of m. Ties keep the candidate met first, in the
 // order (no cluster, A shared, B shared) x BLOCK_M (64, 128, 16, 32, 256) x BLOCK_N ascending.
 int rank_key(const ConfigEntry& c) {
-  const int cluster = c.cluster_n == 2 ? 1 : c.cluster_m == 2 ? 2 : 0;
+  const int cluster = c.cluster_n == 2 ? 1 : c.cluster_m == 2 ? 2 : c.cluster_n == 4 ? 3 : 0;
   const int bm = c.block_m == 64 ? 0 : c.block_m == 128 ? 1 : c.block_m == 16 ? 2 : c.block_m == 32 ? 3 : 4;
   return (cluster * 8 + bm) * 1024 + c.block_n;
 }
@@ -114,7 +115,7 @@ int pick(const ConfigEntry (&table)[N], const Problem& p) {
     // 4096x4096 128x128 169 us single vs 190 A-shared, 256x128 172 vs 174; 512x18432 128x192 100 vs
     // 106 B-shared) and at m >= 1024 (4096 rows, M-major scales: 256x128 at N x K 24576x1536 259.5 vs
     // 261.8 A-shared, 32768x512 148.6 vs 151.0, 7168x2048 97.8 vs 99.4; 128x128 at 32768x512 161.7 vs 168.7).
-    if (c.cluster_m * c.cluster_n > 1 && (p.k >= 4096 || p.rows_per_batch >= 1024)) continue;
+    if (c.cluster_m * c.cluster_n > 1 && c.block_m >= 128 && (p.k >= 4096 || p.rows_per_batch >= 1024)) continue;
     const double t = cost(c, p);
     if (best < 0 || t < best_cost || (t == best_cost && rank_key(c) < rank_key(table[best]))) best = i, best_cost = t;
   }
@@ -133,7 +134,7 @@ LaunchShape launch_shape(const ConfigEntry& c, const Problem& p, int64_t tiles, 
   const int64_t cluster_tiles = std::max<int64_t>(1, ceil_div<int64_t>(tiles, cluster));
   int64_t clusters = std::min<int64_t>(cluster_tiles, std::max(1, p.num_sms / cluster));
   if (trim && p.k >= 2048) clusters = ceil_div<int64_t>(cluster_tiles, ceil_div<int64_t>(cluster_tiles, clusters));
-  const bool along_n = c.cluster_n == 2;
+  const bool along_n = c.cluster_n > 1;
   const int band_rows = along_n ? c.block_n : c.block_m, cross_rows = along_n ? c.block_m : c.block_n;
   int band = 8;
   if (16 * band_rows + ceil_div(p.num_sms, 16) * cross_rows < 8 * band_rows + ceil_div(p.num_sms, 8) * cross_rows) band = 16;

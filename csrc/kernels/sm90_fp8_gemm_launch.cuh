@@ -105,7 +105,7 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped, c
   const int num_k_blocks = static_cast<int>(ceil_div<int64_t>(p.k, kBlockK));
   const auto u8 = CU_TENSOR_MAP_DATA_TYPE_UINT8, f32 = CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
   // With multicast each CTA of the pair loads half of the shared operand's box.
-  const CUtensorMap tmap_a = make_tensor_map_2d(p.a, u8, p.k, p.m, p.lda, kBlockK, kClusterN == 2 ? kBlockM / 2 : kBlockM,
+  const CUtensorMap tmap_a = make_tensor_map_2d(p.a, u8, p.k, p.m, p.lda, kBlockK, kBlockM / kClusterN,
                                                 CU_TENSOR_MAP_SWIZZLE_128B, "a");
   const CUtensorMap tmap_b = make_tensor_map_2d(p.b, u8, p.k, b_rows, p.ldb, kBlockK, kClusterM == 2 ? kBlockN / 2 : kBlockN,
                                                 CU_TENSOR_MAP_SWIZZLE_128B, "b");
@@ -174,7 +174,7 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped, c
       query_attr[0].id = cudaLaunchAttributeClusterDimension;
       query_attr[0].val.clusterDim = {static_cast<unsigned>(kClusterSize), 1, 1};
       cudaLaunchConfig_t query = {};
-      query.gridDim = dim3(kClusterSize * 66, 1, 1);
+      query.gridDim = dim3(kClusterSize, 1, 1);
       query.blockDim = dim3(S::kThreads, 1, 1);
       query.dynamicSmemBytes = kSmemBytes;
       query.attrs = query_attr;

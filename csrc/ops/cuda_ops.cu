@@ -58,7 +58,13 @@ at::Tensor m_major_scales(const at::Tensor& scale) {
   if (is_m_major(scale)) return scale;
   const int64_t m = scale.size(0), kb = scale.size(1);
   auto storage = at::empty({kb, ceil_div(m, 4) * 4}, scale.options());
-  storage.narrow(1, 0, m).copy_(scale.t());
+  if (scale.is_cuda() && scale.scalar_type() == at::kFloat && (kb == 1 || scale.stride(1) == 1) && scale.stride(0) >= kb) {
+    const c10::cuda::CUDAGuard guard(scale.device());
+    scales_to_m_major(scale.data_ptr<float>(), m, kb, m == 1 ? kb : scale.stride(0), storage.data_ptr<float>(), storage.stride(0),
+                      at::cuda::getCurrentCUDAStream(scale.device().index()).stream());
+  } else {
+    storage.narrow(1, 0, m).copy_(scale.t());
+  }
   return storage.narrow(1, 0, m).t();
 }
 
