@@ -95,24 +95,29 @@ struct DenseScheduler {
 // increasing tile ids with a cursor that only moves forward through the experts.
 //   contiguous: bounds = group_ends, group_ends[g] = cumulative end of expert g's rows;
 //   masked:     bounds = group_sizes, group_sizes[g] = rows of expert g, whose block starts at g * max_m.
-template <int kBlockM, int kBlockN, bool kMasked, int kBand = 16>
+// kClusterN > 1: the CTAs of a cluster take n-blocks cn * kClusterN + rank of one (expert, m-block)
+// and share its A (phantom tiles past the last n-block, as in DenseScheduler).
+template <int kBlockM, int kBlockN, int kClusterN, bool kMasked, int kBand = 16>
 struct GroupedScheduler {
   const int32_t* bounds;
-  int num_groups, num_n_blocks, group, group_m_blocks;
+  int num_groups, num_n_blocks, num_cn, group, group_m_blocks, rank;  // num_cn: cluster tiles across n
   int64_t total_rows, max_m, group_start, group_end, group_first_tile, next_id;
   int stride;
 
-  __device__ __forceinline__ GroupedScheduler(const int32_t* group_bounds, int groups, int64_t m, int64_t n, int64_t rows_per_group) {
+  __device__ __forceinline__ GroupedScheduler(const int32_t* group_bounds, int groups, int64_t m, int64_t n, int64_t rows_per_group,
+                                              int cluster_rank) {
     bounds = group_bounds;
     num_groups = groups;
     num_n_blocks = static_cast<int>(ceil_div<int64_t>(n, kBlockN));
+    num_cn = kClusterN == 1 ? num_n_blocks : ceil_div(num_n_blocks, kClusterN);
+    rank = cluster_rank;
     group = -1;
     group_m_blocks = 0;
     total_rows = m;
     max_m = rows_per_group;
     group_start = group_end = group_first_tile = 0;
-    next_id = blockIdx.x;
-    stride = gridDim.x;
+    next_id = blockIdx.x / kClusterN;
+    stride = gridDim.x / kClusterN;
   }
 
   // Bounds of expert g, clamped so that bad offsets or masks never address rows outside A / out.
@@ -129,18 +134,18 @@ struct GroupedScheduler {
   }
 
   __device__ __forceinline__ bool next(Tile& t) {
-    while (next_id >= group_first_tile + static_cast<int64_t>(group_m_blocks) * num_n_blocks) {
-      group_first_tile += static_cast<int64_t>(group_m_blocks) * num_n_blocks;
+    while (next_id >= group_first_tile + static_cast<int64_t>(group_m_blocks) * num_cn) {
+      group_first_tile += static_cast<int64_t>(group_m_blocks) * num_cn;
       if (group + 1 >= num_groups) return false;
       enter_group(++group);
     }
     const int local = static_cast<int>(next_id - group_first_tile);
-    const int b = local / (kBand * num_n_blocks), in_band = local - b * kBand * num_n_blocks;
+    const int b = local / (kBand * num_cn), in_band = local - b * kBand * num_cn;
     const int width = min(kBand, group_m_blocks - b * kBand);
     t.m_block = b * kBand + in_band % width;
-    t.n_block = in_band / width;
+    t.n_block = in_band / width * kClusterN + (kClusterN > 1 ? rank : 0);
     t.group = group;
-    t.valid = true;
+    t.valid = kClusterN == 1 || t.n_block < num_n_blocks;
     t.row0 = group_start;
     t.row_end = group_end;
     next_id += stride;

@@ -132,7 +132,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
   constexpr uint16_t kClusterMask = (1u << kClusterSize) - 1;
   static_assert((kClusterM == 1 || kClusterN == 1) && kBoxRowsA % 8 == 0 && kBoxRowsB % 8 == 0,
                 "one operand shared, in 1024-B aligned shares");
-  static_assert(kKind == GemmKind::kDense || kClusterSize == 1, "only the plain dense kind runs in clusters");
+  static_assert(kClusterSize == 1 || (!S::kRowScaledB && (kKind == GemmKind::kDense || kClusterM == 1)), "grouped: A shared only");
   static_assert(!S::kGrouped || kBlockM <= 128, "grouped kinds: the A-scale box (BLOCK_M + slack) must stay <= 256");
   // 128 % BN == 0: a tile never straddles two 128-row scale blocks of B.
   constexpr bool kSingleScaleRow = 128 % kBlockN == 0;
@@ -168,8 +168,9 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
 
   auto scheduler = [&] {
     if constexpr (S::kGrouped) {
-      return GroupedScheduler<kBlockM, kBlockN, kKind == GemmKind::kGroupedMasked>(
-          kKind == GemmKind::kGroupedMasked ? args.group_sizes : args.group_ends, args.num_groups, args.m, args.n, args.rows_per_group);
+      return GroupedScheduler<kBlockM, kBlockN, kClusterN, kKind == GemmKind::kGroupedMasked>(
+          kKind == GemmKind::kGroupedMasked ? args.group_sizes : args.group_ends, args.num_groups, args.m, args.n,
+          args.rows_per_group, static_cast<int>(rank));
     } else {
       return DenseScheduler<kBlockM, kBlockN, kClusterM, kClusterN>(args.raster, args.m, static_cast<int>(rank));
     }

@@ -193,7 +193,8 @@ Plan plan_grouped(const GroupedGemmParams& p) {
   const ConfigEntry& c = kGroupedConfigs[idx];
   // The expert sizes live on the device: the grid is sized for the bound reached when every expert's
   // rows start a fresh m-block.
-  const int64_t tiles = (ceil_div<int64_t>(g.m, c.block_m) + p.num_groups) * ceil_div<int64_t>(g.n, c.block_n);
+  const int64_t tiles = (ceil_div<int64_t>(g.m, c.block_m) + p.num_groups) *
+                        (ceil_div<int64_t>(ceil_div<int64_t>(g.n, c.block_n), c.cluster_n) * c.cluster_n);
   return Plan{idx, &c, launch_shape(c, pr, tiles, false)};
 }
 
