@@ -42,7 +42,7 @@ for s in "$@"; do
   case "$s" in
     tests)
       files=()
-      for f in test/test_quantize_cuda.py test/test_quantize_transposed.py test/test_row_scaled_cuda.py test/test_grouped_cuda.py test/test_moe.py test/test_nn.py \
+      for f in test/test_quantize_cuda.py test/test_quantize_transposed.py test/test_dense_1x128_cuda.py test/test_grouped_cuda.py test/test_moe.py test/test_nn.py \
                test/test_bench_smoke.py test/test_ops.py test/test_autograd.py test/test_compile.py test/test_compile_pass.py; do
         [ -f "$f" ] && files+=("$f")
       done

@@ -121,7 +121,7 @@ def test_kernel_categories():
     gemm = "void torch_fp8gemm::sm90::sm90_fp8_gemm_kernel<128, 256, 4, 1, 1, (torch_fp8gemm::sm90::GemmKind){}, false>(...)"
     assert kernel_category(gemm.format(0)) == "FP8 GEMM dense"
     assert kernel_category(gemm.format(1)) == "FP8 GEMM grouped"
-    assert kernel_category(gemm.format(3)) == "FP8 GEMM row-scaled"
+    assert kernel_category(gemm.format(3)) == "FP8 GEMM dense 1x128"
     assert kernel_category("void torch_fp8gemm::(anonymous namespace)::quantize_1x128_cols_kernel<...>(...)") == \
         "FP8 quantization"
     assert kernel_category("triton_poi_fused_mul_0") == "Inductor (Triton)"

@@ -12,10 +12,10 @@ constexpr int kBlockK = 128;
 //   kDense:             out[m, n] = A[m, k] . B[n, k]^T
 //   kGroupedContiguous: MoE, expert g owns rows [ends[g-1], ends[g]) of A/out and B rows [g*n, g*n + n)
 //   kGroupedMasked:     MoE, expert g owns rows [g*max_m, g*max_m + masked_m[g]) of A/out
-//   kDenseRowScaledB:   kDense with B scaled per 1x128 group along K too (one scale per B row and
+//   kDense1x128:        kDense with B scaled per 1x128 group along K too (one scale per B row and
 //                       K block instead of per 128x128 block): weight-gradient GEMMs, whose operands
 //                       are both token-major activations quantized along the token dim
-enum class GemmKind : int { kDense = 0, kGroupedContiguous = 1, kGroupedMasked = 2, kDenseRowScaledB = 3 };
+enum class GemmKind : int { kDense = 0, kGroupedContiguous = 1, kGroupedMasked = 2, kDense1x128 = 3 };
 
 __host__ __device__ constexpr bool is_grouped(GemmKind kind) {
   return kind == GemmKind::kGroupedContiguous || kind == GemmKind::kGroupedMasked;

@@ -74,10 +74,10 @@ __device__ __forceinline__ void with_num_former(int num_former, F&& f) {
   }
 }
 
-// Row-scaled B: column c gets sa[row] * sb[c], sb read from the stage. A thread's columns 8i + 2q +
-// {0, 1} are one float2; the 4 quads of a warp read 4 distinct float2 (conflict-free).
+// dense_1x128 (B scaled per 1x128 group): column c gets sa[row] * sb[c], sb read from the stage. A thread's
+// columns 8i + 2q + {0, 1} are one float2; the 4 quads of a warp read 4 distinct float2 (conflict-free).
 template <int kBlockN>
-__device__ __forceinline__ void promote_row_scaled(float* acc, const float* t, float sa0, float sa1, const float* sb) {
+__device__ __forceinline__ void promote_dense_1x128(float* acc, const float* t, float sa0, float sa1, const float* sb) {
   const int q = threadIdx.x % 4;
 #pragma unroll
   for (int i = 0; i < kBlockN / 8; ++i) {

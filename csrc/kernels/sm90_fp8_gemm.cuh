@@ -36,7 +36,7 @@ constexpr int kSfbChunk = 256;
 template <int kBlockM, int kBlockN, GemmKind kKind>
 struct GemmShape {
   static constexpr bool kGrouped = is_grouped(kKind);
-  static constexpr bool kRowScaledB = kKind == GemmKind::kDenseRowScaledB;
+  static constexpr bool kDense1x128 = kKind == GemmKind::kDense1x128;
   static constexpr int kNumMathWG = kBlockM <= 64 ? 1 : 2;
   static constexpr int kWavesM = kBlockM == 256 ? 2 : 1;
   static constexpr int kThreads = 128 * (kNumMathWG + 1);
@@ -48,10 +48,10 @@ struct GemmShape {
   //   rewritten kBoxSlots boxes later (where that is >= kStages K blocks on: k_major_ring_holds).
   // Experts start at any row, M-major boxes 16-byte aligned: at m0 & ~3, kSfaSlack floats wider (grouped).
   static constexpr int kSfaSlack = kGrouped ? 4 : 0;
-  // Floats of scales per stage, M-major: A scales of the tile's rows; row-scaled: then B's, at kBlockM.
-  static constexpr int kMMajorScales = kBlockM + kSfaSlack + (kRowScaledB ? kBlockN : 0);
+  // Floats of scales per stage, M-major: A scales of the tile's rows; dense_1x128: then B's, at kBlockM.
+  static constexpr int kMMajorScales = kBlockM + kSfaSlack + (kDense1x128 ? kBlockN : 0);
   static constexpr int kStageScales = (kMMajorScales + 31) / 32 * 32;  // 128-B aligned TMA rows
-  static constexpr int kStagingBytes = kRowScaledB ? 16 : kBlockM * kBlockN * 2;  // bf16 staging tile (below)
+  static constexpr int kStagingBytes = kDense1x128 ? 16 : kBlockM * kBlockN * 2;  // bf16 staging tile (below)
   static constexpr int kFixedBytes = kStagingBytes + 2 * kNumMathWG * 2 * kSfbChunk * 4 + 3 * 1024;
   static constexpr int kStageBytes = kBlockM * kBlockK + kBlockN * kBlockK + kStageScales * 4 + 16;
   // Stages that fit beside a ring of one K-major box (16 * BM bytes) per 4 stages, or without one.
@@ -63,15 +63,15 @@ struct GemmShape {
   // Taken where the ring costs no stage or still leaves 6; not by 256-row tiles, which serve large m,
   // where the host copies the scales M-major (the heuristics' k_major_in_place).
   static constexpr bool kKMajorScales =
-      !kRowScaledB && kWavesM == 1 && (stages_for(true) >= 6 || stages_for(true) == stages_for(false));
+      !kDense1x128 && kWavesM == 1 && (stages_for(true) >= 6 || stages_for(true) == stages_for(false));
   static constexpr int kStages = stages_for(kKMajorScales);
   static constexpr int kBoxSlots = kKMajorScales ? (kStages + 3) / 4 : 0;
   // Two wgmma fragments in flight per warpgroup where the registers hold them: one wave, BN <= 128,
-  // and block scales (row-scaled B keeps a column of scales per thread live through promotion).
-  static constexpr bool kPipelined = !kRowScaledB && kWavesM == 1 && kBlockN <= 128;
+  // and block scales (dense_1x128 keeps a column of scales per thread live through promotion).
+  static constexpr bool kPipelined = !kDense1x128 && kWavesM == 1 && kBlockN <= 128;
   // bf16 tiles leave through a staging tile and TMA stores: slabs of kStagingSpan bytes per row
   // (the widest TMA swizzle dividing a row), boxes of kStoreRows rows (one warpgroup's).
-  static constexpr bool kStaged = !kRowScaledB;
+  static constexpr bool kStaged = !kDense1x128;
   static constexpr int kStagingSpan = kBlockN % 64 == 0 ? 128 : kBlockN % 32 == 0 ? 64 : 32;
   static constexpr int kStoreRows = kBlockM < 64 ? kBlockM : 64;
   static_assert(kBlockM == 16 || kBlockM == 32 || kBlockM == 64 || kBlockM == 128 || kBlockM == 256, "BLOCK_M");
@@ -87,7 +87,7 @@ struct SharedStorage {
   alignas(1024) uint8_t a[S::kStages][kBlockM * kBlockK];
   alignas(1024) uint8_t b[S::kStages][kBlockN * kBlockK];
   alignas(1024) uint8_t staging[S::kStagingBytes];  // bf16 output tile for the TMA store
-  alignas(128) float sfa[S::kStages][S::kStageScales];  // M-major A scales (GemmShape); row-scaled: B's at kBlockM
+  alignas(128) float sfa[S::kStages][S::kStageScales];  // M-major A scales (GemmShape); dense_1x128: B's at kBlockM
   alignas(128) float box[S::kBoxSlots > 0 ? S::kBoxSlots : 1][S::kBoxSlots > 0 ? 4 * kBlockM : 1];  // K-major ring
   float sfb[2][S::kNumMathWG][2][kSfbChunk];  // [buf][wg][row][kb]: B scale rows n0 / 128 and of the last column
   uint64_t full[S::kStages];   // producer -> math: stage loaded (1 arrival + tx bytes)
@@ -95,7 +95,7 @@ struct SharedStorage {
 };
 
 struct KernelArgs {
-  const float* b_scale;  // [ceil(n/128), num_k_blocks] per expert (row-scaled B: TMA-loaded instead)
+  const float* b_scale;  // [ceil(n/128), num_k_blocks] per expert (dense_1x128: TMA-loaded instead)
   OutView out;           // out [m, n] (K-grouped: [G * m, n]), bias
   int64_t m, n;
   int num_k_blocks;      // ceil(k / 128)
@@ -108,7 +108,7 @@ struct KernelArgs {
   int num_groups;
   int64_t rows_per_group;        // masked: max_m
   int64_t b_scale_group_stride;  // floats of b_scale per expert
-  // K-grouped row-scaled B: group g reduces over K blocks [bounds[g], bounds[g + 1]) into out rows
+  // K-grouped dense_1x128: group g reduces over K blocks [bounds[g], bounds[g + 1]) into out rows
   // [g * m, (g + 1) * m) (the MoE weight gradient); nullptr: one group over every K block.
   const int32_t* k_block_bounds;
   int num_k_groups;
@@ -119,7 +119,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
     sm90_fp8_gemm_kernel(const __grid_constant__ CUtensorMap tmap_a,    // A [m, k] fp8, box {128, BM / CLUSTER_N}
                          const __grid_constant__ CUtensorMap tmap_b,    // B [n, k] fp8, box {128, BN / CLUSTER_M}
                          const __grid_constant__ CUtensorMap tmap_sfa,  // A scales: [kb, m], box {BM + slack, 1}; [m, kb], box {4, BM}; packed: 1-D
-                         const __grid_constant__ CUtensorMap tmap_sfb,  // row-scaled B: B scales [kb, n], box {BN, 1}
+                         const __grid_constant__ CUtensorMap tmap_sfb,  // dense_1x128: B scales [kb, n], box {BN, 1}
                          const __grid_constant__ CUtensorMap tmap_out,  // staged: out [m, n] bf16, box {span / 2, kStoreRows}
                          const KernelArgs args) {
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
@@ -132,7 +132,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
   constexpr uint16_t kClusterMask = (1u << kClusterSize) - 1;
   static_assert((kClusterM == 1 || kClusterN == 1) && kBoxRowsA % 8 == 0 && kBoxRowsB % 8 == 0,
                 "one operand shared, in 1024-B aligned shares");
-  static_assert(kClusterSize == 1 || (!S::kRowScaledB && (kKind == GemmKind::kDense || kClusterM == 1)), "grouped: A shared only");
+  static_assert(kClusterSize == 1 || (!S::kDense1x128 && (kKind == GemmKind::kDense || kClusterM == 1)), "grouped: A shared only");
   static_assert(!S::kGrouped || kBlockM <= 128, "grouped kinds: the A-scale box (BLOCK_M + slack) must stay <= 256");
   // 128 % BN == 0: a tile never straddles two 128-row scale blocks of B.
   constexpr bool kSingleScaleRow = 128 % kBlockN == 0;
@@ -160,7 +160,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
     ptx::prefetch_tensormap(&tmap_a);
     ptx::prefetch_tensormap(&tmap_b);
     ptx::prefetch_tensormap(&tmap_sfa);
-    if constexpr (S::kRowScaledB) ptx::prefetch_tensormap(&tmap_sfb);
+    if constexpr (S::kDense1x128) ptx::prefetch_tensormap(&tmap_sfb);
     if constexpr (S::kStaged) ptx::prefetch_tensormap(&tmap_out);
   }
   // With clusters, the peers' barriers are initialised before any multicast targets them.
@@ -179,7 +179,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
   // outside the operands).
   auto k_range = [&](const Tile& t, int& begin, int& end) {
     begin = 0, end = args.num_k_blocks;
-    if (S::kRowScaledB && args.k_block_bounds != nullptr) {
+    if (S::kDense1x128 && args.k_block_bounds != nullptr) {
       begin = min(max(__ldg(args.k_block_bounds + t.group), 0), args.num_k_blocks);
       end = min(max(__ldg(args.k_block_bounds + t.group + 1), begin), args.num_k_blocks);
     }
@@ -224,7 +224,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
           } else if (!k_major) {
             ptx::tma_load_2d(ss.sfa[stage], &tmap_sfa, full, S::kSfaSlack > 0 ? (m0 & ~3) : m0, kb);
           }
-          if constexpr (S::kRowScaledB) ptx::tma_load_2d(ss.sfa[stage] + kBlockM, &tmap_sfb, full, n0, kb);
+          if constexpr (S::kDense1x128) ptx::tma_load_2d(ss.sfa[stage] + kBlockM, &tmap_sfb, full, n0, kb);
         }
       }
     }
@@ -263,7 +263,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
     // With K <= kSfbChunk * 128 (one chunk) the next tile's B scales are loaded into registers while
     // this tile runs, so no tile starts by waiting on global memory (short K: 4 K blocks per tile).
     // 192-column fragments (96 + 96 accumulator registers) leave no room for the 4 registers.
-    const bool prefetch_sfb = !S::kRowScaledB && kBlockN <= 160 && args.num_k_blocks <= kSfbChunk;
+    const bool prefetch_sfb = !S::kDense1x128 && kBlockN <= 160 && args.num_k_blocks <= kSfbChunk;
     float pf[2][kSfbChunk / 128];
     auto prefetch = [&](const Tile& t) {
       int64_t nb0, nb1;
@@ -313,7 +313,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
           for (int kc = kb_begin; kc < kb_end; kc += kSfbChunk) {
             const int kc_end = min(kb_end, kc + kSfbChunk);
             float* sfb = ss.sfb[buf][wg][0];
-            if constexpr (!S::kRowScaledB) {
+            if constexpr (!S::kDense1x128) {
               if (prefetch_sfb) {
 #pragma unroll
                 for (int j = 0; j < kSfbChunk / 128; ++j) {
@@ -358,8 +358,8 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
             };
             auto retire = [&](const float* t, const Block& blk, int w) {
               float* a = acc + w * Mma::kNumAccum;
-              if constexpr (S::kRowScaledB) {
-                promote_row_scaled<kBlockN>(a, t, blk.sa0, blk.sa1, ss.sfa[blk.stage] + kBlockM);
+              if constexpr (S::kDense1x128) {
+                promote_dense_1x128<kBlockN>(a, t, blk.sa0, blk.sa1, ss.sfa[blk.stage] + kBlockM);
                 if (w == kWavesM - 1) release(blk.stage);
               } else {
                 if (w == kWavesM - 1) release(blk.stage);
@@ -411,7 +411,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
             add_bias<__nv_bfloat16, kBlockN, kWavesM>(acc, args.out.bias, args.n, n0);
           }
         }
-        const int64_t out_row0 = S::kRowScaledB && args.k_block_bounds != nullptr ? tile.group * args.m : 0;
+        const int64_t out_row0 = S::kDense1x128 && args.k_block_bounds != nullptr ? tile.group * args.m : 0;
         const int64_t row_end = out_row0 + min(tile.row_end, m0 + kBlockM);
         bool staged = !out_fp32;
         // Grouped: a TMA box cannot stop at the expert's last row; a straddling warpgroup stores from registers.

@@ -17,8 +17,8 @@ struct DenseGemmParams {
   int num_sms;           // SMs to use for the persistent grid (device multiProcessorCount normally)
   int forced_config;     // -1: heuristic picks; otherwise index into the kind's config list (for tests)
   cudaStream_t stream;
-  int64_t b_scale_ld;    // sm90_fp8_gemm_dense_row_scaled only (see there); ignored elsewhere
-  // K-grouped row-scaled GEMM (sm90_fp8_gemm_dense_row_scaled only; nullptr elsewhere): num_k_groups
+  int64_t b_scale_ld;    // sm90_fp8_gemm_dense_1x128 only (see there); ignored elsewhere
+  // K-grouped dense_1x128 GEMM (sm90_fp8_gemm_dense_1x128 only; nullptr elsewhere): num_k_groups
   // groups, group g reducing over the K blocks [k_block_bounds[g], k_block_bounds[g + 1]) (int32
   // [num_k_groups + 1] on the device) into out rows [g * m, (g + 1) * m): the MoE weight gradient
   // dW_g = dy_g^T x_g over expert g's tokens, each expert's tokens padded to whole 128-blocks of K.
@@ -27,7 +27,7 @@ struct DenseGemmParams {
   int num_k_groups;
   // A scales K-major (see a_scale): the layout of row-major per-token scales with 16-byte rows, taken
   // in place only by the configurations for which sm90_fp8_gemm_*_takes_k_major_scales says so (not
-  // the row-scaled GEMM); callers copy them M-major for the others.
+  // the dense_1x128 GEMM); callers copy them M-major for the others.
   bool a_scale_k_major;
 };
 int sm90_fp8_gemm_num_configs();                 // size of the compiled config list
@@ -41,11 +41,11 @@ bool sm90_fp8_gemm_dense_takes_k_major_scales(const DenseGemmParams& p);  // the
 // The dense GEMM with B scaled per 1x128 group along K as well (weight gradients: both operands are
 // quantized along the token dim). b_scale is then M-major like a_scale: the scale of (row r of b,
 // k-block kb) at b_scale[kb * b_scale_ld + r], b_scale_ld >= n, b_scale_ld % 4 == 0, base 16B
-// aligned. bias must be nullptr. forced_config indexes the row-scaled config list.
-int sm90_fp8_gemm_num_row_scaled_configs();
-const char* sm90_fp8_gemm_row_scaled_config_name(int idx);
-int sm90_fp8_gemm_pick_row_scaled_config(const DenseGemmParams& p);
-void sm90_fp8_gemm_dense_row_scaled(const DenseGemmParams& p);
+// aligned. bias must be nullptr. forced_config indexes the dense_1x128 config list.
+int sm90_fp8_gemm_num_dense_1x128_configs();
+const char* sm90_fp8_gemm_dense_1x128_config_name(int idx);
+int sm90_fp8_gemm_pick_dense_1x128_config(const DenseGemmParams& p);
+void sm90_fp8_gemm_dense_1x128(const DenseGemmParams& p);
 
 // Mixture-of-Experts GEMMs on the same kernel; experts share n and k.
 enum class GroupedLayout : int { kContiguous = 1, kMasked = 2 };

@@ -20,7 +20,7 @@ void require(bool cond, const DenseGemmParams& p, const std::string& what) {
 
 bool aligned(const void* ptr, uintptr_t bytes) { return (reinterpret_cast<uintptr_t>(ptr) % bytes) == 0; }
 
-// Shared by every kind (the row-scaled and grouped entry points check their extras on top).
+// Shared by every kind (the dense_1x128 and grouped entry points check their extras on top).
 void validate_dense_params(const DenseGemmParams& p, size_t num_configs) {
   constexpr int64_t kMaxDim = (int64_t(1) << 31) - 1;  // TMA coordinates are int32
   require(p.m >= 1 && p.m <= kMaxDim, p, "1 <= m < 2^31, got m=" + std::to_string(p.m));
@@ -47,12 +47,12 @@ void validate_dense_params(const DenseGemmParams& p, size_t num_configs) {
           "forced_config in [-1, " + std::to_string(num_configs) + "), got " + std::to_string(p.forced_config));
 }
 
-void validate_row_scaled(const DenseGemmParams& p) {
-  validate_dense_params(p, row_scaled_config_names().size());
-  require(p.bias == nullptr, p, "no bias (row-scaled GEMM)");
-  require(!p.a_scale_k_major, p, "M-major a_scale (row-scaled GEMM)");
+void validate_dense_1x128(const DenseGemmParams& p) {
+  validate_dense_params(p, dense_1x128_config_names().size());
+  require(p.bias == nullptr, p, "no bias (dense_1x128 GEMM)");
+  require(!p.a_scale_k_major, p, "M-major a_scale (dense_1x128 GEMM)");
   require(aligned(p.b_scale, 16) && p.b_scale_ld >= p.n && p.b_scale_ld % 4 == 0, p,
-          "b_scale 16-byte aligned with b_scale_ld >= n and b_scale_ld % 4 == 0 (row-scaled GEMM), got b_scale_ld=" +
+          "b_scale 16-byte aligned with b_scale_ld >= n and b_scale_ld % 4 == 0 (dense_1x128 GEMM), got b_scale_ld=" +
               std::to_string(p.b_scale_ld));
   if (p.k_block_bounds != nullptr) {
     require(p.num_k_groups >= 1 && p.num_k_groups <= (1 << 20), p,
@@ -106,16 +106,16 @@ void sm90_fp8_gemm_dense(const DenseGemmParams& p) {
   plan.config->launch(p, plan.shape);
 }
 
-int sm90_fp8_gemm_num_row_scaled_configs() { return static_cast<int>(sm90::row_scaled_config_names().size()); }
-const char* sm90_fp8_gemm_row_scaled_config_name(int idx) { return sm90::name_at(sm90::row_scaled_config_names(), idx); }
-int sm90_fp8_gemm_pick_row_scaled_config(const DenseGemmParams& p) {
+int sm90_fp8_gemm_num_dense_1x128_configs() { return static_cast<int>(sm90::dense_1x128_config_names().size()); }
+const char* sm90_fp8_gemm_dense_1x128_config_name(int idx) { return sm90::name_at(sm90::dense_1x128_config_names(), idx); }
+int sm90_fp8_gemm_pick_dense_1x128_config(const DenseGemmParams& p) {
   DenseGemmParams q = p;
   q.forced_config = -1;
-  return sm90::plan_row_scaled(q).index;
+  return sm90::plan_dense_1x128(q).index;
 }
-void sm90_fp8_gemm_dense_row_scaled(const DenseGemmParams& p) {
-  sm90::validate_row_scaled(p);
-  const sm90::Plan plan = sm90::plan_row_scaled(p);
+void sm90_fp8_gemm_dense_1x128(const DenseGemmParams& p) {
+  sm90::validate_dense_1x128(p);
+  const sm90::Plan plan = sm90::plan_dense_1x128(p);
   plan.config->launch(p, plan.shape);
 }
 

@@ -15,7 +15,7 @@ namespace torch_fp8gemm::sm90 {
 
 TORCH_FP8GEMM_DENSE_CONFIGS(TORCH_FP8GEMM_DECLARE_DENSE)
 TORCH_FP8GEMM_GROUPED_CONFIGS(TORCH_FP8GEMM_DECLARE_GROUPED)
-TORCH_FP8GEMM_ROW_SCALED_CONFIGS(TORCH_FP8GEMM_DECLARE_ROW_SCALED)
+TORCH_FP8GEMM_DENSE_1X128_CONFIGS(TORCH_FP8GEMM_DECLARE_DENSE_1X128)
 
 namespace {
 
@@ -31,15 +31,15 @@ std::string config_name(const char* prefix, int bm, int bn, int cm, int cn, int 
 #define TORCH_FP8GEMM_GROUPED_ENTRY(BM, BN, CM, CN)                                                              \
   {TORCH_FP8GEMM_SHAPE_FIELDS(BM, BN, CM, CN, GemmKind::kGroupedContiguous), nullptr, &launch_contiguous<BM, BN, CM, CN>, \
    &launch_masked<BM, BN, CM, CN>},
-#define TORCH_FP8GEMM_ROW_SCALED_ENTRY(BM, BN, CM, CN)                                                            \
-  {TORCH_FP8GEMM_SHAPE_FIELDS(BM, BN, CM, CN, GemmKind::kDenseRowScaledB), &launch_row_scaled<BM, BN, CM, CN>, nullptr, \
+#define TORCH_FP8GEMM_DENSE_1X128_ENTRY(BM, BN, CM, CN)                                                            \
+  {TORCH_FP8GEMM_SHAPE_FIELDS(BM, BN, CM, CN, GemmKind::kDense1x128), &launch_dense_1x128<BM, BN, CM, CN>, nullptr, \
    nullptr},
 const ConfigEntry kDenseConfigs[] = {TORCH_FP8GEMM_DENSE_CONFIGS(TORCH_FP8GEMM_DENSE_ENTRY)};
 const ConfigEntry kGroupedConfigs[] = {TORCH_FP8GEMM_GROUPED_CONFIGS(TORCH_FP8GEMM_GROUPED_ENTRY)};
-const ConfigEntry kRowScaledConfigs[] = {TORCH_FP8GEMM_ROW_SCALED_CONFIGS(TORCH_FP8GEMM_ROW_SCALED_ENTRY)};
+const ConfigEntry kDense1x128Configs[] = {TORCH_FP8GEMM_DENSE_1X128_CONFIGS(TORCH_FP8GEMM_DENSE_1X128_ENTRY)};
 #undef TORCH_FP8GEMM_DENSE_ENTRY
 #undef TORCH_FP8GEMM_GROUPED_ENTRY
-#undef TORCH_FP8GEMM_ROW_SCALED_ENTRY
+#undef TORCH_FP8GEMM_DENSE_1X128_ENTRY
 #undef TORCH_FP8GEMM_SHAPE_FIELDS
 
 template <size_t N>
@@ -176,10 +176,10 @@ Plan plan_dense(const DenseGemmParams& p) {
   return Plan{idx, &c, launch_shape(c, pr, num_blocks(c, pr), true)};
 }
 
-Plan plan_row_scaled(const DenseGemmParams& p) {
+Plan plan_dense_1x128(const DenseGemmParams& p) {
   const Problem pr = dense_problem(p);
-  const int idx = forced_or(kRowScaledConfigs, p.forced_config, pr);
-  const ConfigEntry& c = kRowScaledConfigs[idx];
+  const int idx = forced_or(kDense1x128Configs, p.forced_config, pr);
+  const ConfigEntry& c = kDense1x128Configs[idx];
   return Plan{idx, &c, launch_shape(c, pr, num_blocks(c, pr), true)};
 }
 
@@ -206,8 +206,8 @@ const std::vector<std::string>& grouped_config_names() {
   static const std::vector<std::string> v = names_of(kGroupedConfigs, "grouped_");
   return v;
 }
-const std::vector<std::string>& row_scaled_config_names() {
-  static const std::vector<std::string> v = names_of(kRowScaledConfigs, "row_scaled_");
+const std::vector<std::string>& dense_1x128_config_names() {
+  static const std::vector<std::string> v = names_of(kDense1x128Configs, "dense_1x128_");
   return v;
 }
 

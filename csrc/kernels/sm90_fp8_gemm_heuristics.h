@@ -13,7 +13,7 @@ namespace torch_fp8gemm::sm90 {
 // boxes (GemmShape::kBoxSlots; 0: M-major scales only) and its launch function(s).
 struct ConfigEntry {
   int block_m, block_n, cluster_m, cluster_n, stages, box_slots;
-  void (*launch)(const DenseGemmParams&, const LaunchShape&);                 // dense, row-scaled
+  void (*launch)(const DenseGemmParams&, const LaunchShape&);                 // dense, dense_1x128
   void (*launch_contiguous)(const GroupedGemmParams&, const LaunchShape&);  // grouped
   void (*launch_masked)(const GroupedGemmParams&, const LaunchShape&);
 };
@@ -26,13 +26,13 @@ struct Plan {
 };
 
 Plan plan_dense(const DenseGemmParams& p);
-Plan plan_row_scaled(const DenseGemmParams& p);
+Plan plan_dense_1x128(const DenseGemmParams& p);
 Plan plan_grouped(const GroupedGemmParams& p);
 // Whether configuration c (of a grouped kind or not) loads row-major (K-major) A scales
 // [scale_rows, ceil(k / 128)] of a rows x n x k GEMM in place (else the op copies them M-major).
 bool k_major_in_place(const ConfigEntry& c, bool grouped, int64_t scale_rows, int64_t rows, int64_t n, int64_t k);
 const std::vector<std::string>& dense_config_names();  // e.g. "bm128_bn128_s5_mc1"
 const std::vector<std::string>& grouped_config_names();
-const std::vector<std::string>& row_scaled_config_names();
+const std::vector<std::string>& dense_1x128_config_names();
 
 }  // namespace torch_fp8gemm::sm90

@@ -123,7 +123,7 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped, c
                                                CU_TENSOR_MAP_SWIZZLE_NONE, "a_scale")
                           : make_tensor_map_2d(p.a_scale, f32, p.m, num_k_blocks, p.a_scale_ld * 4, kBlockM + S::kSfaSlack,
                                                1, CU_TENSOR_MAP_SWIZZLE_NONE, "a_scale");
-  const CUtensorMap tmap_sfb = S::kRowScaledB ? make_tensor_map_2d(p.b_scale, f32, p.n, num_k_blocks, p.b_scale_ld * 4,
+  const CUtensorMap tmap_sfb = S::kDense1x128 ? make_tensor_map_2d(p.b_scale, f32, p.n, num_k_blocks, p.b_scale_ld * 4,
                                                                    kBlockN, 1, CU_TENSOR_MAP_SWIZZLE_NONE, "b_scale")
                                               : tmap_sfa;
   const bool staged = S::kStaged && p.out_kind == OutKind::kBF16;
@@ -206,8 +206,8 @@ void launch_dense(const DenseGemmParams& p, const LaunchShape& shape) {
   launch_kernel<kBlockM, kBlockN, kClusterM, kClusterN, GemmKind::kDense>(p, nullptr, shape);
 }
 template <int kBlockM, int kBlockN, int kClusterM, int kClusterN>
-void launch_row_scaled(const DenseGemmParams& p, const LaunchShape& shape) {
-  launch_kernel<kBlockM, kBlockN, 1, 1, GemmKind::kDenseRowScaledB>(p, nullptr, shape);
+void launch_dense_1x128(const DenseGemmParams& p, const LaunchShape& shape) {
+  launch_kernel<kBlockM, kBlockN, 1, 1, GemmKind::kDense1x128>(p, nullptr, shape);
 }
 template <int kBlockM, int kBlockN, int kClusterM, int kClusterN>
 void launch_contiguous(const GroupedGemmParams& p, const LaunchShape& shape) {
@@ -227,10 +227,10 @@ void launch_masked(const GroupedGemmParams& p, const LaunchShape& shape) {
 #define TORCH_FP8GEMM_INSTANTIATE_GROUPED(BM, BN, CM, CN)                                      \
   template void launch_contiguous<BM, BN, CM, CN>(const GroupedGemmParams&, const LaunchShape&); \
   template void launch_masked<BM, BN, CM, CN>(const GroupedGemmParams&, const LaunchShape&);
-#define TORCH_FP8GEMM_INSTANTIATE_ROW_SCALED(BM, BN, CM, CN) \
-  template void launch_row_scaled<BM, BN, CM, CN>(const DenseGemmParams&, const LaunchShape&);
+#define TORCH_FP8GEMM_INSTANTIATE_DENSE_1X128(BM, BN, CM, CN) \
+  template void launch_dense_1x128<BM, BN, CM, CN>(const DenseGemmParams&, const LaunchShape&);
 #define TORCH_FP8GEMM_DECLARE_DENSE(BM, BN, CM, CN) extern TORCH_FP8GEMM_INSTANTIATE_DENSE(BM, BN, CM, CN)
 #define TORCH_FP8GEMM_DECLARE_GROUPED(BM, BN, CM, CN)                                                 \
   extern template void launch_contiguous<BM, BN, CM, CN>(const GroupedGemmParams&, const LaunchShape&); \
   extern template void launch_masked<BM, BN, CM, CN>(const GroupedGemmParams&, const LaunchShape&);
-#define TORCH_FP8GEMM_DECLARE_ROW_SCALED(BM, BN, CM, CN) extern TORCH_FP8GEMM_INSTANTIATE_ROW_SCALED(BM, BN, CM, CN)
+#define TORCH_FP8GEMM_DECLARE_DENSE_1X128(BM, BN, CM, CN) extern TORCH_FP8GEMM_INSTANTIATE_DENSE_1X128(BM, BN, CM, CN)

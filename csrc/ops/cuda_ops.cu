@@ -146,7 +146,7 @@ at::Tensor dense_1x128_sm90(const QuantizedOperand& a, const QuantizedOperand& b
   DenseGemmParams params = dense_params(a.data, b.data, b_scale, out);
   set_a_scales(params, a_scale, false);
   params.b_scale_ld = m_major_ld(b_scale);
-  sm90_fp8_gemm_dense_row_scaled(params);
+  sm90_fp8_gemm_dense_1x128(params);
   return out;
 }
 
@@ -197,13 +197,11 @@ at::Tensor grouped_moe_sm90(const QuantizedOperand& a, const QuantizedOperand& b
   return out;
 }
 
-// Private, for tests: an output buffer [G, max_m, N] for the grouped_moe_masked_sm90 calls of this
-// thread (set around one call by _sm90_grouped_moe_masked_into_forced), instead of a fresh allocation.
-thread_local const at::Tensor* masked_out = nullptr;
-
-// Rows at or past masked_m[g] are not written: the work follows the rows that exist, not max_m.
-at::Tensor grouped_moe_masked_sm90(const QuantizedOperand& a, const QuantizedOperand& b, const at::Tensor& masked_m,
-                                   int64_t expected_m, at::ScalarType out_dtype) {
+// Rows at or past masked_m[g] are not written: the work follows the rows that exist, not max_m. The
+// result goes to `out_buffer` [G, max_m, N] when given (the private _into op), else to a new tensor.
+at::Tensor grouped_moe_masked_sm90_into(const QuantizedOperand& a, const QuantizedOperand& b,
+                                        const at::Tensor& masked_m, int64_t expected_m, at::ScalarType out_dtype,
+                                        const at::Tensor* out_buffer) {
   if (reference_fallback(a.data.device(), "fp8gemm::grouped_moe_masked")) {
     return grouped_moe_masked_reference(a, b, masked_m, expected_m, out_dtype);
   }
@@ -213,7 +211,7 @@ at::Tensor grouped_moe_masked_sm90(const QuantizedOperand& a, const QuantizedOpe
   auto weights = stacked_rows(b.data);
   auto weight_scales = b.scale.contiguous();
   auto counts = masked_m.contiguous();
-  auto out = masked_out != nullptr ? masked_out->view({groups * max_m, n})
+  auto out = out_buffer != nullptr ? out_buffer->view({groups * max_m, n})
                                     : at::empty({groups * max_m, n}, a.data.options().dtype(out_dtype));
   GroupedGemmParams params =
       grouped_params(rows, weights, weight_scales, out, GroupedLayout::kMasked, counts, max_m, expected_m);
@@ -221,6 +219,11 @@ at::Tensor grouped_moe_masked_sm90(const QuantizedOperand& a, const QuantizedOpe
                                   [&] { return sm90_fp8_gemm_grouped_takes_k_major_scales(params); });
   sm90_fp8_gemm_grouped(params);
   return out.view({groups, max_m, n});
+}
+
+at::Tensor grouped_moe_masked_sm90(const QuantizedOperand& a, const QuantizedOperand& b, const at::Tensor& masked_m,
+                                   int64_t expected_m, at::ScalarType out_dtype) {
+  return grouped_moe_masked_sm90_into(a, b, masked_m, expected_m, out_dtype, nullptr);
 }
 
 at::Tensor dense_cuda(const at::Tensor& a, const at::Tensor& b, const std::optional<at::Tensor>& a_scale,
@@ -420,11 +423,11 @@ at::Tensor dense_forced_cuda(const at::Tensor& a, const at::Tensor& b, const at:
   return dense_cuda(a, b, a_scale, b_scale, bias, out_dtype);
 }
 
-// Private, for tests and tuning: fp8gemm::dense_1x128 with row-scaled configuration `config` forced.
+// Private, for tests and tuning: fp8gemm::dense_1x128 with dense_1x128 configuration `config` forced.
 at::Tensor dense_1x128_forced_cuda(const at::Tensor& a, const at::Tensor& b, const at::Tensor& a_scale,
                                    const at::Tensor& b_scale, std::optional<at::ScalarType> out_dtype,
                                    int64_t config) {
-  const ForcedConfig forced("fp8gemm::_sm90_dense_1x128_forced", config, sm90_fp8_gemm_num_row_scaled_configs());
+  const ForcedConfig forced("fp8gemm::_sm90_dense_1x128_forced", config, sm90_fp8_gemm_num_dense_1x128_configs());
   return dense_1x128_cuda(a, b, a_scale, b_scale, out_dtype);
 }
 
@@ -459,11 +462,11 @@ void grouped_moe_masked_into_cuda(const at::Tensor& a, const at::Tensor& b, cons
                     out.scalar_type(), " ", out.sizes(), " on ", out.device());
   const ForcedConfig forced(op, config, sm90_fp8_gemm_num_grouped_configs());
   const c10::cuda::CUDAGuard guard(a.device());
-  struct Restore {
-    ~Restore() { masked_out = nullptr; }
-  } restore;
-  masked_out = &out;
-  grouped_moe_masked_op(a, b, masked_m, expected_m, a_scale, b_scale, out.scalar_type(), &grouped_moe_masked_sm90);
+  grouped_moe_masked_op(a, b, masked_m, expected_m, a_scale, b_scale, out.scalar_type(),
+                        [&](const QuantizedOperand& qa, const QuantizedOperand& qb, const at::Tensor& counts,
+                            int64_t expected, at::ScalarType dtype) {
+                          return grouped_moe_masked_sm90_into(qa, qb, counts, expected, dtype, &out);
+                        });
 }
 
 // Private, used by fp8gemm::grouped_moe_wgrad on Hopper: the K-grouped weight gradient
@@ -512,7 +515,7 @@ at::Tensor k_grouped_wgrad_cuda(const at::Tensor& dyt, const at::Tensor& dyt_sca
   params.k_block_bounds = k_block_bounds.data_ptr<int32_t>();
   params.num_k_groups = static_cast<int>(num_groups);
   if (t == 0) return out.zero_();
-  sm90_fp8_gemm_dense_row_scaled(params);
+  sm90_fp8_gemm_dense_1x128(params);
   return out;
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <c10/util/FunctionRef.h>
 
 #include <optional>
 #include <tuple>
@@ -62,9 +63,10 @@ using DenseBackend = at::Tensor (*)(const QuantizedOperand& a, const QuantizedOp
                                     const std::optional<at::Tensor>& bias, at::ScalarType out_dtype);
 using GroupedBackend = at::Tensor (*)(const QuantizedOperand& a, const QuantizedOperand& b,
                                       const at::Tensor& group_offsets, at::ScalarType out_dtype);
-using MaskedBackend = at::Tensor (*)(const QuantizedOperand& a, const QuantizedOperand& b,
-                                     const at::Tensor& masked_m, int64_t expected_m,
-                                     at::ScalarType out_dtype);
+// masked: a callable reference rather than a function pointer, so that a caller can bind an output buffer.
+using MaskedBackend = c10::function_ref<at::Tensor(const QuantizedOperand& a, const QuantizedOperand& b,
+                                                   const at::Tensor& masked_m, int64_t expected_m,
+                                                   at::ScalarType out_dtype)>;
 
 at::Tensor dense_reference(const QuantizedOperand& a, const QuantizedOperand& b,
                            const std::optional<at::Tensor>& bias, at::ScalarType out_dtype);

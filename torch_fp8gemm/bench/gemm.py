@@ -60,7 +60,7 @@ def write_report(path: str, report: list) -> None:
 # Timing
 
 
-_GEMM_KINDS = {"0": "FP8 GEMM dense", "1": "FP8 GEMM grouped", "2": "FP8 GEMM grouped", "3": "FP8 GEMM row-scaled"}
+_GEMM_KINDS = {"0": "FP8 GEMM dense", "1": "FP8 GEMM grouped", "2": "FP8 GEMM grouped", "3": "FP8 GEMM dense 1x128"}
 
 
 def kernel_category(name: str) -> str:

@@ -1,4 +1,4 @@
-"""fp8gemm::dense_1x128 on the sm_90a row-scaled kernel (both operands scaled per 1x128 along K:
+"""fp8gemm::dense_1x128 on the sm_90a dense_1x128 kernel (both operands scaled per 1x128 along K:
 the weight-gradient GEMM): shape sweep with tails, every configuration forced, NaN-poisoned outputs,
 scales spanning 1e-6..1e6, determinism. Skipped without an sm_90 GPU and the CUDA build."""
 import itertools

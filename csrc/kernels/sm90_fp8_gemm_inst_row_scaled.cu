@@ -1,8 +1,0 @@
-// Explicit instantiations of the row-scaled B configs (sm90_fp8_gemm_configs.cuh), one file per list so that
-// the lists compile in parallel.
-#include "sm90_fp8_gemm_configs.cuh"
-#include "sm90_fp8_gemm_launch.cuh"
-
-namespace torch_fp8gemm::sm90 {
-TORCH_FP8GEMM_ROW_SCALED_CONFIGS(TORCH_FP8GEMM_INSTANTIATE_ROW_SCALED)
-}  // namespace torch_fp8gemm::sm90
