@@ -1,8 +1,9 @@
 """Every grouped configuration forced on the contiguous MoE shapes of the benchmark (same ragged,
-unpadded group sizes), next to the heuristic's pick, with M-major activation scales and with
-row-major ones (K-major in place): which configuration and scale path each shape should take.
+unpadded group sizes) and on masked shapes (decode-sized experts in large capacities), next to the
+heuristic's pick, with M-major activation scales and with row-major ones (K-major in place): which
+configuration and scale path each shape should take. TFLOP/s of the real rows.
 
-    python bench/grouped_config_sweep.py [--iters 20]
+    python bench/grouped_config_sweep.py [--iters 20] [--layout contiguous|masked|both]
 """
 from __future__ import annotations
 
@@ -15,15 +16,58 @@ from torch_fp8gemm import testing as T
 from torch_fp8gemm.bench.gemm import KernelTimer, m_major, random_fp8, random_scales, ragged_sizes
 
 SHAPES = [(4, 8192, 4096, 7168), (4, 8192, 7168, 2048), (8, 4096, 4096, 7168), (8, 4096, 7168, 2048)]
+# (experts, mean rows, N, K, capacity max_m)
+MASKED_SHAPES = [(32, 192, 6144, 7168, 4096), (32, 20, 4096, 4096, 4096), (1, 1024, 7168, 2048, 1536),
+                 (4, 256, 7168, 2048, 512), (8, 64, 7168, 2048, 256)]
+
+
+def sweep(name: str, flops: float, run, same, iters: int, timer: KernelTimer, scales) -> None:
+    """One line: every configuration (-1: the heuristic) with each scale layout, in TFLOP/s."""
+    cells = []
+    for config in [-1] + list(range(len(torch.ops.fp8gemm._sm90_grouped_configs()))):
+        for layout, sa in scales:
+            fn = lambda config=config, sa=sa: run(config, sa)  # noqa: E731
+            ok = same(fn())
+            us = timer.median_us(fn, iters=iters)
+            cells.append(f"{config}{layout}: {flops / us / 1e6:.0f}{'' if ok else ' (differs)'}")
+    print(f"{name}: " + ", ".join(cells), flush=True)
+
+
+def masked(iters: int, timer: KernelTimer, generator: torch.Generator) -> None:
+    for groups, rows, n, k, max_m in MASKED_SHAPES:
+        kb, nb = T.ceil_div(k, 128), T.ceil_div(n, 128)
+        counts = torch.tensor([min(max_m, s) for s in ragged_sizes(groups, rows, generator)], dtype=torch.int32)
+        a = random_fp8((groups, max_m, k), "cuda")
+        row_major = random_scales((groups, max_m, kb), "cuda")
+        flat = m_major(row_major.reshape(groups * max_m, kb)).view(groups, max_m, kb)
+        b = random_fp8((groups, n, k), "cuda")
+        sb = random_scales((groups, nb, kb), "cuda")
+        masked_m = counts.cuda()
+        reference = ops.grouped_moe_masked(a, b, masked_m, rows, row_major, sb)
+        rows_of = [slice(0, c) for c in counts.tolist()]
+
+        def same(out):
+            return all(torch.equal(out[g, r], reference[g, r]) for g, r in enumerate(rows_of))
+
+        def run(config, sa):
+            return torch.ops.fp8gemm._sm90_grouped_moe_masked_forced(a, b, masked_m, rows, sa, sb, None, config)
+
+        flops = 2.0 * int(counts.sum()) * n * k
+        sweep(f"masked G={groups} rows={rows} max_m={max_m} N={n} K={k}", flops, run, same, iters, timer,
+              (("m", flat), ("k", row_major)))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--layout", choices=("contiguous", "masked", "both"), default="both")
     args = parser.parse_args()
     timer = KernelTimer("cuda")
     generator = torch.Generator().manual_seed(0)
-    for groups, rows, n, k in SHAPES:
+    print("configs: " + ", ".join(f"{i} {name}" for i, name in enumerate(torch.ops.fp8gemm._sm90_grouped_configs())))
+    if args.layout != "contiguous":
+        masked(args.iters, timer, generator)
+    for groups, rows, n, k in SHAPES if args.layout != "masked" else []:
         kb, nb = T.ceil_div(k, 128), T.ceil_div(n, 128)
         sizes = ragged_sizes(groups, rows, generator)
         m = sum(sizes)
@@ -33,16 +77,13 @@ def main() -> None:
         sb = random_scales((groups, nb, kb), "cuda")
         offs = torch.tensor(sizes, dtype=torch.int32).cumsum(0, dtype=torch.int32).cuda()
         reference = ops.grouped_moe(a, b, offs, row_major, sb)
-        cells = []
-        # -1: the heuristic
-        for config in [-1] + list(range(len(torch.ops.fp8gemm._sm90_grouped_configs()))):
-            for layout, sa in (("m", m_major(row_major)), ("k", row_major)):
-                def run(config=config, sa=sa):
-                    return torch.ops.fp8gemm._sm90_grouped_moe_forced(a, b, offs, sa, sb, None, config)
-                same = torch.equal(run(), reference)
-                us = timer.median_us(run, iters=args.iters)
-                cells.append(f"{config}{layout}: {2.0 * m * n * k / us / 1e6:.0f}{'' if same else ' (differs)'}")
-        print(f"G={groups} rows={rows} N={n} K={k}: " + ", ".join(cells), flush=True)
+
+        def run(config, sa, a=a, b=b, offs=offs, sb=sb):
+            return torch.ops.fp8gemm._sm90_grouped_moe_forced(a, b, offs, sa, sb, None, config)
+
+        sweep(f"contiguous G={groups} rows={rows} N={n} K={k}", 2.0 * m * n * k, run,
+              lambda out, reference=reference: torch.equal(out, reference), args.iters, timer,
+              (("m", m_major(row_major)), ("k", row_major)))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 #   SAN="bm256_bn128_s3_mc1 ..."          compute-sanitizer racecheck + synccheck on bench/sanitize_scales.py
 #   NCU_SHAPES="8192x8192x8192 ..."       ncu --set full of ours (FORCE, LAYOUTS) and DeepGEMM (bench/ncu_peer.py)
 #   SWEEP="4096,4096,7168;..."            every dense config forced (bench/dense_config_sweep.py)
+#   GSWEEP="masked"                       every grouped config forced (bench/grouped_config_sweep.py --layout)
 #   PEERS="dense moe"                     peer_bench.py (default "dense moe"; PEERS=none skips it) and the
 #                                         markdown table of docs/benchmarks.md
 # e.g. TESTS="test/test_grouped_cuda.py" PEERS="dense moe" PEER_EXTRA=.peers/extra.json bash bench/peer_session.sh
@@ -44,6 +45,10 @@ fi
 if [ -n "${SWEEP:-}" ]; then
   SWEEP_SHAPES="$SWEEP" PEER_DIR="$PEER_DIR" timeout 240 python3 bench/dense_config_sweep.py > "$OUT/sweep.log" 2>&1
   echo "sweep: rc $?"; grep SWEEP "$OUT/sweep.log" | cut -c1-400
+fi
+if [ -n "${GSWEEP:-}" ]; then
+  timeout 180 python3 bench/grouped_config_sweep.py --layout "$GSWEEP" > "$OUT/gsweep.log" 2>&1
+  echo "grouped sweep: rc $?"; cut -c1-600 "$OUT/gsweep.log"
 fi
 if [ "${PEERS:-dense moe}" != "none" ]; then
   timeout "${PEERS_LIMIT:-300}" python3 "$PEER_DIR/peer_bench.py" ${PEERS:-dense moe} > "$OUT/peers.log" 2>&1
