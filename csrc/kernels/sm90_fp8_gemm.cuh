@@ -72,6 +72,9 @@ struct GemmShape {
   // bf16 tiles leave through a staging tile and TMA stores: slabs of kStagingSpan bytes per row
   // (the widest TMA swizzle dividing a row), boxes of kStoreRows rows (one warpgroup's).
   static constexpr bool kStaged = !kDense1x128;
+  // The output type as a compile-time value of the tile loop (fp32 with M-major scales only), where the
+  // registers allow: not dense_1x128, not 192-wide grouped tiles (their straddling stores then spill).
+  static constexpr bool kOutTypeFixed = !kDense1x128 && !(kGrouped && kBlockN > 128);
   static constexpr int kStagingSpan = kBlockN % 64 == 0 ? 128 : kBlockN % 32 == 0 ? 64 : 32;
   static constexpr int kStoreRows = kBlockM < 64 ? kBlockM : 64;
   static_assert(kBlockM == 16 || kBlockM == 32 || kBlockM == 64 || kBlockM == 128 || kBlockM == 256, "BLOCK_M");
@@ -245,10 +248,9 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
         if (lane < kClusterSize) ptx::mbarrier_arrive_cluster(&ss.empty[s], static_cast<uint32_t>(lane));
       }
     };
-    // f(k_major, out_fp32) as std::bool_constant values. Dense: fp32 output with M-major scales only
-    // (the host copies K-major ones); the other kinds read out_fp32 at run time.
+    // f(k_major, out_fp32) as std::bool_constant values (out_fp32 read at run time without kOutTypeFixed).
     auto with_variant = [&](auto&& f) {
-      if (kKind == GemmKind::kDense && args.out_fp32) return f(std::false_type{}, std::true_type{});
+      if (S::kOutTypeFixed && args.out_fp32) return f(std::false_type{}, std::true_type{});
       if (k_major) return f(std::true_type{}, std::false_type{});  // constant false without the ring
       f(std::false_type{}, std::false_type{});
     };
@@ -284,7 +286,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
     // Scale layout and output type are compile-time values for the whole tile loop: no branch on the layout
     // in the main loop, no register moves per tile (~130) where the bf16 and fp32 epilogues would join.
     with_variant([&](auto k_major_c, auto out_fp32_c) {
-      const bool out_fp32 = kKind == GemmKind::kDense ? decltype(out_fp32_c)::value : args.out_fp32 != 0;
+      const bool out_fp32 = S::kOutTypeFixed ? decltype(out_fp32_c)::value : args.out_fp32 != 0;
       for (; has_tile; tile = next) {
         const bool has_next = scheduler.next(next);
         has_tile = has_next;

@@ -41,5 +41,5 @@
 #define TORCH_FP8GEMM_GROUPED_BM128_CONFIGS(X) X(128, 64, 1, 1) X(128, 128, 1, 1) X(128, 192, 1, 1)
 #define TORCH_FP8GEMM_GROUPED_CONFIGS(X) TORCH_FP8GEMM_GROUPED_BM64_CONFIGS(X) TORCH_FP8GEMM_GROUPED_BM128_CONFIGS(X)
 
-// B scaled per row (weight gradients), dense and K-grouped.
+// dense_1x128 (B scaled per 1x128 group: weight gradients), dense and K-grouped.
 #define TORCH_FP8GEMM_DENSE_1X128_CONFIGS(X) X(64, 128, 1, 1) X(128, 128, 1, 1) X(128, 192, 1, 1)

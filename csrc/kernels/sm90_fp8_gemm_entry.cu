@@ -127,6 +127,7 @@ int sm90_fp8_gemm_pick_grouped_config(const GroupedGemmParams& p) {
   return sm90::plan_grouped(q).index;
 }
 bool sm90_fp8_gemm_grouped_takes_k_major_scales(const GroupedGemmParams& p) {
+  if (p.gemm.out_kind == OutKind::kFP32) return false;  // as for the dense GEMM
   return sm90::k_major_in_place(*sm90::plan_grouped(p).config, true, p.gemm.m, p.gemm.m, p.gemm.n, p.gemm.k);
 }
 void sm90_fp8_gemm_grouped(const GroupedGemmParams& p) {

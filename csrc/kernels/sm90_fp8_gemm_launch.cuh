@@ -112,8 +112,8 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped, c
   if (p.a_scale_k_major && !k_major_ring_holds(S::kBoxSlots, S::kStages, num_k_blocks)) {
     throw_error("this configuration cannot load these K-major A scales (M-major only, or too few K blocks per box)");
   }
-  if (kKind == GemmKind::kDense && p.a_scale_k_major && p.out_kind == OutKind::kFP32) {
-    throw_error("the dense GEMM with fp32 output takes M-major A scales only");
+  if (S::kOutTypeFixed && p.a_scale_k_major && p.out_kind == OutKind::kFP32) {
+    throw_error("fp32 output takes M-major A scales only");
   }
   // Packed K-major rows (a_scale_ld == 4): the tensor is one run of 4 * (m - 1) + kb floats.
   const bool packed = p.a_scale_k_major && p.a_scale_ld == 4;
