@@ -42,6 +42,11 @@ if [ -n "${NCU_SHAPES:-}" ]; then
   ncu --import "$OUT/peer.ncu-rep" --page details > "$OUT/ncu_details.txt" 2>&1
   ncu --import "$OUT/peer.ncu-rep" --page raw --csv > "$OUT/ncu_raw.csv" 2>&1
 fi
+if [ "${PEERS:-dense moe}" != "none" ]; then
+  timeout "${PEERS_LIMIT:-300}" python3 "$PEER_DIR/peer_bench.py" ${PEERS:-dense moe} > "$OUT/peers.log" 2>&1
+  grep -E "GEOMEAN|rror" "$OUT/peers.log" | head -20
+  python3 bench/peer_table.py "$OUT/peers.log" | tee "$OUT/peer_table.md"
+fi
 if [ -n "${SWEEP:-}" ]; then
   SWEEP_SHAPES="$SWEEP" PEER_DIR="$PEER_DIR" timeout 240 python3 bench/dense_config_sweep.py > "$OUT/sweep.log" 2>&1
   echo "sweep: rc $?"; grep SWEEP "$OUT/sweep.log" | cut -c1-400
@@ -49,9 +54,4 @@ fi
 if [ -n "${GSWEEP:-}" ]; then
   timeout 180 python3 bench/grouped_config_sweep.py --layout "$GSWEEP" > "$OUT/gsweep.log" 2>&1
   echo "grouped sweep: rc $?"; cut -c1-600 "$OUT/gsweep.log"
-fi
-if [ "${PEERS:-dense moe}" != "none" ]; then
-  timeout "${PEERS_LIMIT:-300}" python3 "$PEER_DIR/peer_bench.py" ${PEERS:-dense moe} > "$OUT/peers.log" 2>&1
-  grep -E "GEOMEAN|rror" "$OUT/peers.log" | head -20
-  python3 bench/peer_table.py "$OUT/peers.log" | tee "$OUT/peer_table.md"
 fi
