@@ -95,10 +95,12 @@ struct DenseScheduler {
 // increasing tile ids with a cursor that only moves forward through the experts.
 //   contiguous: bounds = group_ends, group_ends[g] = cumulative end of expert g's rows;
 //   masked:     bounds = group_sizes, group_sizes[g] = rows of expert g, whose block starts at g * max_m.
-// kClusterN > 1: the CTAs of a cluster take n-blocks cn * kClusterN + rank of one (expert, m-block)
-// and share its A (phantom tiles past the last n-block, as in DenseScheduler).
-template <int kBlockM, int kBlockN, int kClusterN, bool kMasked, int kBand = 16>
+// Clusters, as in DenseScheduler, within one expert: kClusterN > 1 CTAs take n-blocks cn * kClusterN +
+// rank of one (expert, m-block) and share its A; kClusterM = 2 CTAs take m-blocks cm * 2 + rank of one
+// (expert, n-block) and share the expert's B. Phantom tiles past the expert's last block.
+template <int kBlockM, int kBlockN, int kClusterM, int kClusterN, bool kMasked, int kBand = 16>
 struct GroupedScheduler {
+  static_assert(kClusterM <= 2 && kClusterN <= 2 && (kClusterM == 1 || kClusterN == 1), "cluster shape");
   const int32_t* bounds;
   int num_groups, num_n_blocks, num_cn, group, group_m_blocks, rank;  // num_cn: cluster tiles across n
   int64_t total_rows, max_m, group_start, group_end, group_first_tile, next_id;
@@ -116,8 +118,8 @@ struct GroupedScheduler {
     total_rows = m;
     max_m = rows_per_group;
     group_start = group_end = group_first_tile = 0;
-    next_id = blockIdx.x / kClusterN;
-    stride = gridDim.x / kClusterN;
+    next_id = blockIdx.x / (kClusterM * kClusterN);
+    stride = gridDim.x / (kClusterM * kClusterN);
   }
 
   // Bounds of expert g, clamped so that bad offsets or masks never address rows outside A / out.
@@ -133,19 +135,22 @@ struct GroupedScheduler {
     group_m_blocks = static_cast<int>(ceil_div<int64_t>(group_end - group_start, kBlockM));
   }
 
+  // Cluster tiles of the current expert along m.
+  __device__ __forceinline__ int group_cm() const { return kClusterM == 1 ? group_m_blocks : (group_m_blocks + 1) / 2; }
+
   __device__ __forceinline__ bool next(Tile& t) {
-    while (next_id >= group_first_tile + static_cast<int64_t>(group_m_blocks) * num_cn) {
-      group_first_tile += static_cast<int64_t>(group_m_blocks) * num_cn;
+    while (next_id >= group_first_tile + static_cast<int64_t>(group_cm()) * num_cn) {
+      group_first_tile += static_cast<int64_t>(group_cm()) * num_cn;
       if (group + 1 >= num_groups) return false;
       enter_group(++group);
     }
     const int local = static_cast<int>(next_id - group_first_tile);
     const int b = local / (kBand * num_cn), in_band = local - b * kBand * num_cn;
-    const int width = min(kBand, group_m_blocks - b * kBand);
-    t.m_block = b * kBand + in_band % width;
+    const int width = min(kBand, group_cm() - b * kBand);
+    t.m_block = (b * kBand + in_band % width) * kClusterM + (kClusterM > 1 ? rank : 0);
     t.n_block = in_band / width * kClusterN + (kClusterN > 1 ? rank : 0);
     t.group = group;
-    t.valid = kClusterN == 1 || t.n_block < num_n_blocks;
+    t.valid = (kClusterM == 1 || t.m_block < group_m_blocks) && (kClusterN == 1 || t.n_block < num_n_blocks);
     t.row0 = group_start;
     t.row_end = group_end;
     next_id += stride;

@@ -135,7 +135,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
   constexpr uint16_t kClusterMask = (1u << kClusterSize) - 1;
   static_assert((kClusterM == 1 || kClusterN == 1) && kBoxRowsA % 8 == 0 && kBoxRowsB % 8 == 0,
                 "one operand shared, in 1024-B aligned shares");
-  static_assert(kClusterSize == 1 || (!S::kDense1x128 && (kKind == GemmKind::kDense || kClusterM == 1)), "grouped: A shared only");
+  static_assert(kClusterSize == 1 || !S::kDense1x128, "dense_1x128: no clusters");
   static_assert(!S::kGrouped || kBlockM <= 128, "grouped kinds: the A-scale box (BLOCK_M + slack) must stay <= 256");
   // 128 % BN == 0: a tile never straddles two 128-row scale blocks of B.
   constexpr bool kSingleScaleRow = 128 % kBlockN == 0;
@@ -171,7 +171,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
 
   auto scheduler = [&] {
     if constexpr (S::kGrouped) {
-      return GroupedScheduler<kBlockM, kBlockN, kClusterN, kKind == GemmKind::kGroupedMasked>(
+      return GroupedScheduler<kBlockM, kBlockN, kClusterM, kClusterN, kKind == GemmKind::kGroupedMasked>(
           kKind == GemmKind::kGroupedMasked ? args.group_sizes : args.group_ends, args.num_groups, args.m, args.n,
           args.rows_per_group, static_cast<int>(rank));
     } else {

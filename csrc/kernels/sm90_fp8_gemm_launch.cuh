@@ -211,11 +211,11 @@ void launch_dense_1x128(const DenseGemmParams& p, const LaunchShape& shape) {
 }
 template <int kBlockM, int kBlockN, int kClusterM, int kClusterN>
 void launch_contiguous(const GroupedGemmParams& p, const LaunchShape& shape) {
-  launch_kernel<kBlockM, kBlockN, 1, kClusterN, GemmKind::kGroupedContiguous>(p.gemm, &p, shape);
+  launch_kernel<kBlockM, kBlockN, kClusterM, kClusterN, GemmKind::kGroupedContiguous>(p.gemm, &p, shape);
 }
 template <int kBlockM, int kBlockN, int kClusterM, int kClusterN>
 void launch_masked(const GroupedGemmParams& p, const LaunchShape& shape) {
-  launch_kernel<kBlockM, kBlockN, 1, kClusterN, GemmKind::kGroupedMasked>(p.gemm, &p, shape);
+  launch_kernel<kBlockM, kBlockN, kClusterM, kClusterN, GemmKind::kGroupedMasked>(p.gemm, &p, shape);
 }
 
 }  // namespace torch_fp8gemm::sm90
