@@ -21,8 +21,8 @@ struct Tile {
 };
 
 // Dense and K-grouped GEMMs: num_batches copies of an [m, n] grid of blocks, one after the other.
-// kClusterM x kClusterN CTAs share one operand by TMA multicast: kClusterN = 2 or 4 n-blocks of one
-// m-block (A shared), kClusterM = 2 m-blocks of one n-block (B shared). The
+// kClusterM x kClusterN CTAs (at most 2) share one operand by TMA multicast: kClusterN = 2 n-blocks of
+// one m-block (A shared), kClusterM = 2 m-blocks of one n-block (B shared). The
 // scheduler walks cluster tiles; the CTA of cluster rank r takes block r of each. Where the grid is
 // not a multiple of the cluster along the shared dimension, a CTA past the edge gets a phantom tile (valid = false) that
 // still runs the pipeline (its loads are zero-filled, its stores skipped), keeping both in lockstep.
@@ -58,7 +58,7 @@ struct DenseRaster {
 
 template <int kBlockM, int kBlockN, int kClusterM, int kClusterN>
 struct DenseScheduler {
-  static_assert(kClusterM <= 2 && kClusterN <= 4 && (kClusterM == 1 || kClusterN == 1), "cluster shape");
+  static_assert(kClusterM * kClusterN <= 2, "clusters of at most 2 CTAs");
   static constexpr bool kBandAlongN = kClusterN > 1;
   const DenseRaster& r;
   int64_t m;
@@ -95,14 +95,13 @@ struct DenseScheduler {
 // increasing tile ids with a cursor that only moves forward through the experts.
 //   contiguous: bounds = group_ends, group_ends[g] = cumulative end of expert g's rows;
 //   masked:     bounds = group_sizes, group_sizes[g] = rows of expert g, whose block starts at g * max_m.
-// Clusters, as in DenseScheduler, within one expert: kClusterN > 1 CTAs take n-blocks cn * kClusterN +
-// rank of one (expert, m-block) and share its A; kClusterM = 2 CTAs take m-blocks cm * 2 + rank of one
-// (expert, n-block) and share the expert's B. Phantom tiles past the expert's last block.
-template <int kBlockM, int kBlockN, int kClusterM, int kClusterN, bool kMasked, int kBand = 16>
+// kClusterM = 2: the CTAs of a cluster take m-blocks cm * 2 + rank of one (expert, n-block) and share
+// the expert's B (a phantom tile past the expert's last m-block, as in DenseScheduler).
+template <int kBlockM, int kBlockN, int kClusterM, bool kMasked, int kBand = 16>
 struct GroupedScheduler {
-  static_assert(kClusterM <= 2 && kClusterN <= 2 && (kClusterM == 1 || kClusterN == 1), "cluster shape");
+  static_assert(kClusterM <= 2, "clusters of at most 2 CTAs");
   const int32_t* bounds;
-  int num_groups, num_n_blocks, num_cn, group, group_m_blocks, rank;  // num_cn: cluster tiles across n
+  int num_groups, num_n_blocks, group, group_m_blocks, rank;
   int64_t total_rows, max_m, group_start, group_end, group_first_tile, next_id;
   int stride;
 
@@ -111,15 +110,14 @@ struct GroupedScheduler {
     bounds = group_bounds;
     num_groups = groups;
     num_n_blocks = static_cast<int>(ceil_div<int64_t>(n, kBlockN));
-    num_cn = kClusterN == 1 ? num_n_blocks : ceil_div(num_n_blocks, kClusterN);
     rank = cluster_rank;
     group = -1;
     group_m_blocks = 0;
     total_rows = m;
     max_m = rows_per_group;
     group_start = group_end = group_first_tile = 0;
-    next_id = blockIdx.x / (kClusterM * kClusterN);
-    stride = gridDim.x / (kClusterM * kClusterN);
+    next_id = blockIdx.x / kClusterM;
+    stride = gridDim.x / kClusterM;
   }
 
   // Bounds of expert g, clamped so that bad offsets or masks never address rows outside A / out.
@@ -139,18 +137,18 @@ struct GroupedScheduler {
   __device__ __forceinline__ int group_cm() const { return kClusterM == 1 ? group_m_blocks : (group_m_blocks + 1) / 2; }
 
   __device__ __forceinline__ bool next(Tile& t) {
-    while (next_id >= group_first_tile + static_cast<int64_t>(group_cm()) * num_cn) {
-      group_first_tile += static_cast<int64_t>(group_cm()) * num_cn;
+    while (next_id >= group_first_tile + static_cast<int64_t>(group_cm()) * num_n_blocks) {
+      group_first_tile += static_cast<int64_t>(group_cm()) * num_n_blocks;
       if (group + 1 >= num_groups) return false;
       enter_group(++group);
     }
     const int local = static_cast<int>(next_id - group_first_tile);
-    const int b = local / (kBand * num_cn), in_band = local - b * kBand * num_cn;
+    const int b = local / (kBand * num_n_blocks), in_band = local - b * kBand * num_n_blocks;
     const int width = min(kBand, group_cm() - b * kBand);
     t.m_block = (b * kBand + in_band % width) * kClusterM + (kClusterM > 1 ? rank : 0);
-    t.n_block = in_band / width * kClusterN + (kClusterN > 1 ? rank : 0);
+    t.n_block = in_band / width;
     t.group = group;
-    t.valid = (kClusterM == 1 || t.m_block < group_m_blocks) && (kClusterN == 1 || t.n_block < num_n_blocks);
+    t.valid = kClusterM == 1 || t.m_block < group_m_blocks;
     t.row0 = group_start;
     t.row_end = group_end;
     next_id += stride;

@@ -8,7 +8,7 @@
 // and adds sa[row] * sb[column block] * tmp to its FP32 accumulators ("promotion") while the other's run.
 // BLOCK_M = 256: two 64-row waves per warpgroup (rows wave * 128 + wg * 64). BLOCK_M = 16/32 loads only that
 // many rows of A (decode-sized m): the wgmma computes 64 rows, those past BLOCK_M are never stored.
-// Clusters multicast A (CLUSTER_N = 2, 4 n-blocks) or B (CLUSTER_M = 2). B scales staged per tile, A's per stage.
+// 2-CTA clusters multicast A (CLUSTER_N = 2, dense) or B (CLUSTER_M = 2). B scales staged per tile, A's per stage.
 // Epilogue: bf16 tiles go through a swizzled staging tile (stmatrix) and TMA stores that overlap
 // the next tile's main loop; fp32 out and grouped tiles that straddle experts store from registers.
 #pragma once
@@ -135,7 +135,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
   constexpr uint16_t kClusterMask = (1u << kClusterSize) - 1;
   static_assert((kClusterM == 1 || kClusterN == 1) && kBoxRowsA % 8 == 0 && kBoxRowsB % 8 == 0,
                 "one operand shared, in 1024-B aligned shares");
-  static_assert(kClusterSize == 1 || !S::kDense1x128, "dense_1x128: no clusters");
+  static_assert(kClusterSize == 1 || kKind == GemmKind::kDense || (S::kGrouped && kClusterN == 1), "grouped: B shared only");
   static_assert(!S::kGrouped || kBlockM <= 128, "grouped kinds: the A-scale box (BLOCK_M + slack) must stay <= 256");
   // 128 % BN == 0: a tile never straddles two 128-row scale blocks of B.
   constexpr bool kSingleScaleRow = 128 % kBlockN == 0;
@@ -171,7 +171,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
 
   auto scheduler = [&] {
     if constexpr (S::kGrouped) {
-      return GroupedScheduler<kBlockM, kBlockN, kClusterM, kClusterN, kKind == GemmKind::kGroupedMasked>(
+      return GroupedScheduler<kBlockM, kBlockN, kClusterM, kKind == GemmKind::kGroupedMasked>(
           kKind == GemmKind::kGroupedMasked ? args.group_sizes : args.group_ends, args.num_groups, args.m, args.n,
           args.rows_per_group, static_cast<int>(rank));
     } else {

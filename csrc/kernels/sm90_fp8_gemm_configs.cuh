@@ -18,9 +18,7 @@
 
 #define TORCH_FP8GEMM_DENSE_BM16_CONFIGS(X) TORCH_FP8GEMM_SMALL_M_CONFIGS(X, 16)
 #define TORCH_FP8GEMM_DENSE_BM32_CONFIGS(X) TORCH_FP8GEMM_SMALL_M_CONFIGS(X, 32)
-#define TORCH_FP8GEMM_DENSE_BM64_CONFIGS(X)                                                    \
-  TORCH_FP8GEMM_SMALL_M_CONFIGS(X, 64) X(64, 16, 1, 2) X(64, 32, 1, 2) X(64, 64, 1, 2) X(64, 128, 1, 2) \
-  X(64, 16, 1, 4) X(64, 32, 1, 4) X(64, 64, 1, 4)
+#define TORCH_FP8GEMM_DENSE_BM64_CONFIGS(X) TORCH_FP8GEMM_SMALL_M_CONFIGS(X, 64)
 #define TORCH_FP8GEMM_DENSE_BM128_CONFIGS(X)                                                                 \
   X(128, 64, 1, 1) X(128, 80, 1, 1) X(128, 96, 1, 1) X(128, 112, 1, 1) X(128, 128, 1, 1) X(128, 144, 1, 1) \
   X(128, 160, 1, 1) X(128, 192, 1, 1) X(128, 144, 2, 1) X(128, 160, 2, 1) X(128, 192, 2, 1)                \
@@ -32,15 +30,13 @@
   TORCH_FP8GEMM_DENSE_BM64_CONFIGS(X) TORCH_FP8GEMM_DENSE_BM128_CONFIGS(X)          \
   TORCH_FP8GEMM_DENSE_BM256_CONFIGS(X)
 
-// MoE: X(BLOCK_M, BLOCK_N, CLUSTER_M, CLUSTER_N), each for the contiguous and the masked layout, one list per
-// BLOCK_M; CLUSTER_N = 2: two n-blocks of one expert's m-block share its rows of A (64-row tiles: 128-row ones
-// spill); CLUSTER_M = 2: two m-blocks of one expert's n-block share its weights (B).
+// MoE: X(BLOCK_M, BLOCK_N, CLUSTER_M, 1), each for the contiguous and the masked layout, one list per BLOCK_M;
+// CLUSTER_M = 2: two m-blocks of one expert's n-block share its weights (B) by multicast.
 // Widths are multiples of 64: their epilogue stores the widest (128-B swizzled) TMA slabs, which
 // matters at short K (the expert GEMMs of DeepSeek-V3's down projection have K = 2048); 192 for
 // experts of thousands of rows (fewer tiles pull each expert's rows of A through L2).
-#define TORCH_FP8GEMM_GROUPED_BM64_CONFIGS(X) X(64, 64, 1, 1) X(64, 128, 1, 1) X(64, 64, 1, 2) X(64, 128, 1, 2)
-#define TORCH_FP8GEMM_GROUPED_BM128_CONFIGS(X) \
-  X(128, 64, 1, 1) X(128, 128, 1, 1) X(128, 192, 1, 1) X(128, 128, 2, 1) X(128, 192, 2, 1)
+#define TORCH_FP8GEMM_GROUPED_BM64_CONFIGS(X) X(64, 64, 1, 1) X(64, 128, 1, 1)
+#define TORCH_FP8GEMM_GROUPED_BM128_CONFIGS(X) X(128, 64, 1, 1) X(128, 128, 1, 1) X(128, 192, 1, 1) X(128, 192, 2, 1)
 #define TORCH_FP8GEMM_GROUPED_CONFIGS(X) TORCH_FP8GEMM_GROUPED_BM64_CONFIGS(X) TORCH_FP8GEMM_GROUPED_BM128_CONFIGS(X)
 
 // dense_1x128 (B scaled per 1x128 group: weight gradients), dense and K-grouped.

@@ -84,8 +84,7 @@ double cost(const ConfigEntry& c, const Problem& p) {
   const double l2_cycles = l2 * blocks / std::min(64.0 * p.num_sms, 8e6 / 1.3e3);
   const double smem_cycles = smem * blocks / (128.0 * p.num_sms);
   const double wave_efficiency = static_cast<double>(blocks) / (static_cast<double>(waves) * p.num_sms);
-  // B shared pairs m-blocks: with one wave they only halve the SMs' B loads, at the cost of lockstep.
-  if (c.cluster_m > 1 && waves <= 1) return 1e300;
+  if (c.cluster_m * c.cluster_n > 1 && waves <= 1) return 1e300;
   return std::max(l2_cycles, smem_cycles) / wave_efficiency;
 }
 
@@ -93,7 +92,7 @@ double cost(const ConfigEntry& c, const Problem& p) {
 // 16- and 32-row tiles only where they hold all of m. Ties keep the candidate met first, in the
 // order (no cluster, A shared, B shared) x BLOCK_M (64, 128, 16, 32, 256) x BLOCK_N ascending.
 int rank_key(const ConfigEntry& c) {
-  const int cluster = c.cluster_n == 2 ? 1 : c.cluster_m == 2 ? 2 : c.cluster_n == 4 ? 3 : 0;
+  const int cluster = c.cluster_n == 2 ? 1 : c.cluster_m == 2 ? 2 : 0;
   const int bm = c.block_m == 64 ? 0 : c.block_m == 128 ? 1 : c.block_m == 16 ? 2 : c.block_m == 32 ? 3 : 4;
   return (cluster * 8 + bm) * 1024 + c.block_n;
 }
@@ -107,16 +106,21 @@ int pick(const ConfigEntry (&table)[N], const Problem& p) {
     if (c.stages < 3 || (c.block_m * c.block_n < 128 * 192 && c.stages < 4)) continue;
     if (c.block_m < 64 && p.rows_per_batch > c.block_m) continue;
     // Grouped 192-wide tiles load their B scales at each tile's start (no registers to prefetch
-    // them): only where K >= 4096 hides that (8x4096 rows, N x K 7168x2048: 1043 vs 1131 TFLOP/s
-    // for 128x128; 4x8192, 4096x7168: 1244 vs 1200).
-    if (p.grouped && c.block_n > 160 && p.k < 4096) continue;
+    // them): at K < 4096 only for experts of >= 1024 rows (H100, forced, N x K 7168x2048, TFLOP/s of
+    // 128x192 vs 128x128: 8 x 4096 rows 1160 vs 1081, masked 1 x 1024 rows 1014 vs 908, but 4 x 256
+    // rows 640 vs 726, 8 x 64 rows 280 vs 299).
+    if (p.grouped && c.block_n > 160 && p.k < 4096 && p.rows_per_batch < 1024) continue;
     if (p.num_sms % (c.cluster_m * c.cluster_n) != 0) continue;
     // Our 2-CTA clusters lose to single CTAs of the same tile at long K (H200, K = 7168, forced:
     // 4096x4096 128x128 169 us single vs 190 A-shared, 256x128 172 vs 174; 512x18432 128x192 100 vs
     // 106 B-shared) and at m >= 1024 (4096 rows, M-major scales: 256x128 at N x K 24576x1536 259.5 vs
     // 261.8 A-shared, 32768x512 148.6 vs 151.0, 7168x2048 97.8 vs 99.4; 128x128 at 32768x512 161.7 vs 168.7).
-    if (c.cluster_m * c.cluster_n > 1 && c.block_m >= 128 && (p.k >= 4096 || p.rows_per_batch >= 1024)) continue;
-    if (p.grouped && c.cluster_m == 2) continue;  // TEMPORARY: forced only until measured
+    // Grouped B-shared pairs the other way round: at K >= 4096 only (H100, forced, 128x192 pairs vs
+    // single: masked 32 x 192 rows at 6144x7168 852 vs 794 TFLOP/s, 8 x 4096 rows at 4096x7168 1173
+    // vs 1137; at K = 2048 masked 1 x 1024 rows 969 vs 1014, 4 x 256 rows 541 vs 640).
+    const bool cluster = c.cluster_m * c.cluster_n > 1;
+    if (cluster && !p.grouped && (p.k >= 4096 || p.rows_per_batch >= 1024)) continue;
+    if (cluster && p.grouped && p.k < 4096) continue;
     const double t = cost(c, p);
     if (best < 0 || t < best_cost || (t == best_cost && rank_key(c) < rank_key(table[best]))) best = i, best_cost = t;
   }

@@ -174,7 +174,7 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped, c
       query_attr[0].id = cudaLaunchAttributeClusterDimension;
       query_attr[0].val.clusterDim = {static_cast<unsigned>(kClusterSize), 1, 1};
       cudaLaunchConfig_t query = {};
-      query.gridDim = dim3(kClusterSize, 1, 1);
+      query.gridDim = dim3(kClusterSize * 66, 1, 1);
       query.blockDim = dim3(S::kThreads, 1, 1);
       query.dynamicSmemBytes = kSmemBytes;
       query.attrs = query_attr;
