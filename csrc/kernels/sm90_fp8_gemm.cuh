@@ -133,8 +133,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
   // A or B shared across the cluster: each CTA loads its share of the box and multicasts it to all.
   constexpr int kBoxRowsA = kBlockM / kClusterN, kBoxRowsB = kBlockN / kClusterM;
   constexpr uint16_t kClusterMask = (1u << kClusterSize) - 1;
-  static_assert((kClusterM == 1 || kClusterN == 1) && kBoxRowsA % 8 == 0 && kBoxRowsB % 8 == 0,
-                "one operand shared, in 1024-B aligned shares");
+  static_assert(kClusterSize <= 2 && kBoxRowsA % 8 == 0 && kBoxRowsB % 8 == 0, "2-CTA clusters, 1024-B aligned shares");
   static_assert(kClusterSize == 1 || kKind == GemmKind::kDense || (S::kGrouped && kClusterN == 1), "grouped: B shared only");
   static_assert(!S::kGrouped || kBlockM <= 128, "grouped kinds: the A-scale box (BLOCK_M + slack) must stay <= 256");
   // 128 % BN == 0: a tile never straddles two 128-row scale blocks of B.
