@@ -103,7 +103,6 @@ struct GroupedScheduler {
   const int32_t* bounds;
   int num_groups, num_n_blocks, group, group_m_blocks, rank;
   int64_t total_rows, max_m, group_start, group_end, group_first_tile, next_id;
-  int stride;
 
   __device__ __forceinline__ GroupedScheduler(const int32_t* group_bounds, int groups, int64_t m, int64_t n, int64_t rows_per_group,
                                               int cluster_rank) {
@@ -117,7 +116,6 @@ struct GroupedScheduler {
     max_m = rows_per_group;
     group_start = group_end = group_first_tile = 0;
     next_id = blockIdx.x / kClusterM;
-    stride = gridDim.x / kClusterM;
   }
 
   // Bounds of expert g, clamped so that bad offsets or masks never address rows outside A / out.
@@ -151,7 +149,11 @@ struct GroupedScheduler {
     t.valid = kClusterM == 1 || t.m_block < group_m_blocks;
     t.row0 = group_start;
     t.row_end = group_end;
-    next_id += stride;
+    // The stride, gridDim.x / kClusterM, read anew (volatile): hoisted, it would be live across the whole
+    // tile loop, and the 128x192 pairs would spill it.
+    uint32_t grid;
+    asm volatile("mov.u32 %0, %%nctaid.x;" : "=r"(grid));
+    next_id += grid / kClusterM;
     return true;
   }
 };
