@@ -22,14 +22,16 @@ MASKED_SHAPES = [(32, 192, 6144, 7168, 4096), (32, 20, 4096, 4096, 4096), (1, 10
 
 
 def sweep(name: str, flops: float, run, same, iters: int, timer: KernelTimer, scales) -> None:
-    """One line: every configuration (-1: the heuristic) with each scale layout, in TFLOP/s."""
-    cells = []
-    for config in [-1] + list(range(len(torch.ops.fp8gemm._sm90_grouped_configs()))):
-        for layout, sa in scales:
-            fn = lambda config=config, sa=sa: run(config, sa)  # noqa: E731
-            ok = same(fn())
-            us = timer.median_us(fn, iters=iters)
-            cells.append(f"{config}{layout}: {flops / us / 1e6:.0f}{'' if ok else ' (differs)'}")
+    """One line: every configuration (-1: the heuristic) with each scale layout, in TFLOP/s, timed
+    interleaved (the GPU's clock drifts along a row: timed one after the other, the first columns
+    ran up to 13% faster than the same configuration later in the row)."""
+    cases = [(config, layout, lambda config=config, sa=sa: run(config, sa))
+             for config in [-1] + list(range(len(torch.ops.fp8gemm._sm90_grouped_configs())))
+             for layout, sa in scales]
+    ok = [same(fn()) for _, _, fn in cases]
+    times = timer.median_us_interleaved([fn for _, _, fn in cases], iters=iters)
+    cells = [f"{config}{layout}: {flops / us / 1e6:.0f}{'' if good else ' (differs)'}"
+             for (config, layout, _), us, good in zip(cases, times, ok)]
     print(f"{name}: " + ", ".join(cells), flush=True)
 
 

@@ -21,7 +21,7 @@ namespace {
 
 std::string config_name(const char* prefix, int bm, int bn, int cm, int cn, int stages) {
   return std::string(prefix) + "bm" + std::to_string(bm) + "_bn" + std::to_string(bn) + "_s" + std::to_string(stages) +
-         (cn > 1 ? "_mc" + std::to_string(cn) + "a" : cm == 2 ? "_mc2b" : "_mc1");
+         (cn == 2 ? "_mc2a" : cm == 2 ? "_mc2b" : "_mc1");
 }
 
 #define TORCH_FP8GEMM_SHAPE_FIELDS(BM, BN, CM, CN, KIND) \
@@ -198,8 +198,7 @@ Plan plan_grouped(const GroupedGemmParams& p) {
   const ConfigEntry& c = kGroupedConfigs[idx];
   // The expert sizes live on the device: the grid is sized for the bound reached when every expert's
   // rows start a fresh m-block (and, with B-shared pairs, end with a phantom one).
-  const int64_t tiles = (ceil_div<int64_t>(g.m, c.block_m) + p.num_groups * c.cluster_m) *
-                        (ceil_div<int64_t>(ceil_div<int64_t>(g.n, c.block_n), c.cluster_n) * c.cluster_n);
+  const int64_t tiles = (ceil_div<int64_t>(g.m, c.block_m) + p.num_groups * c.cluster_m) * ceil_div<int64_t>(g.n, c.block_n);
   return Plan{idx, &c, launch_shape(c, pr, tiles, false)};
 }
 
