@@ -29,8 +29,8 @@
 
 namespace torch_fp8gemm::sm90 {
 
-// K blocks of B scales staged per chunk (K <= 32768 in one chunk: DeepSeek-V3's 18432 included).
-constexpr int kSfbChunk = 256;
+// K blocks of B scales staged per chunk: one per thread of a math warpgroup (K <= 16384 in one chunk).
+constexpr int kSfbChunk = 128;
 
 // Compile-time shape of a configuration (host code sizes the launch from it too).
 template <int kBlockM, int kBlockN, GemmKind kKind>
@@ -52,7 +52,8 @@ struct GemmShape {
   static constexpr int kMMajorScales = kBlockM + kSfaSlack + (kDense1x128 ? kBlockN : 0);
   static constexpr int kStageScales = (kMMajorScales + 31) / 32 * 32;  // 128-B aligned TMA rows
   static constexpr int kStagingBytes = kDense1x128 ? 16 : kBlockM * kBlockN * 2;  // bf16 staging tile (below)
-  static constexpr int kFixedBytes = kStagingBytes + 2 * kNumMathWG * 2 * kSfbChunk * 4 + 3 * 1024;
+  static constexpr int kSfbRows = 128 % kBlockN == 0 ? 1 : 2;  // 128-row scale blocks of B a tile can span
+  static constexpr int kFixedBytes = kStagingBytes + 3 * kNumMathWG * kSfbRows * kSfbChunk * 4 + 3 * 1024;
   static constexpr int kStageBytes = kBlockM * kBlockK + kBlockN * kBlockK + kStageScales * 4 + 16;
   // Stages that fit beside a ring of one K-major box (16 * BM bytes) per 4 stages, or without one.
   static constexpr int stages_for(bool ring) {
@@ -92,7 +93,7 @@ struct SharedStorage {
   alignas(1024) uint8_t staging[S::kStagingBytes];  // bf16 output tile for the TMA store
   alignas(128) float sfa[S::kStages][S::kStageScales];  // M-major A scales (GemmShape); dense_1x128: B's at kBlockM
   alignas(128) float box[S::kBoxSlots > 0 ? S::kBoxSlots : 1][S::kBoxSlots > 0 ? 4 * kBlockM : 1];  // K-major ring
-  float sfb[2][S::kNumMathWG][2][kSfbChunk];  // [buf][wg][row][kb]: B scale rows n0 / 128 and of the last column
+  float sfb[3][S::kNumMathWG][S::kSfbRows][kSfbChunk];  // [buf][wg][row][kb]: B scale rows n0 / 128 and of the last column
   uint64_t full[S::kStages];   // producer -> math: stage loaded (1 arrival + tx bytes)
   uint64_t empty[S::kStages];  // math -> producer: stage consumed (one arrival per math warp per CTA)
 };
@@ -137,7 +138,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
   static_assert(kClusterSize == 1 || kKind == GemmKind::kDense || (S::kGrouped && kClusterN == 1), "grouped: B shared only");
   static_assert(!S::kGrouped || kBlockM <= 128, "grouped kinds: the A-scale box (BLOCK_M + slack) must stay <= 256");
   // 128 % BN == 0: a tile never straddles two 128-row scale blocks of B.
-  constexpr bool kSingleScaleRow = 128 % kBlockN == 0;
+  constexpr bool kSingleScaleRow = S::kSfbRows == 1;
   const bool k_major = S::kKMajorScales && args.a_scale_k_major;
   // Packed K-major rows (stride 4: K <= 512) make a box one run, loaded in pieces of <= 256 floats: its
   // 16-byte rows would each be an L2 request, to the few lines that every CTA of a small-m GEMM reads.
@@ -261,27 +262,27 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
       nb0 = min(n0 / 128, last), nb1 = max(nb0, min((min(n0 + kBlockN, args.n) - 1) / 128, last));
       return args.b_scale + (S::kGrouped ? t.group * args.b_scale_group_stride : 0);
     };
-    // With K <= kSfbChunk * 128 (one chunk) the next tile's B scales are loaded into registers while
-    // this tile runs, so no tile starts by waiting on global memory (short K: 4 K blocks per tile).
-    // 192-column fragments (96 + 96 accumulator registers) leave no room for the 4 registers.
-    const bool prefetch_sfb = !S::kDense1x128 && kBlockN <= 160 && args.num_k_blocks <= kSfbChunk;
-    float pf[2][kSfbChunk / 128];
-    auto prefetch = [&](const Tile& t) {
+    // B scales reach shared memory by cp.async, per chunk K blocks [kc, kc + kSfbChunk) of a tile's two
+    // rows. With K <= kSfbChunk * 128 (one chunk) a tile's copy is issued while the tile before runs, so no
+    // tile starts by waiting on global memory (short K: 4 K blocks per tile). It is issued where the
+    // accumulators are dead (192-wide tiles have no registers to spare), into the third buffer: its last
+    // readers, two tiles back, have all passed the previous tile's barrier. Longer K copies each chunk as it starts.
+    const bool one_chunk = !S::kDense1x128 && args.num_k_blocks <= kSfbChunk;
+    auto copy_sfb = [&](const Tile& t, int kc, int into) {
       int64_t nb0, nb1;
-      const float* sfb_global = scale_rows(t, nb0, nb1);
-#pragma unroll
-      for (int j = 0; j < kSfbChunk / 128; ++j) {
-        const int kb = wg_thread + 128 * j;
-        if (kb < args.num_k_blocks) {
-          pf[0][j] = __ldg(sfb_global + nb0 * args.num_k_blocks + kb);
-          pf[1][j] = __ldg(sfb_global + nb1 * args.num_k_blocks + kb);
-        }
+      const float* src = scale_rows(t, nb0, nb1) + kc + wg_thread;
+      float* sfb = ss.sfb[into][wg][0] + wg_thread;
+      if (kc + wg_thread < args.num_k_blocks) {
+        ptx::cp_async_4(sfb, src + nb0 * args.num_k_blocks);
+        if (!kSingleScaleRow) ptx::cp_async_4(sfb + kSfbChunk, src + nb1 * args.num_k_blocks);
       }
+      ptx::cp_async_commit();
     };
     int buf = 0;
+    auto rotate = [](int b) { return b == 2 ? 0 : b + 1; };
     Tile next;
     bool has_tile = scheduler.next(tile);
-    if (has_tile && prefetch_sfb) prefetch(tile);
+    if (has_tile && one_chunk) copy_sfb(tile, 0, buf);
     // Scale layout and output type are compile-time values for the whole tile loop: no branch on the layout
     // in the main loop, no register moves per tile (~130) where the bf16 and fp32 epilogues would join.
     with_variant([&](auto k_major_c, auto out_fp32_c) {
@@ -289,6 +290,10 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
       for (; has_tile; tile = next) {
         const bool has_next = scheduler.next(next);
         has_tile = has_next;
+        if (one_chunk) {
+          if (has_next) copy_sfb(next, 0, rotate(buf));
+          else ptx::cp_async_commit();  // an empty group: cp_async_wait<1> below still waits for this tile's
+        }
         const int64_t m0 = tile.row0 + static_cast<int64_t>(tile.m_block) * kBlockM;
         const int64_t n0 = static_cast<int64_t>(tile.n_block) * kBlockN;
         const int sfa_shift = S::kSfaSlack > 0 ? static_cast<int>(m0 & 3) : 0;  // M-major grouped boxes
@@ -296,7 +301,8 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
         k_range(tile, kb_begin, kb_end);
         // A warpgroup whose rows all lie past the end (or whose tile is a phantom) keeps the ring in step.
         if (!tile.valid || m0 + wg * 64 >= tile.row_end) {
-          if (has_next && prefetch_sfb) prefetch(next);
+          ptx::named_barrier_sync(1 + wg, 128);  // as a computed tile's (the buffers rotate per tile)
+          buf = rotate(buf);
           for (int kb = kb_begin; kb < kb_end; ++kb, advance()) {
             ptx::mbarrier_wait_parity(&ss.full[stage], phase);
             release(stage);
@@ -305,7 +311,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
           continue;
         }
         int64_t nb0, nb1;
-        const float* sfb_global = scale_rows(tile, nb0, nb1);
+        scale_rows(tile, nb0, nb1);
         const int num_former = nb1 > nb0 ? static_cast<int>((128 - n0 % 128) / 8) : kBlockN / 8;
 #pragma unroll
         for (int i = 0; i < kWavesM * Mma::kNumAccum; ++i) acc[i] = 0.f;
@@ -315,22 +321,15 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
             const int kc_end = min(kb_end, kc + kSfbChunk);
             float* sfb = ss.sfb[buf][wg][0];
             if constexpr (!S::kDense1x128) {
-              if (prefetch_sfb) {
-#pragma unroll
-                for (int j = 0; j < kSfbChunk / 128; ++j) {
-                  sfb[wg_thread + 128 * j] = pf[0][j];
-                  sfb[kSfbChunk + wg_thread + 128 * j] = pf[1][j];
-                }
+              if (one_chunk) {
+                ptx::cp_async_wait<1>();
               } else {
-                for (int i = wg_thread; i < kc_end - kc; i += 128) {
-                  sfb[i] = __ldg(sfb_global + nb0 * args.num_k_blocks + kc + i);
-                  sfb[kSfbChunk + i] = __ldg(sfb_global + nb1 * args.num_k_blocks + kc + i);
-                }
+                copy_sfb(tile, kc, buf);
+                ptx::cp_async_wait<0>();
               }
               ptx::named_barrier_sync(1 + wg, 128);
-              if (prefetch_sfb && has_next) prefetch(next);
             }
-            buf ^= 1;
+            buf = rotate(buf);
             // What a K block is promoted with: sa0, sa1 (this thread's rows), sb0, sb1, and its stage.
             struct Block {
               float sa0, sa1, sb0, sb1;
@@ -437,6 +436,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
     });
     // TMA stores must finish reading shared memory before the CTA exits.
     if (S::kStaged && wg_thread < kBlockN * 2 / S::kStagingSpan) ptx::bulk_wait_group_0();
+    ptx::cp_async_wait<0>();  // a skipped last tile's scale copy
   }
   if constexpr (kClusterSize > 1) {
     // No CTA may exit while a peer can still arrive on its barriers or multicast into its smem.

@@ -1,4 +1,5 @@
-// TMA (bulk tensor copy) wrappers: PTX ISA "cp.async.bulk.tensor", "prefetch.tensormap".
+// Asynchronous copies: TMA (bulk tensor copy) wrappers, PTX ISA "cp.async.bulk.tensor", "prefetch.tensormap";
+// and the per-thread 4-byte "cp.async" (global -> shared without a register).
 #pragma once
 #include <cuda.h>  // CUtensorMap (type only; libcuda is never linked)
 
@@ -63,5 +64,19 @@ __device__ __forceinline__ void bulk_wait_group_read_0() {
 
 // Waits until the committed bulk stores are complete.
 __device__ __forceinline__ void bulk_wait_group_0() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
+
+// One thread's 4-byte copy global -> shared, in the group of its next cp_async_commit; complete (and
+// visible to this thread) after cp_async_wait<N> leaves at most N newer groups pending, to the others
+// after a barrier that follows the wait.
+__device__ __forceinline__ void cp_async_4(void* smem_dst, const void* global_src) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(smem_u32(smem_dst)), "l"(global_src) : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
 
 }  // namespace torch_fp8gemm::ptx
