@@ -309,8 +309,8 @@ def test_gemm_ops_take_operands_in_the_layout_inductor_produced(op):
 @pytest.mark.parametrize("k", [512, 1024])
 def test_compiled_forward_quantizes_in_one_kernel(k):
     """A compiled FP8Linear fed from a graph input: the activation quantization is one generated kernel
-    (one read of x), then the GEMM. It was two (the fp8 cast split off, reading x again) until the
-    recipe cast before flattening and the GEMM ops took flexible layouts."""
+    (one read of x), then the GEMM; not a second kernel for the fp8 cast that reads x again (the recipe
+    casts before flattening, and the GEMM ops take flexible layouts)."""
     layer = FP8Linear.from_linear(nn.Linear(k, 256, bias=False, device="cuda", dtype=torch.bfloat16), inference=True)
     x = torch.randn(64, k, device="cuda", dtype=torch.bfloat16)
     with torch.no_grad():
