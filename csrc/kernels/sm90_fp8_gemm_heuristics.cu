@@ -105,10 +105,10 @@ int pick(const ConfigEntry (&table)[N], const Problem& p) {
     const ConfigEntry& c = table[i];
     if (c.stages < 3 || (c.block_m * c.block_n < 128 * 192 && c.stages < 4)) continue;
     if (c.block_m < 64 && p.rows_per_batch > c.block_m) continue;
-    // Grouped 192-wide tiles at K < 4096 only for experts of >= 1024 rows (H100, forced, N x K
-    // 7168x2048, TFLOP/s of 128x192 vs 128x128, with the B scales of 192-wide tiles loaded at each
-    // tile's start: 8 x 4096 rows 1160 vs 1081, masked 1 x 1024 rows 1014 vs 908, but 4 x 256 rows
-    // 640 vs 726, 8 x 64 rows 280 vs 299).
+    // Grouped 192-wide tiles at K < 4096 only for experts of >= 1024 rows (H100, forced, interleaved,
+    // N x K 7168x2048, M-major scales, TFLOP/s of 128x192 vs 128x128: 8 x 4096 rows 1185 vs 1091,
+    // 4 x 8192 1206 vs 1151, masked 1 x 1024 rows 1008 vs 889, but 4 x 256 rows 642 vs 701, 8 x 64
+    // rows 274 vs 294).
     if (p.grouped && c.block_n > 160 && p.k < 4096 && p.rows_per_batch < 1024) continue;
     if (p.num_sms % (c.cluster_m * c.cluster_n) != 0) continue;
     // Our 2-CTA clusters lose to single CTAs of the same tile at long K (H200, K = 7168, forced:
