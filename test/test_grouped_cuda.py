@@ -285,7 +285,7 @@ def test_grouped_configurations_are_listed_and_bounded():
         pytest.skip("the extension was built without the CUDA kernels")
     names = torch.ops.fp8gemm._sm90_grouped_configs()
     assert len(set(names)) == len(names) >= 4
-    assert all(re.fullmatch(r"grouped_bm(64|128)_bn(64|128|192)_s\d+_mc(1|2b)", name) for name in names), names
+    assert all(re.fullmatch(r"grouped_bm(64|128|256)_bn(64|128|192)_s\d+_mc(1|2b)", name) for name in names), names
     a, sa, b, sb = operands(256, 256, 256, 2)
     offs = torch.tensor([100, 256], dtype=torch.int32, device="cuda")
     with pytest.raises(ValueError, match="expected `config`"):

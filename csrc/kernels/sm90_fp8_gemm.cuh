@@ -47,9 +47,12 @@ struct GemmShape {
   //   box {4, BM} into the next slot of a ring, box[slot][4 * r + j], read 4 at once with its stage and
   //   rewritten kBoxSlots boxes later (where that is >= kStages K blocks on: k_major_ring_holds).
   // Experts start at any row, M-major boxes 16-byte aligned: at m0 & ~3, kSfaSlack floats wider (grouped).
+  // A TMA box spans at most 256: 256-row grouped tiles take two boxes of 128 + slack, overlapping by the slack.
   static constexpr int kSfaSlack = kGrouped ? 4 : 0;
+  static constexpr int kSfaBoxes = kBlockM + kSfaSlack > 256 ? 2 : 1, kSfaBox = kBlockM / kSfaBoxes + kSfaSlack;
   // Floats of scales per stage, M-major: A scales of the tile's rows; dense_1x128: then B's, at kBlockM.
   static constexpr int kMMajorScales = kBlockM + kSfaSlack + (kDense1x128 ? kBlockN : 0);
+  static constexpr int kMMajorLoaded = kSfaBoxes * kSfaBox + (kDense1x128 ? kBlockN : 0);  // boxes may overlap
   static constexpr int kStageScales = (kMMajorScales + 31) / 32 * 32;  // 128-B aligned TMA rows
   static constexpr int kStagingBytes = kDense1x128 ? 16 : kBlockM * kBlockN * 2;  // bf16 staging tile (below)
   static constexpr int kSfbRows = 128 % kBlockN == 0 ? 1 : 2;  // 128-row scale blocks of B a tile can span
@@ -136,7 +139,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
   constexpr uint16_t kClusterMask = (1u << kClusterSize) - 1;
   static_assert(kClusterSize <= 2 && kBoxRowsA % 8 == 0 && kBoxRowsB % 8 == 0, "2-CTA clusters, 1024-B aligned shares");
   static_assert(kClusterSize == 1 || kKind == GemmKind::kDense || (S::kGrouped && kClusterN == 1), "grouped: B shared only");
-  static_assert(!S::kGrouped || kBlockM <= 128, "grouped kinds: the A-scale box (BLOCK_M + slack) must stay <= 256");
+  static_assert(S::kSfaBox <= 256, "a TMA box spans at most 256 scales");
   // 128 % BN == 0: a tile never straddles two 128-row scale blocks of B.
   constexpr bool kSingleScaleRow = S::kSfbRows == 1;
   const bool k_major = S::kKMajorScales && args.a_scale_k_major;
@@ -145,7 +148,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
   constexpr int kPackedPiece = 4 * kBlockM < 256 ? 4 * kBlockM : 256;
   int slot = 0;  // K-major: the ring slot of the next box
   auto next_slot = [&] { slot = slot + 1 < S::kBoxSlots ? slot + 1 : 0; };
-  const uint32_t tx_operands = (kBlockM + kBlockN) * kBlockK, tx_m_major = tx_operands + S::kMMajorScales * 4;
+  const uint32_t tx_operands = (kBlockM + kBlockN) * kBlockK, tx_m_major = tx_operands + S::kMMajorLoaded * 4;
 
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   auto& ss = *reinterpret_cast<SharedStorage<kBlockM, kBlockN, kKind>*>(smem_raw);
@@ -190,9 +193,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
   Tile tile;
   int stage = 0;
   uint32_t phase = 0;
-  auto advance = [&] {
-    if (++stage == kNumStages) stage = 0, phase ^= 1;
-  };
+  auto advance = [&] { if (++stage == kNumStages) stage = 0, phase ^= 1; };
 
   if (wg == kNumMathWG) {
     // ------------------------------------------------------------------ producer warpgroup
@@ -225,7 +226,9 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
             if (!args.a_scale_packed) ptx::tma_load_2d(ss.box[slot], &tmap_sfa, full, kb, m0);
             next_slot();
           } else if (!k_major) {
-            ptx::tma_load_2d(ss.sfa[stage], &tmap_sfa, full, S::kSfaSlack > 0 ? (m0 & ~3) : m0, kb);
+            for (int r = 0; r < kBlockM; r += kBlockM / S::kSfaBoxes) {
+              ptx::tma_load_2d(ss.sfa[stage] + r, &tmap_sfa, full, (S::kSfaSlack > 0 ? (m0 & ~3) : m0) + r, kb);
+            }
           }
           if constexpr (S::kDense1x128) ptx::tma_load_2d(ss.sfa[stage] + kBlockM, &tmap_sfb, full, n0, kb);
         }
@@ -331,10 +334,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
             }
             buf = rotate(buf);
             // What a K block is promoted with: sa0, sa1 (this thread's rows), sb0, sb1, and its stage.
-            struct Block {
-              float sa0, sa1, sb0, sb1;
-              int stage;
-            };
+            struct Block { float sa0, sa1, sb0, sb1; int stage; };
             auto issue = [&](float* t, int kb, Block& blk, int w) {
               if (w == 0) {
                 blk.sb0 = sfb[kb - kc], blk.sb1 = kSingleScaleRow ? blk.sb0 : sfb[kSfbChunk + kb - kc];
@@ -415,7 +415,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
         const int64_t row_end = out_row0 + min(tile.row_end, m0 + kBlockM);
         bool staged = !out_fp32;
         // Grouped: a TMA box cannot stop at the expert's last row; a straddling warpgroup stores from registers.
-        if constexpr (S::kGrouped) staged = staged && m0 + wg * 64 + 64 <= tile.row_end;
+        if constexpr (S::kGrouped) staged = staged && m0 + (kWavesM - 1) * 128 + wg * 64 + 64 <= tile.row_end;
         if constexpr (S::kStaged) {
           if (staged) {
             store_tile_staged<kBlockM, kBlockN, kWavesM, S::kStagingSpan, S::kStoreRows>(acc, ss.staging, &tmap_out, wg, m0, n0,

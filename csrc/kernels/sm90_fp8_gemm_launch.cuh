@@ -121,7 +121,7 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped, c
       packed              ? make_tensor_map_1d(p.a_scale, f32, 4 * (p.m - 1) + num_k_blocks, std::min(4 * kBlockM, 256), "a_scale")
       : p.a_scale_k_major ? make_tensor_map_2d(p.a_scale, f32, num_k_blocks, p.m, p.a_scale_ld * 4, 4, kBlockM,
                                                CU_TENSOR_MAP_SWIZZLE_NONE, "a_scale")
-                          : make_tensor_map_2d(p.a_scale, f32, p.m, num_k_blocks, p.a_scale_ld * 4, kBlockM + S::kSfaSlack,
+                          : make_tensor_map_2d(p.a_scale, f32, p.m, num_k_blocks, p.a_scale_ld * 4, S::kSfaBox,
                                                1, CU_TENSOR_MAP_SWIZZLE_NONE, "a_scale");
   const CUtensorMap tmap_sfb = S::kDense1x128 ? make_tensor_map_2d(p.b_scale, f32, p.n, num_k_blocks, p.b_scale_ld * 4,
                                                                    kBlockN, 1, CU_TENSOR_MAP_SWIZZLE_NONE, "b_scale")
