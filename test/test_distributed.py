@@ -46,8 +46,13 @@ def _train(module, loss_of_step, distributed=False):
 
 
 def _init(rank, rendezvous):
+    """Joins the gloo group and returns a CPU mesh of the ranks. Every fully_shard takes that mesh:
+    its default mesh is the accelerator's where one exists, and gloo cannot serve CUDA tensors."""
+    from torch.distributed.device_mesh import init_device_mesh
+
     # a file rendezvous: no TCP port to pick (and race for) on a shared machine
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD)
+    return init_device_mesh("cpu", (WORLD,))
 
 
 def _weight_kinds(model):
@@ -62,14 +67,14 @@ def _weight_kinds(model):
 def _worker(rank, rendezvous, out, fp8_all_gather=False):
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
 
-    _init(rank, rendezvous)
+    mesh = _init(rank, rendezvous)
     try:
         model = fg.convert(build(), min_features=0, fp8_all_gather=fp8_all_gather)
         kinds = _weight_kinds(model)
         for layer in model:
             if isinstance(layer, nn.Linear):
-                fsdp.fully_shard(layer)
-        fsdp.fully_shard(model)
+                fsdp.fully_shard(layer, mesh=mesh)
+        fsdp.fully_shard(model, mesh=mesh)
         data = batches()
         losses = _train(model, lambda step: model(data[step].chunk(WORLD)[rank]).float().square().mean(), True)
         full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
@@ -78,8 +83,8 @@ def _worker(rank, rendezvous, out, fp8_all_gather=False):
         fresh = fg.convert(build(), min_features=0, fp8_all_gather=fp8_all_gather)
         for layer in fresh:
             if isinstance(layer, nn.Linear):
-                fsdp.fully_shard(layer)
-        fsdp.fully_shard(fresh)
+                fsdp.fully_shard(layer, mesh=mesh)
+        fsdp.fully_shard(fresh, mesh=mesh)
         # the full state dict lives on rank 0 only (cpu_offload): rank 0 broadcasts it
         # (it replaces the dict's entries by the shards it loaded: a copy keeps `full` as saved)
         set_model_state_dict(fresh, dict(full), options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
@@ -111,12 +116,12 @@ def test_fsdp2_trains_like_one_process_and_state_dicts_round_trip(tmp_path, fp8_
 
 
 def _gather_worker(rank, rendezvous, out, out_features):
-    _init(rank, rendezvous)
+    mesh = _init(rank, rendezvous)
     try:
         torch.manual_seed(0)
         layer = fg.convert(nn.Linear(256, out_features), min_features=0, fp8_all_gather=True)
         kinds = _weight_kinds(layer)
-        fsdp.fully_shard(layer)
+        fsdp.fully_shard(layer, mesh=mesh)
         x = torch.randn(8 * WORLD, 256, generator=torch.Generator().manual_seed(1)).chunk(WORLD)[rank]
         with pytest.warns(UserWarning, match="does not split into 128-row blocks") if out_features % 256 else _no_warning():
             y = layer(x)
@@ -184,10 +189,10 @@ def _build_experts():
 
 
 def _moe_worker(rank, rendezvous, out):
-    _init(rank, rendezvous)
+    mesh = _init(rank, rendezvous)
     try:
         experts = _build_experts()
-        fsdp.fully_shard(experts)  # the stacked [E, ...] weights are sharded along the experts
+        fsdp.fully_shard(experts, mesh=mesh)  # the stacked [E, ...] weights are sharded along the experts
         x, idx, w = (t.chunk(WORLD)[rank] for t in _moe_data())
         losses = _train(experts, lambda step: experts(x, idx, w).square().mean(), True)
         full = {k: v.full_tensor() for k, v in experts.state_dict().items()}
@@ -226,12 +231,10 @@ def test_fsdp2_shards_fp8_moe_experts_and_trains_like_one_process(tmp_path):
 
 
 def _tp_worker(rank, rendezvous, out, in_features, out_features):
-    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
-    _init(rank, rendezvous)
+    mesh = _init(rank, rendezvous)
     try:
-        mesh = init_device_mesh("cpu", (WORLD,))
         model = fg.convert(build_tp(in_features, out_features), min_features=0)
         parallelize_module(model, mesh, {"0": ColwiseParallel(), "2": RowwiseParallel()})
         x = _tp_input(in_features)  # the same full input on every rank (ColwiseParallel replicates it)

@@ -1,5 +1,5 @@
-"""The dense kernel's configuration heuristic (host code only: runs on CPU machines too, wherever the
-extension was built with its sm_90a kernels)."""
+"""The configuration heuristics of the dense and grouped kernels (host code only: runs on CPU machines
+too, wherever the extension was built with its sm_90a kernels)."""
 import math
 import re
 
@@ -17,6 +17,7 @@ DEEPSEEK_SHAPES = [
     (4096, 4096, 7168), (4096, 7168, 2048), (8192, 8192, 8192),
 ]
 NAME = re.compile(r"bm(\d+)_bn(\d+)_s(\d+)_mc(1|2a|2b)$")
+MOE_SHAPES = [(4096, 7168), (7168, 2048), (6144, 7168), (7168, 3072)]  # expert N x K
 
 
 def pick(m, n, k, sms=132):
@@ -82,3 +83,37 @@ def test_multicast_needs_more_than_one_wave():
         if mc != "1":
             assert math.ceil(m / bm) * math.ceil(n / bn) > 132, (m, n, k, name)
 
+
+
+def grouped_pick(groups, rows, n, k, sms=132):
+    configs = torch.ops.fp8gemm._sm90_grouped_configs()
+    index = torch.ops.fp8gemm._sm90_grouped_pick_config(groups * rows, n, k, groups, rows, sms)
+    assert 0 <= index < len(configs)
+    bm, bn, stages, mc = NAME.search(configs[index]).groups()
+    return configs[index], int(bm), int(bn), int(stages), mc
+
+
+def test_grouped_large_experts_take_256_row_tiles():
+    # Experts of thousands of rows: 256x128 single CTAs at long and short K (faster than the 128x192
+    # pairs and single CTAs there).
+    for groups, rows in [(4, 8192), (8, 4096), (16, 2048)]:
+        for n, k in MOE_SHAPES:
+            name, bm, bn, stages, mc = grouped_pick(groups, rows, n, k)
+            assert (bm, bn, mc) == (256, 128, "1"), (groups, rows, n, k, name)
+
+
+def test_grouped_small_experts_take_128_row_tiles_or_smaller():
+    # A 256-row tile over a few hundred rows computes mostly empty rows.
+    for groups, rows in [(256, 32), (32, 192), (4, 256), (1, 1024), (8, 1500)]:
+        for n, k in MOE_SHAPES:
+            name, bm, *_ = grouped_pick(groups, rows, n, k)
+            assert bm <= 128, (groups, rows, n, k, name)
+
+
+def test_grouped_b_shared_pairs_only_at_long_k():
+    for groups, rows in [(32, 192), (8, 512), (4, 8192)]:
+        for n, k in MOE_SHAPES:
+            name, bm, bn, stages, mc = grouped_pick(groups, rows, n, k)
+            assert mc == "1" or k >= 4096, (groups, rows, n, k, name)
+    # decode-sized experts of DeepSeek-V3's gate/up projection: pairs share each expert's weights
+    assert grouped_pick(32, 192, 6144, 7168)[4] == "2b"

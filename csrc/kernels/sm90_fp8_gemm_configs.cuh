@@ -35,7 +35,7 @@
 // Widths are multiples of 64: their epilogue stores the widest (128-B swizzled) TMA slabs, which
 // matters at short K (the expert GEMMs of DeepSeek-V3's down projection have K = 2048); 192 for
 // experts of thousands of rows (fewer tiles pull each expert's rows of A through L2); 256x128 as the
-// dense kind's at large m (two 64-row waves per warpgroup; the heuristic forces it only).
+// dense kind's at large m (two 64-row waves per warpgroup), for experts of thousands of rows.
 #define TORCH_FP8GEMM_GROUPED_BM64_CONFIGS(X) X(64, 64, 1, 1) X(64, 128, 1, 1)
 #define TORCH_FP8GEMM_GROUPED_BM128_CONFIGS(X) X(128, 64, 1, 1) X(128, 128, 1, 1) X(128, 192, 1, 1) X(128, 192, 2, 1)
 #define TORCH_FP8GEMM_GROUPED_BM256_CONFIGS(X) X(256, 128, 1, 1)

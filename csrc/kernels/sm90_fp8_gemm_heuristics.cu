@@ -110,9 +110,14 @@ int pick(const ConfigEntry (&table)[N], const Problem& p) {
     // 4 x 8192 1206 vs 1151, masked 1 x 1024 rows 1008 vs 889, but 4 x 256 rows 642 vs 701, 8 x 64
     // rows 274 vs 294).
     if (p.grouped && c.block_n > 160 && p.k < 4096 && p.rows_per_batch < 1024) continue;
-    // Grouped 256-row tiles (experts of thousands of rows, as the dense kind's at large m): forced only
-    // until measured beside the 128-row ones.
-    if (p.grouped && c.block_m == 256) continue;
+    // Grouped 256-row tiles for experts of >= 2048 rows, in place of the B-shared pairs (H100, forced,
+    // interleaved, M-major scales, TFLOP/s of 256x128 vs 128x192 pairs vs 128x192: 4 x 8192 rows at
+    // N x K 4096x7168 1285 vs 1221 vs 1225, 8 x 4096 rows 1252 vs 1173 vs 1185; at 7168x2048 1256 and
+    // 1251 vs 1194 and 1185 single). Not for smaller experts: the cost model does not count the empty
+    // rows of a 256-row tile over a few hundred rows.
+    const bool large_experts = p.grouped && p.rows_per_batch >= 2048;
+    if (p.grouped && c.block_m == 256 && !large_experts) continue;
+    if (large_experts && c.cluster_m * c.cluster_n > 1) continue;
     if (p.num_sms % (c.cluster_m * c.cluster_n) != 0) continue;
     // Our 2-CTA clusters lose to single CTAs of the same tile at long K (H200, K = 7168, forced:
     // 4096x4096 128x128 169 us single vs 190 A-shared, 256x128 172 vs 174; 512x18432 128x192 100 vs

@@ -546,9 +546,20 @@ int64_t sm90_dense_pick_config(int64_t m, int64_t n, int64_t k, int64_t num_sms)
   return sm90_fp8_gemm_pick_config(shape_params(m, n, k, num_sms));
 }
 
+// The grouped heuristic's choice for G experts of expected_m rows each, m rows in all.
+int64_t sm90_grouped_pick_config(int64_t m, int64_t n, int64_t k, int64_t num_groups, int64_t expected_m,
+                                 int64_t num_sms) {
+  GroupedGemmParams params{};
+  params.gemm = shape_params(m, n, k, num_sms);
+  params.layout = GroupedLayout::kContiguous;
+  params.num_groups = static_cast<int>(num_groups);
+  params.expected_m = expected_m;
+  return sm90_fp8_gemm_pick_grouped_config(params);
+}
+
 }  // namespace
 
-// Introspection of the sm_90a kernels (CUDA builds only): their configurations and the dense heuristic.
+// Introspection of the sm_90a kernels (CUDA builds only): their configurations and the heuristics.
 TORCH_LIBRARY_FRAGMENT(fp8gemm, m) {
   m.def("_sm90_dense_forced(Tensor a, Tensor b, Tensor a_scale, Tensor b_scale, Tensor? bias=None, "
         "ScalarType? out_dtype=None, int config=-1) -> Tensor");
@@ -559,6 +570,8 @@ TORCH_LIBRARY_FRAGMENT(fp8gemm, m) {
   m.def("_sm90_dense_1x128_forced(Tensor a, Tensor b, Tensor a_scale, Tensor b_scale, ScalarType? out_dtype=None, "
         "int config=-1) -> Tensor");
   m.def("_sm90_dense_pick_config(int m, int n, int k, int num_sms) -> int", &sm90_dense_pick_config);
+  m.def("_sm90_grouped_pick_config(int m, int n, int k, int num_groups, int expected_m, int num_sms) -> int",
+        &sm90_grouped_pick_config);
   m.def("_sm90_grouped_moe_forced(Tensor a, Tensor b, Tensor group_offsets, Tensor? a_scale=None, Tensor? b_scale=None, "
         "ScalarType? out_dtype=None, int config=-1) -> Tensor");
   m.def("_sm90_grouped_moe_masked_forced(Tensor a, Tensor b, Tensor masked_m, int expected_m, Tensor? a_scale=None, "
