@@ -4,7 +4,8 @@
 # .peers, git-ignored). Builds ours and DeepGEMM side by side, then the stages whose variables are set:
 #   TESTS="test/test_dense_cuda.py ..."   GPU tests
 #   SAN="bm256_bn128_s3_mc1 ..."          compute-sanitizer racecheck + synccheck on bench/sanitize_scales.py
-#   NCU_SHAPES="8192x8192x8192 ..."       ncu --set full of ours (FORCE, LAYOUTS) and DeepGEMM (bench/ncu_peer.py)
+#   NCU_SHAPES="8192x8192x8192 4x8192x4096x7168"  ncu --set full of ours (FORCE, LAYOUTS) and DeepGEMM
+#                                         (bench/ncu_peer.py: dense MxNxK, contiguous MoE GxRxNxK)
 #   SWEEP="4096,4096,7168;..."            every dense config forced (bench/dense_config_sweep.py)
 #   GSWEEP="masked"                       every grouped config forced (bench/grouped_config_sweep.py --layout)
 #   PEERS="dense moe"                     peer_bench.py (default "dense moe"; PEERS=none skips it) and the
