@@ -10,6 +10,8 @@
 #   GSWEEP="masked"                       every grouped config forced (bench/grouped_config_sweep.py --layout)
 #   PEERS="dense moe"                     peer_bench.py (default "dense moe"; PEERS=none skips it) and the
 #                                         markdown table of docs/benchmarks.md
+#   AB_PATCH=.peers/change.patch          then applies the patch (git apply), rebuilds and measures again
+#                                         (PEERS, SWEEP, GSWEEP) into $OUT/b: an A/B of one change in one call
 # e.g. TESTS="test/test_grouped_cuda.py" PEERS="dense moe" PEER_EXTRA=.peers/extra.json bash bench/peer_session.sh
 # Logs go to $OUT.
 set -uo pipefail
@@ -43,16 +45,30 @@ if [ -n "${NCU_SHAPES:-}" ]; then
   ncu --import "$OUT/peer.ncu-rep" --page details > "$OUT/ncu_details.txt" 2>&1
   ncu --import "$OUT/peer.ncu-rep" --page raw --csv > "$OUT/ncu_raw.csv" 2>&1
 fi
-if [ "${PEERS:-dense moe}" != "none" ]; then
-  timeout "${PEERS_LIMIT:-300}" python3 "$PEER_DIR/peer_bench.py" ${PEERS:-dense moe} > "$OUT/peers.log" 2>&1
-  grep -E "GEOMEAN|rror" "$OUT/peers.log" | head -20
-  python3 bench/peer_table.py "$OUT/peers.log" | tee "$OUT/peer_table.md"
-fi
-if [ -n "${SWEEP:-}" ]; then
-  SWEEP_SHAPES="$SWEEP" PEER_DIR="$PEER_DIR" timeout 240 python3 bench/dense_config_sweep.py > "$OUT/sweep.log" 2>&1
-  echo "sweep: rc $?"; grep SWEEP "$OUT/sweep.log" | cut -c1-400
-fi
-if [ -n "${GSWEEP:-}" ]; then
-  timeout 180 python3 bench/grouped_config_sweep.py --layout "$GSWEEP" > "$OUT/gsweep.log" 2>&1
-  echo "grouped sweep: rc $?"; cut -c1-600 "$OUT/gsweep.log"
+# The measurements, into folder $1 (peers, config sweeps).
+measure() {
+  local dir=$1
+  mkdir -p "$dir"
+  if [ "${PEERS:-dense moe}" != "none" ]; then
+    OUT="$dir" timeout "${PEERS_LIMIT:-300}" python3 "$PEER_DIR/peer_bench.py" ${PEERS:-dense moe} > "$dir/peers.log" 2>&1
+    grep -E "GEOMEAN|rror" "$dir/peers.log" | head -20
+    python3 bench/peer_table.py "$dir/peers.log" | tee "$dir/peer_table.md"
+  fi
+  if [ -n "${SWEEP:-}" ]; then
+    SWEEP_SHAPES="$SWEEP" PEER_DIR="$PEER_DIR" timeout 240 python3 bench/dense_config_sweep.py > "$dir/sweep.log" 2>&1
+    echo "sweep: rc $?"; grep SWEEP "$dir/sweep.log" | cut -c1-400
+  fi
+  if [ -n "${GSWEEP:-}" ]; then
+    timeout 180 python3 bench/grouped_config_sweep.py --layout "$GSWEEP" > "$dir/gsweep.log" 2>&1
+    echo "grouped sweep: rc $?"; cut -c1-600 "$dir/gsweep.log"
+  fi
+}
+measure "$OUT"
+if [ -n "${AB_PATCH:-}" ]; then
+  echo "== B: $AB_PATCH applied"
+  { git apply "$AB_PATCH" || patch -p1 < "$AB_PATCH"; } > "$OUT/ab_patch.log" 2>&1 || { echo "patch failed"; cat "$OUT/ab_patch.log"; exit 1; }
+  t0=$(date +%s)
+  MAX_JOBS=16 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build_b.log" 2>&1 || { tail -40 "$OUT/build_b.log"; exit 1; }
+  echo "build B: $(( $(date +%s) - t0 )) s"
+  measure "$OUT/b"
 fi
