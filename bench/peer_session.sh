@@ -11,7 +11,7 @@
 #   PEERS="dense moe"                     peer_bench.py (default "dense moe"; PEERS=none skips it) and the
 #                                         markdown table of docs/benchmarks.md
 #   AB_PATCH=.peers/change.patch          then applies the patch (git apply), rebuilds and measures again
-#                                         (PEERS, SWEEP, GSWEEP) into $OUT/b: an A/B of one change in one call
+#                                         (AB_PEERS or PEERS, SWEEP, GSWEEP) into $OUT/b: an A/B of one change in one call
 # e.g. TESTS="test/test_grouped_cuda.py" PEERS="dense moe" PEER_EXTRA=.peers/extra.json bash bench/peer_session.sh
 # Logs go to $OUT.
 set -uo pipefail
@@ -70,5 +70,5 @@ if [ -n "${AB_PATCH:-}" ]; then
   t0=$(date +%s)
   MAX_JOBS=16 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build_b.log" 2>&1 || { tail -40 "$OUT/build_b.log"; exit 1; }
   echo "build B: $(( $(date +%s) - t0 )) s"
-  measure "$OUT/b"
+  PEERS="${AB_PEERS:-${PEERS:-dense moe}}" measure "$OUT/b"
 fi
