@@ -10,8 +10,9 @@
 #   GSWEEP="masked"                       every grouped config forced (bench/grouped_config_sweep.py --layout)
 #   PEERS="dense moe"                     peer_bench.py (default "dense moe"; PEERS=none skips it) and the
 #                                         markdown table of docs/benchmarks.md
-#   AB_PATCH=.peers/change.patch          then applies the patch (git apply), rebuilds and measures again
-#                                         (AB_PEERS or PEERS, SWEEP, GSWEEP) into $OUT/b: an A/B of one change in one call
+#   AB_PATCH="bench/patches/x.patch ..."  then, for each patch alone: applies it (git apply), rebuilds,
+#                                         measures again (AB_PEERS or PEERS, SWEEP, GSWEEP) into $OUT/b_x and
+#                                         reverts it: an A/B of candidate changes in one call
 # e.g. TESTS="test/test_grouped_cuda.py" PEERS="dense moe" PEER_EXTRA=.peers/extra.json bash bench/peer_session.sh
 # Logs go to $OUT.
 set -uo pipefail
@@ -64,11 +65,14 @@ measure() {
   fi
 }
 measure "$OUT"
-if [ -n "${AB_PATCH:-}" ]; then
-  echo "== B: $AB_PATCH applied"
-  { git apply "$AB_PATCH" || patch -p1 < "$AB_PATCH"; } > "$OUT/ab_patch.log" 2>&1 || { echo "patch failed"; cat "$OUT/ab_patch.log"; exit 1; }
+# Each patch of AB_PATCH alone on top of the tree (reverted before the next): $OUT/b_<patch name>.
+for patch_file in ${AB_PATCH:-}; do
+  name=$(basename "$patch_file" .patch)
+  echo "== B: $patch_file applied"
+  { git apply "$patch_file" || patch -p1 < "$patch_file"; } > "$OUT/ab_$name.log" 2>&1 || { echo "patch failed"; cat "$OUT/ab_$name.log"; exit 1; }
   t0=$(date +%s)
-  MAX_JOBS=16 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build_b.log" 2>&1 || { tail -40 "$OUT/build_b.log"; exit 1; }
+  MAX_JOBS=16 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build_$name.log" 2>&1 || { tail -40 "$OUT/build_$name.log"; exit 1; }
   echo "build B: $(( $(date +%s) - t0 )) s"
-  PEERS="${AB_PEERS:-${PEERS:-dense moe}}" measure "$OUT/b"
-fi
+  PEERS="${AB_PEERS:-${PEERS:-dense moe}}" measure "$OUT/b_$name"
+  { git apply -R "$patch_file" || patch -R -p1 < "$patch_file"; } >> "$OUT/ab_$name.log" 2>&1 || { echo "could not revert $patch_file"; exit 1; }
+done
