@@ -84,7 +84,6 @@ def test_multicast_needs_more_than_one_wave():
             assert math.ceil(m / bm) * math.ceil(n / bn) > 132, (m, n, k, name)
 
 
-
 def grouped_pick(groups, rows, n, k, sms=132):
     configs = torch.ops.fp8gemm._sm90_grouped_configs()
     index = torch.ops.fp8gemm._sm90_grouped_pick_config(groups * rows, n, k, groups, rows, sms)
