@@ -76,3 +76,7 @@ for patch_file in ${AB_PATCH:-}; do
   PEERS="${AB_PEERS:-${PEERS:-dense moe}}" measure "$OUT/b_$name"
   { git apply -R "$patch_file" || patch -R -p1 < "$patch_file"; } >> "$OUT/ab_$name.log" 2>&1 || { echo "could not revert $patch_file"; exit 1; }
 done
+# The device tool returns a limited number of files: bundle the logs and tables (not ncu reports)
+# into one archive.
+( cd "$OUT" && find . -type f ! -name '*.ncu-rep' ! -name logs.tgz | tar czf logs.tgz -T - \
+    && find . -type f ! -name '*.ncu-rep' ! -name logs.tgz -delete )

@@ -198,7 +198,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
   if (wg == kNumMathWG) {
     // ------------------------------------------------------------------ producer warpgroup
     ptx::setmaxnreg_dec<S::kProducerRegs>();
-    if (threadIdx.x == kNumMathWG * 128) {
+    if (threadIdx.x / 32 == kNumMathWG * 4 && ptx::elect_one_sync()) {
       while (scheduler.next(tile)) {
         const int m0 = static_cast<int>(tile.row0) + tile.m_block * kBlockM;
         const int n0 = tile.n_block * kBlockN + (S::kGrouped ? tile.group * static_cast<int>(args.n) : 0);

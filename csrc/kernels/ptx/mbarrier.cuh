@@ -37,17 +37,17 @@ __device__ __forceinline__ void mbarrier_arrive_expect_tx(uint64_t* bar, uint32_
                : "memory");
 }
 
-// try_wait suspends the thread until the phase completes or this time hint (ns) runs out, instead
-// of returning at once: waiting warps then take no issue slots from the ones that work.
-constexpr uint32_t kTryWaitSuspendNs = 10000000;
+// try_wait without a suspend-time hint: it returns false after a short, system-defined wait and the
+// caller polls again. With a long hint the suspended thread wakes late where the phase completes by
+// a peer CTA's remote arrive (B-shared pairs).
 __device__ __forceinline__ bool mbarrier_try_wait_parity(uint64_t* bar, uint32_t parity) {
   uint32_t done;
   asm volatile(
       "{\n.reg .pred p;\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2, %3;\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
       "selp.u32 %0, 1, 0, p;\n}\n"
       : "=r"(done)
-      : "r"(smem_u32(bar)), "r"(parity), "r"(kTryWaitSuspendNs)
+      : "r"(smem_u32(bar)), "r"(parity)
       : "memory");
   return done != 0;
 }
@@ -71,6 +71,19 @@ __device__ __forceinline__ uint32_t cluster_cta_rank() {
   uint32_t rank;
   asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
   return rank;
+}
+
+// True in one lane of the (converged) warp. A TMA issued under it has provably warp-uniform
+// operands: ptxas issues it directly, where under `threadIdx.x == c` it wraps each TMA in a loop
+// that elects the lanes one by one.
+__device__ __forceinline__ bool elect_one_sync() {
+  uint32_t elected;
+  asm volatile(
+      "{\n.reg .pred p;\n"
+      "elect.sync _|p, 0xffffffff;\n"
+      "selp.u32 %0, 1, 0, p;\n}\n"
+      : "=r"(elected));
+  return elected != 0;
 }
 
 // Full cluster barrier (all threads of all CTAs of the cluster), release/acquire.
