@@ -7,22 +7,22 @@
 //   n-blocks sharing A.
 // The dense set covers what the cost model picks over LLM layer shapes from M = 1 to 16384: block N
 // in steps of 16 to fill the SMs, 16- and 32-row tiles for decode-sized M, 256-row tiles for large
-// M and N (single CTAs: the heuristic takes no clusters at m >= 1024), and multicast where tiles come
-// in several waves.
+// M and N. Dense tiles run as single CTAs: the best 2-CTA cluster lost to the best single CTA on every
+// shape measured, by 3-13% (H100, forced, M-major scales, us: 128x32768x512 16.1 vs 15.2, 384x32768x512
+// 24.0 vs 21.4, 512x7168x2048 21.3 vs 18.9, 768x8192x1024 18.5 vs 16.6, 192x24576x1536 27.6 vs 26.2;
+// and at K = 7168 or m >= 1024 before).
 #pragma once
 
 #define TORCH_FP8GEMM_SMALL_M_CONFIGS(X, BM)                                                      \
   X(BM, 16, 1, 1) X(BM, 32, 1, 1) X(BM, 48, 1, 1) X(BM, 64, 1, 1) X(BM, 80, 1, 1) X(BM, 96, 1, 1) \
-  X(BM, 112, 1, 1) X(BM, 128, 1, 1) X(BM, 144, 1, 1) X(BM, 96, 2, 1) X(BM, 112, 2, 1)             \
-  X(BM, 128, 2, 1) X(BM, 144, 2, 1) X(BM, 192, 2, 1)
+  X(BM, 112, 1, 1) X(BM, 128, 1, 1) X(BM, 144, 1, 1)
 
 #define TORCH_FP8GEMM_DENSE_BM16_CONFIGS(X) TORCH_FP8GEMM_SMALL_M_CONFIGS(X, 16)
 #define TORCH_FP8GEMM_DENSE_BM32_CONFIGS(X) TORCH_FP8GEMM_SMALL_M_CONFIGS(X, 32)
 #define TORCH_FP8GEMM_DENSE_BM64_CONFIGS(X) TORCH_FP8GEMM_SMALL_M_CONFIGS(X, 64)
 #define TORCH_FP8GEMM_DENSE_BM128_CONFIGS(X)                                                                 \
   X(128, 64, 1, 1) X(128, 80, 1, 1) X(128, 96, 1, 1) X(128, 112, 1, 1) X(128, 128, 1, 1) X(128, 144, 1, 1) \
-  X(128, 160, 1, 1) X(128, 192, 1, 1) X(128, 144, 2, 1) X(128, 160, 2, 1) X(128, 192, 2, 1)                \
-  X(128, 112, 1, 2) X(128, 128, 1, 2)
+  X(128, 160, 1, 1) X(128, 192, 1, 1)
 #define TORCH_FP8GEMM_DENSE_BM256_CONFIGS(X) X(256, 112, 1, 1) X(256, 128, 1, 1)
 
 #define TORCH_FP8GEMM_DENSE_CONFIGS(X)                                             \

@@ -119,16 +119,10 @@ int pick(const ConfigEntry (&table)[N], const Problem& p) {
     if (p.grouped && c.block_m == 256 && !large_experts) continue;
     if (large_experts && c.cluster_m * c.cluster_n > 1) continue;
     if (p.num_sms % (c.cluster_m * c.cluster_n) != 0) continue;
-    // Our 2-CTA clusters lose to single CTAs of the same tile at long K (H200, K = 7168, forced:
-    // 4096x4096 128x128 169 us single vs 190 A-shared, 256x128 172 vs 174; 512x18432 128x192 100 vs
-    // 106 B-shared) and at m >= 1024 (4096 rows, M-major scales: 256x128 at N x K 24576x1536 259.5 vs
-    // 261.8 A-shared, 32768x512 148.6 vs 151.0, 7168x2048 97.8 vs 99.4; 128x128 at 32768x512 161.7 vs 168.7).
-    // Grouped B-shared pairs the other way round: at K >= 4096 only (H100, forced, 128x192 pairs vs
-    // single: masked 32 x 192 rows at 6144x7168 852 vs 794 TFLOP/s, 8 x 4096 rows at 4096x7168 1173
-    // vs 1137; at K = 2048 masked 1 x 1024 rows 969 vs 1014, 4 x 256 rows 541 vs 640).
-    const bool cluster = c.cluster_m * c.cluster_n > 1;
-    if (cluster && !p.grouped && (p.k >= 4096 || p.rows_per_batch >= 1024)) continue;
-    if (cluster && p.grouped && p.k < 4096) continue;
+    // Grouped B-shared pairs at K >= 4096 only (H100, forced, 128x192 pairs vs single: masked 32 x 192
+    // rows at 6144x7168 852 vs 794 TFLOP/s, 8 x 4096 rows at 4096x7168 1173 vs 1137; at K = 2048
+    // masked 1 x 1024 rows 969 vs 1014, 4 x 256 rows 541 vs 640). The dense tables hold no clusters.
+    if (c.cluster_m * c.cluster_n > 1 && p.k < 4096) continue;
     const double t = cost(c, p);
     if (best < 0 || t < best_cost || (t == best_cost && rank_key(c) < rank_key(table[best]))) best = i, best_cost = t;
   }
