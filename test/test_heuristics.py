@@ -71,6 +71,16 @@ def test_large_shapes_take_256_row_tiles():
             assert bm == 256 and mc == "1", (m, n, k, name)
 
 
+def test_narrow_slab_widths_only_for_small_m():
+    # Widths 80, 112 and 144 (32-byte staging slabs) ran 10-50% behind 96 and 128 wherever m > 128.
+    for m in (129, 192, 256, 512, 1024, 4096):
+        for n, k in [(7168, 2048), (7168, 16384), (14336, 4096), (11008, 4096), (6144, 4096), (18432, 7168), (3072, 768)]:
+            name, bm, bn, *_ = pick(m, n, k)
+            assert bn not in (80, 112, 144), (m, n, k, name)
+    # ...and they stay available where B's bytes bound the time (N = 7168 fills 64 tiles of 112).
+    assert any(pick(m, 7168, k)[2] == 112 for m in (64, 128) for k in (2048, 16384))
+
+
 def test_dense_tiles_are_single_ctas():
     # 2-CTA clusters lost to single CTAs on every dense shape measured: the dense tables hold none,
     # and every pick (any shape, any SM count) is a single CTA.

@@ -23,7 +23,7 @@
 #define TORCH_FP8GEMM_DENSE_BM128_CONFIGS(X)                                                                 \
   X(128, 64, 1, 1) X(128, 80, 1, 1) X(128, 96, 1, 1) X(128, 112, 1, 1) X(128, 128, 1, 1) X(128, 144, 1, 1) \
   X(128, 160, 1, 1) X(128, 192, 1, 1)
-#define TORCH_FP8GEMM_DENSE_BM256_CONFIGS(X) X(256, 112, 1, 1) X(256, 128, 1, 1)
+#define TORCH_FP8GEMM_DENSE_BM256_CONFIGS(X) X(256, 128, 1, 1)
 
 #define TORCH_FP8GEMM_DENSE_CONFIGS(X)                                             \
   TORCH_FP8GEMM_DENSE_BM16_CONFIGS(X) TORCH_FP8GEMM_DENSE_BM32_CONFIGS(X)           \
