@@ -72,7 +72,8 @@ def test_large_shapes_take_256_row_tiles():
 
 
 def test_narrow_slab_widths_only_for_small_m():
-    # Widths 80, 112 and 144 (32-byte staging slabs) ran 10-50% behind 96 and 128 wherever m > 128.
+    # Widths 80, 112 and 144 (a B-scale select per 8-column group in the promotion) ran 10-50% behind
+    # 96 and 128 wherever m > 128.
     for m in (129, 192, 256, 512, 1024, 4096):
         for n, k in [(7168, 2048), (7168, 16384), (14336, 4096), (11008, 4096), (6144, 4096), (18432, 7168), (3072, 768)]:
             name, bm, bn, *_ = pick(m, n, k)

@@ -105,10 +105,11 @@ int pick(const ConfigEntry (&table)[N], const Problem& p) {
     const ConfigEntry& c = table[i];
     if (c.stages < 3 || (c.block_m * c.block_n < 128 * 192 && c.stages < 4)) continue;
     if (c.block_m < 64 && p.rows_per_batch > c.block_m) continue;
-    // Dense widths 80, 112 and 144 (their bf16 rows leave in 32-byte staging slabs) only for m <= 128,
-    // where B's bytes bound the time: with more rows they run 10-50% behind 96 and 128 at the same
-    // BLOCK_M (H100, forced, M-major scales, us, 112 / 128: 512x4096x4096 64-row 30.9 / 20.4,
-    // 256x4096x11008 48.5 / 31.6, 512x7168x2048 24.9 / 21.1, 256-row 21.0 / 19.6, 1024x11008x4096
+    // Dense widths 80, 112 and 144 only for m <= 128, where B's bytes bound the time: their tiles
+    // straddle a 128-column scale block at 8 offsets, so the promotion selects a B scale per 8-column
+    // group and K block (num_former at run time: ~2x its instructions). With more rows they run 10-50%
+    // behind 96 and 128 at the same BLOCK_M (H100, forced, M-major scales, us, 112 / 128: 512x4096x4096
+    // 64-row 30.9 / 20.4, 256x4096x11008 48.5 / 31.6, 512x7168x2048 24.9 / 21.1, 1024x11008x4096
     // 256-row 81.7 / 76.7, 8192^3 128-row 1141 / 774), a cost the model does not see.
     if (!p.grouped && c.block_n % 32 != 0 && c.block_n > 64 && p.rows_per_batch > 128) continue;
     // Grouped 192-wide tiles at K < 4096 only for experts of >= 1024 rows (H100, forced, interleaved,
