@@ -71,7 +71,7 @@ def test_large_shapes_take_256_row_tiles():
             assert bm == 256 and mc == "1", (m, n, k, name)
 
 
-def test_narrow_slab_widths_only_for_small_m():
+def test_straddling_widths_only_for_small_m():
     # Widths 80, 112 and 144 (a B-scale select per 8-column group in the promotion) ran 10-50% behind
     # 96 and 128 wherever m > 128.
     for m in (129, 192, 256, 512, 1024, 4096):

@@ -10,7 +10,7 @@
 // M and N. Dense tiles run as single CTAs: the best 2-CTA cluster lost to the best single CTA on every
 // shape measured, by 3-13% (H100, forced, M-major scales, us: 128x32768x512 16.1 vs 15.2, 384x32768x512
 // 24.0 vs 21.4, 512x7168x2048 21.3 vs 18.9, 768x8192x1024 18.5 vs 16.6, 192x24576x1536 27.6 vs 26.2;
-// and at K = 7168 or m >= 1024 before).
+// K = 7168 and m >= 1024 likewise).
 #pragma once
 
 #define TORCH_FP8GEMM_SMALL_M_CONFIGS(X, BM)                                                      \
