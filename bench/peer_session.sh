@@ -12,7 +12,8 @@
 #                                         markdown table of docs/benchmarks.md
 #   AB_PATCH="bench/patches/x.patch ..."  then, for each patch alone: applies it (git apply), rebuilds,
 #                                         measures again (AB_PEERS or PEERS, SWEEP, GSWEEP) into $OUT/b_x and
-#                                         reverts it: an A/B of candidate changes in one call
+#                                         reverts it: an A/B of candidate changes in one call;
+#                                         AB_PEERS_<patch name> (other characters as _) sets one patch's peers
 # e.g. TESTS="test/test_grouped_cuda.py" PEERS="dense moe" PEER_EXTRA=.peers/extra.json bash bench/peer_session.sh
 # Logs go to $OUT.
 set -uo pipefail
@@ -73,7 +74,8 @@ for patch_file in ${AB_PATCH:-}; do
   t0=$(date +%s)
   MAX_JOBS=16 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build_$name.log" 2>&1 || { tail -40 "$OUT/build_$name.log"; exit 1; }
   echo "build B: $(( $(date +%s) - t0 )) s"
-  PEERS="${AB_PEERS:-${PEERS:-dense moe}}" measure "$OUT/b_$name"
+  peers_of_patch="AB_PEERS_${name//[^A-Za-z0-9_]/_}"
+  PEERS="${!peers_of_patch:-${AB_PEERS:-${PEERS:-dense moe}}}" measure "$OUT/b_$name"
   { git apply -R "$patch_file" || patch -R -p1 < "$patch_file"; } >> "$OUT/ab_$name.log" 2>&1 || { echo "could not revert $patch_file"; exit 1; }
 done
 # The device tool returns a limited number of files: bundle the logs and tables (not ncu reports)
