@@ -2,7 +2,7 @@
 # One device call that times ours beside DeepGEMM and torch's block-wise GEMM (the peer kit: a folder
 # with build_deepgemm.sh, peer_bench.py and kbench.py, carried into the repo as PEER_DIR, default
 # .peers, git-ignored). Builds ours and DeepGEMM side by side, then the stages whose variables are set:
-#   TESTS="test/test_dense_cuda.py ..."   GPU tests
+#   TESTS="test/test_dense_cuda.py ..."   GPU tests (TESTS_LAST=1: after the first measurement, not before)
 #   SAN="bm256_bn128_s3_mc1 ..."          compute-sanitizer racecheck + synccheck on bench/sanitize_scales.py
 #   NCU_SHAPES="8192x8192x8192 4x8192x4096x7168"  ncu --set full of ours (FORCE, LAYOUTS) and DeepGEMM
 #                                         (bench/ncu_peer.py: dense MxNxK, contiguous MoE GxRxNxK)
@@ -26,11 +26,13 @@ t0=$(date +%s)
 MAX_JOBS=16 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
 export LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libstdc++.so.6
-if [ -n "${TESTS:-}" ]; then
+run_tests() {
+  [ -n "${TESTS:-}" ] || return 0
   t0=$(date +%s)
   timeout "${TESTS_LIMIT:-240}" python3 -m pytest -q --timeout=150 -p no:cacheprovider $TESTS > "$OUT/tests.log" 2>&1
   echo "tests: rc $?, $(( $(date +%s) - t0 )) s"; tail -3 "$OUT/tests.log"
-fi
+}
+[ -n "${TESTS_LAST:-}" ] || run_tests
 if [ -n "${SAN:-}" ]; then
   for tool in racecheck synccheck; do
     timeout 120 compute-sanitizer --tool $tool --print-limit 5 python3 bench/sanitize_scales.py $SAN > "$OUT/san_$tool.log" 2>&1
@@ -66,6 +68,7 @@ measure() {
   fi
 }
 measure "$OUT"
+[ -z "${TESTS_LAST:-}" ] || run_tests
 # Each patch of AB_PATCH alone on top of the tree (reverted before the next): $OUT/b_<patch name>.
 for patch_file in ${AB_PATCH:-}; do
   name=$(basename "$patch_file" .patch)
