@@ -22,9 +22,13 @@ OUT=${OUT:-$PWD/gpu_logs}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 bash "$PEER_DIR/build_deepgemm.sh" > "$OUT/dg_build.log" 2>&1 &
-t0=$(date +%s)
-MAX_JOBS=16 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
-echo "build: $(( $(date +%s) - t0 )) s"
+# Builds ours (editable install) into log $1, timed; stops the call on a failed build.
+build() {
+  local t0=$(date +%s)
+  MAX_JOBS=16 python3 -m pip install --no-build-isolation --no-deps -e . > "$1" 2>&1 || { tail -40 "$1"; exit 1; }
+  echo "build: $(( $(date +%s) - t0 )) s"
+}
+build "$OUT/build.log"
 export LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libstdc++.so.6
 run_tests() {
   [ -n "${TESTS:-}" ] || return 0
@@ -74,9 +78,7 @@ for patch_file in ${AB_PATCH:-}; do
   name=$(basename "$patch_file" .patch)
   echo "== B: $patch_file applied"
   { git apply "$patch_file" || patch -p1 < "$patch_file"; } > "$OUT/ab_$name.log" 2>&1 || { echo "patch failed"; cat "$OUT/ab_$name.log"; exit 1; }
-  t0=$(date +%s)
-  MAX_JOBS=16 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build_$name.log" 2>&1 || { tail -40 "$OUT/build_$name.log"; exit 1; }
-  echo "build B: $(( $(date +%s) - t0 )) s"
+  build "$OUT/build_$name.log"
   peers_of_patch="AB_PEERS_${name//[^A-Za-z0-9_]/_}"
   PEERS="${!peers_of_patch:-${AB_PEERS:-${PEERS:-dense moe}}}" measure "$OUT/b_$name"
   { git apply -R "$patch_file" || patch -R -p1 < "$patch_file"; } >> "$OUT/ab_$name.log" 2>&1 || { echo "could not revert $patch_file"; exit 1; }
