@@ -60,13 +60,17 @@ __device__ __forceinline__ void promote(float* acc, const float* t, float sa0, f
 
 // Calls f(integral_constant<num_former>) for the tile widths whose tiles start at few distinct
 // offsets inside a 128-column scale block (gcd(BN, 128) >= 32: at most 4), f(integral_constant<-1>)
-// (num_former at run time) for the others and for widths that divide 128 (one scale row).
+// (num_former at run time) for the others and for widths that divide 128 (one scale row). A tile at
+// n0 = j * BN has num_former (128 - n0 % 128) / 8 where it straddles two blocks, else BN / 8: a
+// multiple of gcd(BN, 128) / 8 up to BN / 8, so the last candidate needs no test.
 constexpr int gcd128(int n) { return n % 128 == 0 ? 128 : n % 64 == 0 ? 64 : n % 32 == 0 ? 32 : n % 16 == 0 ? 16 : 8; }
 template <int kBlockN, int kValue = gcd128(kBlockN) / 8, typename F>
 __device__ __forceinline__ void with_num_former(int num_former, F&& f) {
   constexpr bool kDispatch = 128 % kBlockN != 0 && gcd128(kBlockN) >= 32;
-  if constexpr (!kDispatch || kValue > kBlockN / 8) {
+  if constexpr (!kDispatch) {
     f(std::integral_constant<int, -1>{});
+  } else if constexpr (kValue + gcd128(kBlockN) / 8 > kBlockN / 8) {
+    f(std::integral_constant<int, kValue>{});
   } else if (num_former == kValue) {
     f(std::integral_constant<int, kValue>{});
   } else {

@@ -15,60 +15,44 @@ struct Tile {
   int m_block;
   int n_block;
   int group;
-  bool valid;  // false: a phantom tile of a cluster CTA whose peers have real tiles
+  bool valid;  // false: a phantom tile of a cluster CTA whose peer has a real one
   int64_t row0;
   int64_t row_end;
 };
 
 // Dense and K-grouped GEMMs: num_batches copies of an [m, n] grid of blocks, one after the other.
-// kClusterM x kClusterN CTAs (at most 2) share one operand by TMA multicast: kClusterN = 2 n-blocks of
-// one m-block (A shared), kClusterM = 2 m-blocks of one n-block (B shared). The
-// scheduler walks cluster tiles; the CTA of cluster rank r takes block r of each. Where the grid is
-// not a multiple of the cluster along the shared dimension, a CTA past the edge gets a phantom tile (valid = false) that
-// still runs the pipeline (its loads are zero-filled, its stores skipped), keeping both in lockstep.
-// Rasterization: cluster tiles come in bands of `band` along m (m fastest inside a band), or along n
-// when A is shared (the pair's blocks are then neighbours in n), so the ~132 tiles in flight touch
-// `band` blocks of one operand and 132 / band of the other: both panels stay L2-resident.
-// The launcher builds the grid's divisors once (DenseRaster::make): the tile walk divides by them
-// at every tile.
+// Rasterization: tiles come in bands of `band` m-blocks (m fastest inside a band), so the ~132 tiles
+// in flight touch `band` blocks of A and 132 / band of B: both panels stay L2-resident. The launcher
+// builds the grid's divisors once (DenseRaster::make): the tile walk divides by them at every tile.
 struct DenseRaster {
   int num_m_blocks, num_n_blocks, num_tiles, num_full_bands;
-  FastDiv per_batch;  // cluster tiles per batch
-  FastDiv per_band;   // cluster tiles per full band
-  FastDiv band;       // its width in cluster blocks of the banded dimension
+  FastDiv per_batch;  // tiles per batch
+  FastDiv per_band;   // tiles per full band
+  FastDiv band;       // its width in m-blocks
   FastDiv last_band;  // the width of the last band (narrower where the band does not divide the grid)
 
-  static DenseRaster make(int block_m, int block_n, int cluster_m, int cluster_n, int64_t m, int64_t n,
-                          int num_batches, int band) {
+  static DenseRaster make(int block_m, int block_n, int64_t m, int64_t n, int num_batches, int band) {
     DenseRaster r{};
     r.num_m_blocks = static_cast<int>(ceil_div<int64_t>(m, block_m));
     r.num_n_blocks = static_cast<int>(ceil_div<int64_t>(n, block_n));
-    const int num_cm = ceil_div(r.num_m_blocks, cluster_m), num_cn = ceil_div(r.num_n_blocks, cluster_n);
-    const int major = cluster_n > 1 ? num_cn : num_cm, minor = cluster_n > 1 ? num_cm : num_cn;
-    band = band < 1 ? 1 : band > major ? major : band;
-    r.num_tiles = num_cm * num_cn * num_batches;
-    r.num_full_bands = major / band;
-    r.per_batch = FastDiv::make(num_cm * num_cn);
-    r.per_band = FastDiv::make(band * minor);
+    band = band < 1 ? 1 : band > r.num_m_blocks ? r.num_m_blocks : band;
+    r.num_tiles = r.num_m_blocks * r.num_n_blocks * num_batches;
+    r.num_full_bands = r.num_m_blocks / band;
+    r.per_batch = FastDiv::make(r.num_m_blocks * r.num_n_blocks);
+    r.per_band = FastDiv::make(band * r.num_n_blocks);
     r.band = FastDiv::make(band);
-    r.last_band = FastDiv::make(major % band == 0 ? band : major % band);
+    r.last_band = FastDiv::make(r.num_m_blocks % band == 0 ? band : r.num_m_blocks % band);
     return r;
   }
 };
 
-template <int kBlockM, int kBlockN, int kClusterM, int kClusterN>
 struct DenseScheduler {
-  static_assert(kClusterM * kClusterN <= 2, "clusters of at most 2 CTAs");
-  static constexpr bool kBandAlongN = kClusterN > 1;
   const DenseRaster& r;
   int64_t m;
-  int next_id, stride, rank;
+  int next_id, stride;
 
-  __device__ __forceinline__ DenseScheduler(const DenseRaster& raster, int64_t rows, int cluster_rank)
-      : r(raster), m(rows), rank(cluster_rank) {
-    next_id = blockIdx.x / (kClusterM * kClusterN);
-    stride = gridDim.x / (kClusterM * kClusterN);
-  }
+  __device__ __forceinline__ DenseScheduler(const DenseRaster& raster, int64_t rows)
+      : r(raster), m(rows), next_id(blockIdx.x), stride(gridDim.x) {}
 
   __device__ __forceinline__ bool next(Tile& t) {
     if (next_id >= r.num_tiles) return false;
@@ -76,11 +60,9 @@ struct DenseScheduler {
     const int id = next_id - t.group * r.per_batch.d;
     const int b = r.per_band.div(id), in_band = id - b * r.per_band.d;
     const FastDiv& width = b < r.num_full_bands ? r.band : r.last_band;
-    const int c_minor = width.div(in_band), c_major = b * r.band.d + in_band - c_minor * width.d;
-    const int cm = kBandAlongN ? c_minor : c_major, cn = kBandAlongN ? c_major : c_minor;
-    t.m_block = cm * kClusterM + (kClusterM == 2 ? rank : 0);
-    t.n_block = cn * kClusterN + (kClusterN > 1 ? rank : 0);
-    t.valid = t.m_block < r.num_m_blocks && t.n_block < r.num_n_blocks;
+    t.n_block = width.div(in_band);
+    t.m_block = b * r.band.d + in_band - t.n_block * width.d;
+    t.valid = true;
     t.row0 = 0;
     t.row_end = m;
     next_id += stride;
@@ -96,7 +78,8 @@ struct DenseScheduler {
 //   contiguous: bounds = group_ends, group_ends[g] = cumulative end of expert g's rows;
 //   masked:     bounds = group_sizes, group_sizes[g] = rows of expert g, whose block starts at g * max_m.
 // kClusterM = 2: the CTAs of a cluster take m-blocks cm * 2 + rank of one (expert, n-block) and share
-// the expert's B (a phantom tile past the expert's last m-block, as in DenseScheduler).
+// the expert's B (a CTA past the expert's last m-block gets a phantom tile, valid = false, that still
+// runs the pipeline, its loads zero-filled and its stores skipped: both CTAs stay in lockstep).
 template <int kBlockM, int kBlockN, int kClusterM, bool kMasked, int kBand = 16>
 struct GroupedScheduler {
   static_assert(kClusterM <= 2, "clusters of at most 2 CTAs");

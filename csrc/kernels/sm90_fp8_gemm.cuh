@@ -8,7 +8,7 @@
 // and adds sa[row] * sb[column block] * tmp to its FP32 accumulators ("promotion") while the other's run.
 // BLOCK_M = 256: two 64-row waves per warpgroup (rows wave * 128 + wg * 64). BLOCK_M = 16/32 loads only that
 // many rows of A (decode-sized m): the wgmma computes 64 rows, those past BLOCK_M are never stored.
-// 2-CTA clusters multicast A (CLUSTER_N = 2, dense) or B (CLUSTER_M = 2). B scales staged per tile, A's per stage.
+// Grouped 2-CTA clusters (CLUSTER_M = 2) multicast B. B scales staged per tile, A's per stage.
 // Epilogue: bf16 tiles go through a swizzled staging tile (stmatrix) and TMA stores that overlap
 // the next tile's main loop; fp32 out and grouped tiles that straddle experts store from registers.
 #pragma once
@@ -121,9 +121,9 @@ struct KernelArgs {
   int num_k_groups;
 };
 
-template <int kBlockM, int kBlockN, int kClusterM, int kClusterN, GemmKind kKind>
+template <int kBlockM, int kBlockN, int kClusterM, GemmKind kKind>
 __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 1)
-    sm90_fp8_gemm_kernel(const __grid_constant__ CUtensorMap tmap_a,    // A [m, k] fp8, box {128, BM / CLUSTER_N}
+    sm90_fp8_gemm_kernel(const __grid_constant__ CUtensorMap tmap_a,    // A [m, k] fp8, box {128, BM}
                          const __grid_constant__ CUtensorMap tmap_b,    // B [n, k] fp8, box {128, BN / CLUSTER_M}
                          const __grid_constant__ CUtensorMap tmap_sfa,  // A scales: [kb, m], box {BM + slack, 1}; [m, kb], box {4, BM}; packed: 1-D
                          const __grid_constant__ CUtensorMap tmap_sfb,  // dense_1x128: B scales [kb, n], box {BN, 1}
@@ -133,12 +133,12 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
   using S = GemmShape<kBlockM, kBlockN, kKind>;
   using Mma = ptx::WgmmaFp8<kBlockN>;
   constexpr int kNumStages = S::kStages, kNumMathWG = S::kNumMathWG, kWavesM = S::kWavesM;
-  constexpr int kClusterSize = kClusterM * kClusterN;
-  // A or B shared across the cluster: each CTA loads its share of the box and multicasts it to all.
-  constexpr int kBoxRowsA = kBlockM / kClusterN, kBoxRowsB = kBlockN / kClusterM;
+  constexpr int kClusterSize = kClusterM;
+  // B shared across the cluster: each CTA loads its share of the box and multicasts it to both.
+  constexpr int kBoxRowsB = kBlockN / kClusterM;
   constexpr uint16_t kClusterMask = (1u << kClusterSize) - 1;
-  static_assert(kClusterSize <= 2 && kBoxRowsA % 8 == 0 && kBoxRowsB % 8 == 0, "2-CTA clusters, 1024-B aligned shares");
-  static_assert(kClusterSize == 1 || kKind == GemmKind::kDense || (S::kGrouped && kClusterN == 1), "grouped: B shared only");
+  static_assert(kClusterSize <= 2 && kBoxRowsB % 8 == 0, "2-CTA clusters, 1024-B aligned shares");
+  static_assert(kClusterSize == 1 || S::kGrouped, "clusters: grouped kinds only");
   static_assert(S::kSfaBox <= 256, "a TMA box spans at most 256 scales");
   // 128 % BN == 0: a tile never straddles two 128-row scale blocks of B.
   constexpr bool kSingleScaleRow = S::kSfbRows == 1;
@@ -178,7 +178,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
           kKind == GemmKind::kGroupedMasked ? args.group_sizes : args.group_ends, args.num_groups, args.m, args.n,
           args.rows_per_group, static_cast<int>(rank));
     } else {
-      return DenseScheduler<kBlockM, kBlockN, kClusterM, kClusterN>(args.raster, args.m, static_cast<int>(rank));
+      return DenseScheduler(args.raster, args.m);
     }
   }();
   // The K blocks of a tile: all of them, or its K group's range (clamped: bad bounds never read
@@ -209,11 +209,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
           uint64_t* full = &ss.full[stage];
           ptx::mbarrier_arrive_expect_tx(full, !k_major ? tx_m_major : tx_operands + ((kb & 3) == 0 ? 16 * kBlockM : 0));
           const int k0 = kb * kBlockK;
-          if constexpr (kClusterN > 1) {
-            ptx::tma_load_2d_multicast(ss.a[stage] + rank * kBoxRowsA * kBlockK, &tmap_a, full, k0, m0 + rank * kBoxRowsA, kClusterMask);
-          } else {
-            ptx::tma_load_2d(ss.a[stage], &tmap_a, full, k0, m0);
-          }
+          ptx::tma_load_2d(ss.a[stage], &tmap_a, full, k0, m0);
           if constexpr (kClusterM == 2) {
             ptx::tma_load_2d_multicast(ss.b[stage] + rank * kBoxRowsB * kBlockK, &tmap_b, full, k0, n0 + rank * kBoxRowsB, kClusterMask);
           } else {
@@ -335,13 +331,16 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
             buf = rotate(buf);
             // What a K block is promoted with: sa0, sa1 (this thread's rows), sb0, sb1, and its stage.
             struct Block { float sa0, sa1, sb0, sb1; int stage; };
+            // The scales are read after the wgmmas are issued (they run meanwhile) and, the A scales
+            // lying in the stage, before it is released.
             auto issue = [&](float* t, int kb, Block& blk, int w) {
               if (w == 0) {
-                blk.sb0 = sfb[kb - kc], blk.sb1 = kSingleScaleRow ? blk.sb0 : sfb[kSfbChunk + kb - kc];
                 blk.stage = stage;
                 ptx::mbarrier_wait_parity(&ss.full[stage], phase);
               }
-              // The A scales are read before the stage can be released.
+              issue_k_block<Mma>(a_desc0 + stage * (kBlockM * kBlockK / 16) + w * (128 * kBlockK / 16),
+                                 b_desc0 + stage * (kBlockN * kBlockK / 16), t);
+              if (w == 0) blk.sb0 = sfb[kb - kc], blk.sb1 = kSingleScaleRow ? blk.sb0 : sfb[kSfbChunk + kb - kc];
               if constexpr (decltype(k_major_c)::value) {
                 if ((kb & 3) == 0) {
                   const float4* sa = reinterpret_cast<const float4*>(ss.box[slot]) + sfa_row + w * 128;
@@ -353,8 +352,6 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
                 const float* sa = ss.sfa[stage] + sfa_shift + sfa_row + w * 128;
                 blk.sa0 = sa[0], blk.sa1 = sa[8];
               }
-              issue_k_block<Mma>(a_desc0 + stage * (kBlockM * kBlockK / 16) + w * (128 * kBlockK / 16),
-                                 b_desc0 + stage * (kBlockN * kBlockK / 16), t);
             };
             auto retire = [&](const float* t, const Block& blk, int w) {
               float* a = acc + w * Mma::kNumAccum;

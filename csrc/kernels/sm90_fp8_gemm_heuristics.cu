@@ -19,21 +19,21 @@ TORCH_FP8GEMM_DENSE_1X128_CONFIGS(TORCH_FP8GEMM_DECLARE_DENSE_1X128)
 
 namespace {
 
-std::string config_name(const char* prefix, int bm, int bn, int cm, int cn, int stages) {
+// mc2b: 2-CTA clusters sharing B; mc1: single CTAs.
+std::string config_name(const char* prefix, int bm, int bn, int cm, int stages) {
   return std::string(prefix) + "bm" + std::to_string(bm) + "_bn" + std::to_string(bn) + "_s" + std::to_string(stages) +
-         (cn == 2 ? "_mc2a" : cm == 2 ? "_mc2b" : "_mc1");
+         (cm == 2 ? "_mc2b" : "_mc1");
 }
 
-#define TORCH_FP8GEMM_SHAPE_FIELDS(BM, BN, CM, CN, KIND) \
-  BM, BN, CM, CN, GemmShape<BM, BN, KIND>::kStages, GemmShape<BM, BN, KIND>::kBoxSlots
-#define TORCH_FP8GEMM_DENSE_ENTRY(BM, BN, CM, CN) \
-  {TORCH_FP8GEMM_SHAPE_FIELDS(BM, BN, CM, CN, GemmKind::kDense), &launch_dense<BM, BN, CM, CN>, nullptr, nullptr},
-#define TORCH_FP8GEMM_GROUPED_ENTRY(BM, BN, CM, CN)                                                              \
-  {TORCH_FP8GEMM_SHAPE_FIELDS(BM, BN, CM, CN, GemmKind::kGroupedContiguous), nullptr, &launch_contiguous<BM, BN, CM, CN>, \
-   &launch_masked<BM, BN, CM, CN>},
-#define TORCH_FP8GEMM_DENSE_1X128_ENTRY(BM, BN, CM, CN)                                                            \
-  {TORCH_FP8GEMM_SHAPE_FIELDS(BM, BN, CM, CN, GemmKind::kDense1x128), &launch_dense_1x128<BM, BN, CM, CN>, nullptr, \
-   nullptr},
+#define TORCH_FP8GEMM_SHAPE_FIELDS(BM, BN, CM, KIND) \
+  BM, BN, CM, GemmShape<BM, BN, KIND>::kStages, GemmShape<BM, BN, KIND>::kBoxSlots
+#define TORCH_FP8GEMM_DENSE_ENTRY(BM, BN) \
+  {TORCH_FP8GEMM_SHAPE_FIELDS(BM, BN, 1, GemmKind::kDense), &launch_dense<BM, BN>, nullptr, nullptr},
+#define TORCH_FP8GEMM_GROUPED_ENTRY(BM, BN, CM)                                                                   \
+  {TORCH_FP8GEMM_SHAPE_FIELDS(BM, BN, CM, GemmKind::kGroupedContiguous), nullptr, &launch_contiguous<BM, BN, CM>, \
+   &launch_masked<BM, BN, CM>},
+#define TORCH_FP8GEMM_DENSE_1X128_ENTRY(BM, BN) \
+  {TORCH_FP8GEMM_SHAPE_FIELDS(BM, BN, 1, GemmKind::kDense1x128), &launch_dense_1x128<BM, BN>, nullptr, nullptr},
 const ConfigEntry kDenseConfigs[] = {TORCH_FP8GEMM_DENSE_CONFIGS(TORCH_FP8GEMM_DENSE_ENTRY)};
 const ConfigEntry kGroupedConfigs[] = {TORCH_FP8GEMM_GROUPED_CONFIGS(TORCH_FP8GEMM_GROUPED_ENTRY)};
 const ConfigEntry kDense1x128Configs[] = {TORCH_FP8GEMM_DENSE_1X128_CONFIGS(TORCH_FP8GEMM_DENSE_1X128_ENTRY)};
@@ -45,7 +45,7 @@ const ConfigEntry kDense1x128Configs[] = {TORCH_FP8GEMM_DENSE_1X128_CONFIGS(TORC
 template <size_t N>
 std::vector<std::string> names_of(const ConfigEntry (&table)[N], const char* prefix) {
   std::vector<std::string> v;
-  for (const ConfigEntry& c : table) v.push_back(config_name(prefix, c.block_m, c.block_n, c.cluster_m, c.cluster_n, c.stages));
+  for (const ConfigEntry& c : table) v.push_back(config_name(prefix, c.block_m, c.block_n, c.cluster_m, c.stages));
   return v;
 }
 
@@ -64,13 +64,12 @@ struct Problem {
 // an SM like a real one).
 int64_t num_blocks(const ConfigEntry& c, const Problem& p) {
   const int64_t m_blocks = ceil_div<int64_t>(ceil_div<int64_t>(p.rows_per_batch, c.block_m), c.cluster_m) * c.cluster_m;
-  const int64_t n_blocks = ceil_div<int64_t>(ceil_div<int64_t>(p.n, c.block_n), c.cluster_n) * c.cluster_n;
-  return p.batches * m_blocks * n_blocks;
+  return p.batches * m_blocks * ceil_div<int64_t>(p.n, c.block_n);
 }
 
 // Cost model (arbitrary units). The tensor work and the HBM traffic are the same for every
-// configuration; what differs is the traffic each tile pulls through L2 (A and B panels, halved for
-// the operand a cluster multicasts, plus the output) and through the SM's shared memory (operand
+// configuration; what differs is the traffic each tile pulls through L2 (A and B panels, B halved
+// where a cluster multicasts it, plus the output) and through the SM's shared memory (operand
 // loads, the wgmma's reads of a 64-row A slice and of B, the output), each at its bandwidth per cycle
 // (L2 ~6150 B/cycle for the chip, shared memory 128 B/cycle per SM), the larger of the two divided by
 // how full the last wave of tiles is. Multicast only pays with more than one wave of tiles.
@@ -79,20 +78,20 @@ double cost(const ConfigEntry& c, const Problem& p) {
   const int64_t waves = ceil_div<int64_t>(blocks, p.num_sms);
   const double k = static_cast<double>(p.k);
   const double out = static_cast<double>(c.block_m) * c.block_n * p.out_bytes;
-  const double l2 = k * (static_cast<double>(c.block_m) / c.cluster_n + static_cast<double>(c.block_n) / c.cluster_m) + out;
+  const double l2 = k * (c.block_m + static_cast<double>(c.block_n) / c.cluster_m) + out;
   const double smem = k * (c.block_m + c.block_n) + k * (std::max(64, c.block_m) + c.block_n) + 2 * out;
   const double l2_cycles = l2 * blocks / std::min(64.0 * p.num_sms, 8e6 / 1.3e3);
   const double smem_cycles = smem * blocks / (128.0 * p.num_sms);
   const double wave_efficiency = static_cast<double>(blocks) / (static_cast<double>(waves) * p.num_sms);
-  if (c.cluster_m * c.cluster_n > 1 && waves <= 1) return 1e300;
+  if (c.cluster_m > 1 && waves <= 1) return 1e300;
   return std::max(l2_cycles, smem_cycles) / wave_efficiency;
 }
 
 // Candidates: the pipeline must be deep enough to hide TMA latency (3 stages, 4 for small tiles),
 // 16- and 32-row tiles only where they hold all of m. Ties keep the candidate met first, in the
-// order (no cluster, A shared, B shared) x BLOCK_M (64, 128, 16, 32, 256) x BLOCK_N ascending.
+// order (no cluster, B shared) x BLOCK_M (64, 128, 16, 32, 256) x BLOCK_N ascending.
 int rank_key(const ConfigEntry& c) {
-  const int cluster = c.cluster_n == 2 ? 1 : c.cluster_m == 2 ? 2 : 0;
+  const int cluster = c.cluster_m == 2 ? 1 : 0;
   const int bm = c.block_m == 64 ? 0 : c.block_m == 128 ? 1 : c.block_m == 16 ? 2 : c.block_m == 32 ? 3 : 4;
   return (cluster * 8 + bm) * 1024 + c.block_n;
 }
@@ -124,12 +123,12 @@ int pick(const ConfigEntry (&table)[N], const Problem& p) {
     // rows of a 256-row tile over a few hundred rows.
     const bool large_experts = p.grouped && p.rows_per_batch >= 2048;
     if (p.grouped && c.block_m == 256 && !large_experts) continue;
-    if (large_experts && c.cluster_m * c.cluster_n > 1) continue;
-    if (p.num_sms % (c.cluster_m * c.cluster_n) != 0) continue;
+    if (large_experts && c.cluster_m > 1) continue;
+    if (p.num_sms % c.cluster_m != 0) continue;
     // Grouped B-shared pairs at K >= 4096 only (H100, forced, 128x192 pairs vs single: masked 32 x 192
     // rows at 6144x7168 852 vs 794 TFLOP/s, 8 x 4096 rows at 4096x7168 1173 vs 1137; at K = 2048
     // masked 1 x 1024 rows 969 vs 1014, 4 x 256 rows 541 vs 640). The dense tables hold no clusters.
-    if (c.cluster_m * c.cluster_n > 1 && p.k < 4096) continue;
+    if (c.cluster_m > 1 && p.k < 4096) continue;
     const double t = cost(c, p);
     if (best < 0 || t < best_cost || (t == best_cost && rank_key(c) < rank_key(table[best]))) best = i, best_cost = t;
   }
@@ -141,18 +140,16 @@ int pick(const ConfigEntry (&table)[N], const Problem& p) {
 // fewest CTAs that keep the same number of tile waves (512 tiles: 128 CTAs x 4 waves, not 132 with
 // 16 idle in the last wave): the GPU runs at its power limit on these compute-bound shapes and unused
 // SMs let the busy ones clock higher (4096x4096x7168: +7% on the H200).
-// Raster band (DenseScheduler): 8 or 16 blocks of the banded operand, whichever keeps fewer rows of
-// A and B in flight across the SMs (blocks of the band x its rows + blocks across x theirs).
+// Raster band (DenseScheduler): 8 or 16 m-blocks, whichever keeps fewer rows of A and B in flight
+// across the SMs (m-blocks of the band x their rows + n-blocks across x theirs).
 LaunchShape launch_shape(const ConfigEntry& c, const Problem& p, int64_t tiles, bool trim) {
-  const int cluster = c.cluster_m * c.cluster_n;
+  const int cluster = c.cluster_m;
   const int64_t cluster_tiles = std::max<int64_t>(1, ceil_div<int64_t>(tiles, cluster));
   int64_t clusters = std::min<int64_t>(cluster_tiles, std::max(1, p.num_sms / cluster));
   if (trim && p.k >= 2048) clusters = ceil_div<int64_t>(cluster_tiles, ceil_div<int64_t>(cluster_tiles, clusters));
-  const bool along_n = c.cluster_n > 1;
-  const int band_rows = along_n ? c.block_n : c.block_m, cross_rows = along_n ? c.block_m : c.block_n;
   int band = 8;
-  if (16 * band_rows + ceil_div(p.num_sms, 16) * cross_rows < 8 * band_rows + ceil_div(p.num_sms, 8) * cross_rows) band = 16;
-  return LaunchShape{static_cast<int>(clusters * cluster), std::max(1, band / cluster)};
+  if (16 * c.block_m + ceil_div(p.num_sms, 16) * c.block_n < 8 * c.block_m + ceil_div(p.num_sms, 8) * c.block_n) band = 16;
+  return LaunchShape{static_cast<int>(clusters * cluster), band};
 }
 
 Problem dense_problem(const DenseGemmParams& p) {

@@ -9,10 +9,10 @@
 
 namespace torch_fp8gemm::sm90 {
 
-// One compiled configuration of a kind: its tile, cluster, stage count, its ring of K-major A-scale
+// One compiled configuration of a kind: its tile, cluster (cluster_m = 2: B shared), stage count, its ring of K-major A-scale
 // boxes (GemmShape::kBoxSlots; 0: M-major scales only) and its launch function(s).
 struct ConfigEntry {
-  int block_m, block_n, cluster_m, cluster_n, stages, box_slots;
+  int block_m, block_n, cluster_m, stages, box_slots;
   void (*launch)(const DenseGemmParams&, const LaunchShape&);                 // dense, dense_1x128
   void (*launch_contiguous)(const GroupedGemmParams&, const LaunchShape&);  // grouped
   void (*launch_masked)(const GroupedGemmParams&, const LaunchShape&);

@@ -92,21 +92,20 @@ struct LaunchShape {
   int raster_band;
 };
 
-// Launches configuration <BM, BN, CM, CN> of kind kKind on p.stream; arguments already validated.
+// Launches configuration <BM, BN, CM> of kind kKind on p.stream; arguments already validated.
 // `grouped` describes the experts for the grouped kinds (p.b is then [G * n, k], p.b_scale
 // [G, ceil(n/128), ceil(k/128)]).
-template <int kBlockM, int kBlockN, int kClusterM, int kClusterN, GemmKind kKind>
+template <int kBlockM, int kBlockN, int kClusterM, GemmKind kKind>
 void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped, const LaunchShape& shape) {
   using S = GemmShape<kBlockM, kBlockN, kKind>;
   constexpr size_t kSmemBytes = sizeof(SharedStorage<kBlockM, kBlockN, kKind>);
   static_assert(kSmemBytes <= kMaxSmemBytes, "shared storage exceeds the 227 KB opt-in limit");
-  auto kernel = sm90_fp8_gemm_kernel<kBlockM, kBlockN, kClusterM, kClusterN, kKind>;
+  auto kernel = sm90_fp8_gemm_kernel<kBlockM, kBlockN, kClusterM, kKind>;
   const int64_t b_rows = grouped != nullptr ? grouped->num_groups * p.n : p.n;
   const int num_k_blocks = static_cast<int>(ceil_div<int64_t>(p.k, kBlockK));
   const auto u8 = CU_TENSOR_MAP_DATA_TYPE_UINT8, f32 = CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
-  // With multicast each CTA of the pair loads half of the shared operand's box.
-  const CUtensorMap tmap_a = make_tensor_map_2d(p.a, u8, p.k, p.m, p.lda, kBlockK, kBlockM / kClusterN,
-                                                CU_TENSOR_MAP_SWIZZLE_128B, "a");
+  const CUtensorMap tmap_a = make_tensor_map_2d(p.a, u8, p.k, p.m, p.lda, kBlockK, kBlockM, CU_TENSOR_MAP_SWIZZLE_128B, "a");
+  // With multicast each CTA of the pair loads half of B's box.
   const CUtensorMap tmap_b = make_tensor_map_2d(p.b, u8, p.k, b_rows, p.ldb, kBlockK, kClusterM == 2 ? kBlockN / 2 : kBlockN,
                                                 CU_TENSOR_MAP_SWIZZLE_128B, "b");
   if (p.a_scale_k_major && !k_major_ring_holds(S::kBoxSlots, S::kStages, num_k_blocks)) {
@@ -153,13 +152,12 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped, c
   args.k_block_bounds = p.k_block_bounds;
   args.num_k_groups = p.k_block_bounds != nullptr ? p.num_k_groups : 1;
   if (grouped == nullptr) {
-    args.raster = DenseRaster::make(kBlockM, kBlockN, kClusterM, kClusterN, p.m, p.n, args.num_k_groups,
-                                    shape.raster_band > 0 ? shape.raster_band : 16);
+    args.raster = DenseRaster::make(kBlockM, kBlockN, p.m, p.n, args.num_k_groups, shape.raster_band > 0 ? shape.raster_band : 16);
   }
 
   int device = 0;
   check_cuda(cudaGetDevice(&device), "cudaGetDevice");
-  constexpr int kClusterSize = kClusterM * kClusterN;
+  constexpr int kClusterSize = kClusterM;
   // Per device, once: the smem attribute and, for clusters, how many fit at once (SMs come in GPCs;
   // a persistent grid larger than that would run a second, serialized wave of clusters).
   constexpr int kMaxDevices = 64;
@@ -201,36 +199,36 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped, c
 }
 
 // The launch functions the heuristic's tables point to, one per config and kind.
-template <int kBlockM, int kBlockN, int kClusterM, int kClusterN>
+template <int kBlockM, int kBlockN>
 void launch_dense(const DenseGemmParams& p, const LaunchShape& shape) {
-  launch_kernel<kBlockM, kBlockN, kClusterM, kClusterN, GemmKind::kDense>(p, nullptr, shape);
+  launch_kernel<kBlockM, kBlockN, 1, GemmKind::kDense>(p, nullptr, shape);
 }
-template <int kBlockM, int kBlockN, int kClusterM, int kClusterN>
+template <int kBlockM, int kBlockN>
 void launch_dense_1x128(const DenseGemmParams& p, const LaunchShape& shape) {
-  launch_kernel<kBlockM, kBlockN, 1, 1, GemmKind::kDense1x128>(p, nullptr, shape);
+  launch_kernel<kBlockM, kBlockN, 1, GemmKind::kDense1x128>(p, nullptr, shape);
 }
-template <int kBlockM, int kBlockN, int kClusterM, int kClusterN>
+template <int kBlockM, int kBlockN, int kClusterM>
 void launch_contiguous(const GroupedGemmParams& p, const LaunchShape& shape) {
-  launch_kernel<kBlockM, kBlockN, kClusterM, kClusterN, GemmKind::kGroupedContiguous>(p.gemm, &p, shape);
+  launch_kernel<kBlockM, kBlockN, kClusterM, GemmKind::kGroupedContiguous>(p.gemm, &p, shape);
 }
-template <int kBlockM, int kBlockN, int kClusterM, int kClusterN>
+template <int kBlockM, int kBlockN, int kClusterM>
 void launch_masked(const GroupedGemmParams& p, const LaunchShape& shape) {
-  launch_kernel<kBlockM, kBlockN, kClusterM, kClusterN, GemmKind::kGroupedMasked>(p.gemm, &p, shape);
+  launch_kernel<kBlockM, kBlockN, kClusterM, GemmKind::kGroupedMasked>(p.gemm, &p, shape);
 }
 
 }  // namespace torch_fp8gemm::sm90
 
 // Explicit instantiation definitions (the sm90_fp8_gemm_inst_*.cu files) and declarations (the
 // heuristic's tables) of a config list's launch functions.
-#define TORCH_FP8GEMM_INSTANTIATE_DENSE(BM, BN, CM, CN) \
-  template void launch_dense<BM, BN, CM, CN>(const DenseGemmParams&, const LaunchShape&);
-#define TORCH_FP8GEMM_INSTANTIATE_GROUPED(BM, BN, CM, CN)                                      \
-  template void launch_contiguous<BM, BN, CM, CN>(const GroupedGemmParams&, const LaunchShape&); \
-  template void launch_masked<BM, BN, CM, CN>(const GroupedGemmParams&, const LaunchShape&);
-#define TORCH_FP8GEMM_INSTANTIATE_DENSE_1X128(BM, BN, CM, CN) \
-  template void launch_dense_1x128<BM, BN, CM, CN>(const DenseGemmParams&, const LaunchShape&);
-#define TORCH_FP8GEMM_DECLARE_DENSE(BM, BN, CM, CN) extern TORCH_FP8GEMM_INSTANTIATE_DENSE(BM, BN, CM, CN)
-#define TORCH_FP8GEMM_DECLARE_GROUPED(BM, BN, CM, CN)                                                 \
-  extern template void launch_contiguous<BM, BN, CM, CN>(const GroupedGemmParams&, const LaunchShape&); \
-  extern template void launch_masked<BM, BN, CM, CN>(const GroupedGemmParams&, const LaunchShape&);
-#define TORCH_FP8GEMM_DECLARE_DENSE_1X128(BM, BN, CM, CN) extern TORCH_FP8GEMM_INSTANTIATE_DENSE_1X128(BM, BN, CM, CN)
+#define TORCH_FP8GEMM_INSTANTIATE_DENSE(BM, BN) \
+  template void launch_dense<BM, BN>(const DenseGemmParams&, const LaunchShape&);
+#define TORCH_FP8GEMM_INSTANTIATE_GROUPED(BM, BN, CM)                                      \
+  template void launch_contiguous<BM, BN, CM>(const GroupedGemmParams&, const LaunchShape&); \
+  template void launch_masked<BM, BN, CM>(const GroupedGemmParams&, const LaunchShape&);
+#define TORCH_FP8GEMM_INSTANTIATE_DENSE_1X128(BM, BN) \
+  template void launch_dense_1x128<BM, BN>(const DenseGemmParams&, const LaunchShape&);
+#define TORCH_FP8GEMM_DECLARE_DENSE(BM, BN) extern TORCH_FP8GEMM_INSTANTIATE_DENSE(BM, BN)
+#define TORCH_FP8GEMM_DECLARE_GROUPED(BM, BN, CM)                                                 \
+  extern template void launch_contiguous<BM, BN, CM>(const GroupedGemmParams&, const LaunchShape&); \
+  extern template void launch_masked<BM, BN, CM>(const GroupedGemmParams&, const LaunchShape&);
+#define TORCH_FP8GEMM_DECLARE_DENSE_1X128(BM, BN) extern TORCH_FP8GEMM_INSTANTIATE_DENSE_1X128(BM, BN)
