@@ -331,16 +331,13 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
             buf = rotate(buf);
             // What a K block is promoted with: sa0, sa1 (this thread's rows), sb0, sb1, and its stage.
             struct Block { float sa0, sa1, sb0, sb1; int stage; };
-            // The scales are read after the wgmmas are issued (they run meanwhile) and, the A scales
-            // lying in the stage, before it is released.
             auto issue = [&](float* t, int kb, Block& blk, int w) {
               if (w == 0) {
+                blk.sb0 = sfb[kb - kc], blk.sb1 = kSingleScaleRow ? blk.sb0 : sfb[kSfbChunk + kb - kc];
                 blk.stage = stage;
                 ptx::mbarrier_wait_parity(&ss.full[stage], phase);
               }
-              issue_k_block<Mma>(a_desc0 + stage * (kBlockM * kBlockK / 16) + w * (128 * kBlockK / 16),
-                                 b_desc0 + stage * (kBlockN * kBlockK / 16), t);
-              if (w == 0) blk.sb0 = sfb[kb - kc], blk.sb1 = kSingleScaleRow ? blk.sb0 : sfb[kSfbChunk + kb - kc];
+              // The A scales are read before the stage can be released.
               if constexpr (decltype(k_major_c)::value) {
                 if ((kb & 3) == 0) {
                   const float4* sa = reinterpret_cast<const float4*>(ss.box[slot]) + sfa_row + w * 128;
@@ -352,6 +349,8 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
                 const float* sa = ss.sfa[stage] + sfa_shift + sfa_row + w * 128;
                 blk.sa0 = sa[0], blk.sa1 = sa[8];
               }
+              issue_k_block<Mma>(a_desc0 + stage * (kBlockM * kBlockK / 16) + w * (128 * kBlockK / 16),
+                                 b_desc0 + stage * (kBlockN * kBlockK / 16), t);
             };
             auto retire = [&](const float* t, const Block& blk, int w) {
               float* a = acc + w * Mma::kNumAccum;
