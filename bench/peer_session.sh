@@ -5,7 +5,9 @@
 #   TESTS="test/test_dense_cuda.py ..."   GPU tests (TESTS_LAST=1: after the first measurement, not before)
 #   SAN="bm256_bn128_s3_mc1 ..."          compute-sanitizer racecheck + synccheck on bench/sanitize_scales.py
 #   NCU_SHAPES="8192x8192x8192 4x8192x4096x7168"  ncu --set full of ours (FORCE, LAYOUTS) and DeepGEMM
-#                                         (bench/ncu_peer.py: dense MxNxK, contiguous MoE GxRxNxK)
+#                                         (bench/ncu_peer.py: dense MxNxK, contiguous MoE GxRxNxK),
+#                                         with the stall samples per SASS instruction of each
+#                                         (bench/ncu_sass_stalls.py)
 #   SWEEP="4096,4096,7168;..."            every dense config forced (bench/dense_config_sweep.py)
 #   GSWEEP="masked"                       every grouped config forced (bench/grouped_config_sweep.py --layout)
 #   PEERS="dense moe"                     peer_bench.py (default "dense moe"; PEERS=none skips it) and the
@@ -52,6 +54,12 @@ if [ -n "${NCU_SHAPES:-}" ]; then
   echo "ncu: rc $?"; grep -E "equal" "$OUT/ncu.log" | head
   ncu --import "$OUT/peer.ncu-rep" --page details > "$OUT/ncu_details.txt" 2>&1
   ncu --import "$OUT/peer.ncu-rep" --page raw --csv > "$OUT/ncu_raw.csv" 2>&1
+  # Stall samples per SASS instruction, ours and DeepGEMM's (bench/ncu_sass_stalls.py reads them).
+  for who in torch_fp8gemm deep_gemm; do
+    ncu --import "$OUT/peer.ncu-rep" -k "regex:$who" --page source --csv --print-source sass > "$OUT/ncu_sass_$who.csv" 2>&1
+  done
+  python3 bench/ncu_sass_stalls.py --top 30 "$OUT"/ncu_sass_*.csv > "$OUT/ncu_sass_stalls.txt" 2>&1
+  head -c 3000 "$OUT/ncu_sass_stalls.txt"
 fi
 # The measurements, into folder $1 (peers, config sweeps).
 measure() {
