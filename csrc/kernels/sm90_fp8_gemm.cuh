@@ -133,12 +133,11 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
   using S = GemmShape<kBlockM, kBlockN, kKind>;
   using Mma = ptx::WgmmaFp8<kBlockN>;
   constexpr int kNumStages = S::kStages, kNumMathWG = S::kNumMathWG, kWavesM = S::kWavesM;
-  constexpr int kClusterSize = kClusterM;
   // B shared across the cluster: each CTA loads its share of the box and multicasts it to both.
   constexpr int kBoxRowsB = kBlockN / kClusterM;
-  constexpr uint16_t kClusterMask = (1u << kClusterSize) - 1;
-  static_assert(kClusterSize <= 2 && kBoxRowsB % 8 == 0, "2-CTA clusters, 1024-B aligned shares");
-  static_assert(kClusterSize == 1 || S::kGrouped, "clusters: grouped kinds only");
+  constexpr uint16_t kClusterMask = (1u << kClusterM) - 1;
+  static_assert(kClusterM <= 2 && kBoxRowsB % 8 == 0, "2-CTA clusters, 1024-B aligned shares");
+  static_assert(kClusterM == 1 || S::kGrouped, "clusters: grouped kinds only");
   static_assert(S::kSfaBox <= 256, "a TMA box spans at most 256 scales");
   // 128 % BN == 0: a tile never straddles two 128-row scale blocks of B.
   constexpr bool kSingleScaleRow = S::kSfbRows == 1;
@@ -153,12 +152,12 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   auto& ss = *reinterpret_cast<SharedStorage<kBlockM, kBlockN, kKind>*>(smem_raw);
   const int wg = __shfl_sync(0xffffffff, static_cast<int>(threadIdx.x) / 128, 0);  // warp-uniform
-  const uint32_t rank = kClusterSize > 1 ? ptx::cluster_cta_rank() : 0;
+  const uint32_t rank = kClusterM > 1 ? ptx::cluster_cta_rank() : 0;
   if (threadIdx.x == 0) {
     for (int s = 0; s < kNumStages; ++s) {
       ptx::mbarrier_init(&ss.full[s], 1);
       // With multicast the peer writes into this CTA's stage too: both CTAs' math warps release it.
-      ptx::mbarrier_init(&ss.empty[s], kNumMathWG * 4 * kClusterSize);
+      ptx::mbarrier_init(&ss.empty[s], kNumMathWG * 4 * kClusterM);
     }
     ptx::fence_mbarrier_init();
   }
@@ -170,7 +169,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
     if constexpr (S::kStaged) ptx::prefetch_tensormap(&tmap_out);
   }
   // With clusters, the peers' barriers are initialised before any multicast targets them.
-  kClusterSize > 1 ? ptx::cluster_sync() : __syncthreads();
+  kClusterM > 1 ? ptx::cluster_sync() : __syncthreads();
 
   auto scheduler = [&] {
     if constexpr (S::kGrouped) {
@@ -241,10 +240,10 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
     const uint32_t b_desc0 = ptx::opaque(ptx::smem_desc_sw128_lo(ptx::smem_u32(ss.b[0])));
     // One arrival per math warp on every CTA of the cluster (lane r -> CTA r).
     auto release = [&](int s) {
-      if constexpr (kClusterSize == 1) {
+      if constexpr (kClusterM == 1) {
         if (lane == 0) ptx::mbarrier_arrive(&ss.empty[s]);
       } else {
-        if (lane < kClusterSize) ptx::mbarrier_arrive_cluster(&ss.empty[s], static_cast<uint32_t>(lane));
+        if (lane < kClusterM) ptx::mbarrier_arrive_cluster(&ss.empty[s], static_cast<uint32_t>(lane));
       }
     };
     // f(k_major, out_fp32) as std::bool_constant values (out_fp32 read at run time without kOutTypeFixed).
@@ -434,7 +433,7 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
     if (S::kStaged && wg_thread < kBlockN * 2 / S::kStagingSpan) ptx::bulk_wait_group_0();
     ptx::cp_async_wait<0>();  // a skipped last tile's scale copy
   }
-  if constexpr (kClusterSize > 1) {
+  if constexpr (kClusterM > 1) {
     // No CTA may exit while a peer can still arrive on its barriers or multicast into its smem.
     ptx::cluster_sync();
   }

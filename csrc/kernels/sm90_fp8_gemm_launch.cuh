@@ -157,7 +157,6 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped, c
 
   int device = 0;
   check_cuda(cudaGetDevice(&device), "cudaGetDevice");
-  constexpr int kClusterSize = kClusterM;
   // Per device, once: the smem attribute and, for clusters, how many fit at once (SMs come in GPCs;
   // a persistent grid larger than that would run a second, serialized wave of clusters).
   constexpr int kMaxDevices = 64;
@@ -167,12 +166,12 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped, c
     check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmemBytes)),
                "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
     int count = 1 << 30;
-    if constexpr (kClusterSize > 1) {
+    if constexpr (kClusterM > 1) {
       cudaLaunchAttribute query_attr[1];
       query_attr[0].id = cudaLaunchAttributeClusterDimension;
-      query_attr[0].val.clusterDim = {static_cast<unsigned>(kClusterSize), 1, 1};
+      query_attr[0].val.clusterDim = {static_cast<unsigned>(kClusterM), 1, 1};
       cudaLaunchConfig_t query = {};
-      query.gridDim = dim3(kClusterSize * 66, 1, 1);
+      query.gridDim = dim3(kClusterM * 66, 1, 1);
       query.blockDim = dim3(S::kThreads, 1, 1);
       query.dynamicSmemBytes = kSmemBytes;
       query.attrs = query_attr;
@@ -182,10 +181,10 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped, c
     }
     max_clusters[device] = count;
   }
-  const int grid_ctas = std::min(shape.grid_ctas, max_clusters[device] * kClusterSize);
+  const int grid_ctas = std::min(shape.grid_ctas, max_clusters[device] * kClusterM);
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = kClusterSize;
+  attr[0].val.clusterDim.x = kClusterM;
   attr[0].val.clusterDim.y = 1;
   attr[0].val.clusterDim.z = 1;
   cudaLaunchConfig_t cfg = {};
@@ -194,7 +193,7 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped, c
   cfg.dynamicSmemBytes = kSmemBytes;
   cfg.stream = p.stream;
   cfg.attrs = attr;
-  cfg.numAttrs = kClusterSize > 1 ? 1 : 0;
+  cfg.numAttrs = kClusterM > 1 ? 1 : 0;
   check_cuda(cudaLaunchKernelEx(&cfg, kernel, tmap_a, tmap_b, tmap_sfa, tmap_sfb, tmap_out, args), "cudaLaunchKernelEx");
 }
 
