@@ -14,7 +14,8 @@
 #                                         markdown table of docs/benchmarks.md
 #   AB_PATCH="bench/patches/x.patch ..."  then, for each patch alone: applies it (git apply), rebuilds,
 #                                         measures again (AB_PEERS or PEERS, SWEEP, GSWEEP) into $OUT/b_x and
-#                                         reverts it: an A/B of candidate changes in one call;
+#                                         reverts it: an A/B of candidate changes in one call ($OUT/ab_x.md:
+#                                         both sides per shape, bench/peer_table.py --ab);
 #                                         AB_PEERS_<patch name> (other characters as _) sets one patch's peers
 # e.g. TESTS="test/test_grouped_cuda.py" PEERS="dense moe" PEER_EXTRA=.peers/extra.json bash bench/peer_session.sh
 # Logs go to $OUT.
@@ -89,6 +90,10 @@ for patch_file in ${AB_PATCH:-}; do
   build "$OUT/build_$name.log"
   peers_of_patch="AB_PEERS_${name//[^A-Za-z0-9_]/_}"
   PEERS="${!peers_of_patch:-${AB_PEERS:-${PEERS:-dense moe}}}" measure "$OUT/b_$name"
+  if [ -f "$OUT/peers.log" ] && [ -f "$OUT/b_$name/peers.log" ]; then
+    python3 bench/peer_table.py --ab "$OUT/peers.log" "$OUT/b_$name/peers.log" > "$OUT/ab_$name.md" 2>&1
+    grep -E "^(19 anchors|anchors|other|contiguous|masked)" "$OUT/ab_$name.md"
+  fi
   { git apply -R "$patch_file" || patch -R -p1 < "$patch_file"; } >> "$OUT/ab_$name.log" 2>&1 || { echo "could not revert $patch_file"; exit 1; }
 done
 # The device tool returns a limited number of files: bundle the logs and tables (not ncu reports)
