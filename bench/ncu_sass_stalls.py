@@ -1,7 +1,7 @@
 """Where a kernel's warps stall, per SASS instruction: reads the source page of an ncu report
 (`ncu --import rep.ncu-rep -k regex:NAME --page source --csv --print-source sass > k.csv`, from a
-profile taken with `--set full`, which samples warp states per PC) and prints the stall samples by
-opcode and the instructions with the most samples, with their neighbours' addresses.
+profile taken with `--set full`, which samples warp states per PC) and prints the stall samples and
+the executed warp instructions by opcode, then the instructions with the most samples.
 
     python3 bench/ncu_sass_stalls.py ours.csv [deepgemm.csv] [--top 40]
 """
@@ -38,11 +38,18 @@ def summarize(path, top):
     reasons = [c for c in header if re.match(r"stall_|smsp__pcsamp", c)]
     total = sum(number(r[col[samples]]) for r in rows)
     print(f"== {path}: {len(rows)} instructions, {total:.0f} stall samples")
-    by_op = collections.Counter()
+    by_op, executed_by_op = collections.Counter(), collections.Counter()
     for r in rows:
         words = r[col["Source"]].split() or ["?"]
-        by_op[words[1] if words[0].startswith("@") and len(words) > 1 else words[0]] += number(r[col[samples]])
+        opcode = words[1] if words[0].startswith("@") and len(words) > 1 else words[0]
+        by_op[opcode] += number(r[col[samples]])
+        if executed:
+            executed_by_op[opcode] += number(r[col[executed]])
     print("samples by opcode:", ", ".join(f"{op} {n:.0f}" for op, n in by_op.most_common(15)))
+    if executed:
+        total_executed = sum(executed_by_op.values())
+        print(f"warp instructions executed {total_executed:.0f}; by opcode:",
+              ", ".join(f"{op} {n:.0f}" for op, n in executed_by_op.most_common(20)))
     ranked = sorted(rows, key=lambda r: -number(r[col[samples]]))[:top]
     for r in ranked:
         detail = ", ".join(f"{c} {number(r[col[c]]):.0f}" for c in reasons if number(r[col[c]]) > 0)
