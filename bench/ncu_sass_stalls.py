@@ -12,12 +12,18 @@ import re
 
 
 def load(path):
-    """(header, rows) of the source table; the CSV may open with a few lines of kernel names."""
-    rows = list(csv.reader(open(path, newline="")))
-    for i, row in enumerate(rows):
+    """[(title, header, rows)]: one source table per profiled kernel, each under a header row with
+    'Address' and 'Source' (the line before a header, where there is one, names the kernel)."""
+    tables, previous = [], None
+    for row in csv.reader(open(path, newline="")):
         if "Source" in row and "Address" in row:
-            return row, [r for r in rows[i + 1:] if len(r) == len(row)]
-    raise ValueError(f"{path}: no source table (a header with 'Address' and 'Source')")
+            tables.append((" ".join(previous or [])[:120], row, []))
+        elif tables and len(row) == len(tables[-1][1]):
+            tables[-1][2].append(row)
+        previous = row
+    if not tables:
+        raise ValueError(f"{path}: no source table (a header with 'Address' and 'Source')")
+    return tables
 
 
 def number(text):
@@ -27,8 +33,7 @@ def number(text):
         return 0.0
 
 
-def summarize(path, top):
-    header, rows = load(path)
+def summarize(path, title, header, rows, top):
     col = {name: i for i, name in enumerate(header)}
     samples = next((c for c in header if c.startswith("Warp Stall Sampling (All")), None)
     executed = next((c for c in header if c.startswith("Instructions Executed")), None)
@@ -37,7 +42,7 @@ def summarize(path, top):
     # Per-reason columns, where this ncu version writes them (e.g. "stall_long_sb").
     reasons = [c for c in header if re.match(r"stall_|smsp__pcsamp", c)]
     total = sum(number(r[col[samples]]) for r in rows)
-    print(f"== {path}: {len(rows)} instructions, {total:.0f} stall samples")
+    print(f"== {path} {title}: {len(rows)} instructions, {total:.0f} stall samples")
     by_op, executed_by_op = collections.Counter(), collections.Counter()
     for r in rows:
         words = r[col["Source"]].split() or ["?"]
@@ -63,7 +68,8 @@ def main():
     parser.add_argument("--top", type=int, default=40)
     args = parser.parse_args()
     for path in args.csv:
-        summarize(path, args.top)
+        for title, header, rows in load(path):
+            summarize(path, title, header, rows, args.top)
 
 
 if __name__ == "__main__":
