@@ -143,13 +143,12 @@ int pick(const ConfigEntry (&table)[N], const Problem& p) {
 // Raster band (DenseScheduler): 8 or 16 m-blocks, whichever keeps fewer rows of A and B in flight
 // across the SMs (m-blocks of the band x their rows + n-blocks across x theirs).
 LaunchShape launch_shape(const ConfigEntry& c, const Problem& p, int64_t tiles, bool trim) {
-  const int cluster = c.cluster_m;
-  const int64_t cluster_tiles = std::max<int64_t>(1, ceil_div<int64_t>(tiles, cluster));
-  int64_t clusters = std::min<int64_t>(cluster_tiles, std::max(1, p.num_sms / cluster));
+  const int64_t cluster_tiles = std::max<int64_t>(1, ceil_div<int64_t>(tiles, c.cluster_m));
+  int64_t clusters = std::min<int64_t>(cluster_tiles, std::max(1, p.num_sms / c.cluster_m));
   if (trim && p.k >= 2048) clusters = ceil_div<int64_t>(cluster_tiles, ceil_div<int64_t>(cluster_tiles, clusters));
   int band = 8;
   if (16 * c.block_m + ceil_div(p.num_sms, 16) * c.block_n < 8 * c.block_m + ceil_div(p.num_sms, 8) * c.block_n) band = 16;
-  return LaunchShape{static_cast<int>(clusters * cluster), band};
+  return LaunchShape{static_cast<int>(clusters * c.cluster_m), band};
 }
 
 Problem dense_problem(const DenseGemmParams& p) {

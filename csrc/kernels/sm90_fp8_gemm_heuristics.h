@@ -9,8 +9,9 @@
 
 namespace torch_fp8gemm::sm90 {
 
-// One compiled configuration of a kind: its tile, cluster (cluster_m = 2: B shared), stage count, its ring of K-major A-scale
-// boxes (GemmShape::kBoxSlots; 0: M-major scales only) and its launch function(s).
+// One compiled configuration of a kind: its tile, cluster (cluster_m = 2: B shared), stage count,
+// its ring of K-major A-scale boxes (GemmShape::kBoxSlots; 0: M-major scales only) and its launch
+// function(s).
 struct ConfigEntry {
   int block_m, block_n, cluster_m, stages, box_slots;
   void (*launch)(const DenseGemmParams&, const LaunchShape&);                 // dense, dense_1x128

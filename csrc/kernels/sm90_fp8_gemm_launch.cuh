@@ -106,7 +106,7 @@ void launch_kernel(const DenseGemmParams& p, const GroupedGemmParams* grouped, c
   const auto u8 = CU_TENSOR_MAP_DATA_TYPE_UINT8, f32 = CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
   const CUtensorMap tmap_a = make_tensor_map_2d(p.a, u8, p.k, p.m, p.lda, kBlockK, kBlockM, CU_TENSOR_MAP_SWIZZLE_128B, "a");
   // With multicast each CTA of the pair loads half of B's box.
-  const CUtensorMap tmap_b = make_tensor_map_2d(p.b, u8, p.k, b_rows, p.ldb, kBlockK, kClusterM == 2 ? kBlockN / 2 : kBlockN,
+  const CUtensorMap tmap_b = make_tensor_map_2d(p.b, u8, p.k, b_rows, p.ldb, kBlockK, kBlockN / kClusterM,
                                                 CU_TENSOR_MAP_SWIZZLE_128B, "b");
   if (p.a_scale_k_major && !k_major_ring_holds(S::kBoxSlots, S::kStages, num_k_blocks)) {
     throw_error("this configuration cannot load these K-major A scales (M-major only, or too few K blocks per box)");
