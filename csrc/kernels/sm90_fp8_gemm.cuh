@@ -240,11 +240,8 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
     const uint32_t b_desc0 = ptx::opaque(ptx::smem_desc_sw128_lo(ptx::smem_u32(ss.b[0])));
     // One arrival per math warp on every CTA of the cluster (lane r -> CTA r).
     auto release = [&](int s) {
-      if constexpr (kClusterM == 1) {
-        if (lane == 0) ptx::mbarrier_arrive(&ss.empty[s]);
-      } else {
-        if (lane < kClusterM) ptx::mbarrier_arrive_cluster(&ss.empty[s], static_cast<uint32_t>(lane));
-      }
+      if (kClusterM == 1 && lane == 0) ptx::mbarrier_arrive(&ss.empty[s]);
+      if (kClusterM > 1 && lane < kClusterM) ptx::mbarrier_arrive_cluster(&ss.empty[s], static_cast<uint32_t>(lane));
     };
     // f(k_major, out_fp32) as std::bool_constant values (out_fp32 read at run time without kOutTypeFixed).
     auto with_variant = [&](auto&& f) {
@@ -286,10 +283,9 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
     with_variant([&](auto k_major_c, auto out_fp32_c) {
       const bool out_fp32 = S::kOutTypeFixed ? decltype(out_fp32_c)::value : args.out_fp32 != 0;
       for (; has_tile; tile = next) {
-        const bool has_next = scheduler.next(next);
-        has_tile = has_next;
+        has_tile = scheduler.next(next);
         if (one_chunk) {
-          if (has_next) copy_sfb(next, 0, rotate(buf));
+          if (has_tile) copy_sfb(next, 0, rotate(buf));
           else ptx::cp_async_commit();  // an empty group: cp_async_wait<1> below still waits for this tile's
         }
         const int64_t m0 = tile.row0 + static_cast<int64_t>(tile.m_block) * kBlockM;
@@ -330,13 +326,13 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
             buf = rotate(buf);
             // What a K block is promoted with: sa0, sa1 (this thread's rows), sb0, sb1, and its stage.
             struct Block { float sa0, sa1, sb0, sb1; int stage; };
-            auto issue = [&](float* t, int kb, Block& blk, int w) {
+            // Waits for block kb's stage (wave 0), reads its scales for wave w (A's before the stage is released).
+            auto read_scales = [&](int kb, Block& blk, int w) {
               if (w == 0) {
                 blk.sb0 = sfb[kb - kc], blk.sb1 = kSingleScaleRow ? blk.sb0 : sfb[kSfbChunk + kb - kc];
                 blk.stage = stage;
                 ptx::mbarrier_wait_parity(&ss.full[stage], phase);
               }
-              // The A scales are read before the stage can be released.
               if constexpr (decltype(k_major_c)::value) {
                 if ((kb & 3) == 0) {
                   const float4* sa = reinterpret_cast<const float4*>(ss.box[slot]) + sfa_row + w * 128;
@@ -345,11 +341,13 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
                 }
                 blk.sa0 = float4_at(sfa_group[w][0], kb & 3), blk.sa1 = float4_at(sfa_group[w][1], kb & 3);
               } else {
-                const float* sa = ss.sfa[stage] + sfa_shift + sfa_row + w * 128;
+                const float* sa = ss.sfa[blk.stage] + sfa_shift + sfa_row + w * 128;
                 blk.sa0 = sa[0], blk.sa1 = sa[8];
               }
-              issue_k_block<Mma>(a_desc0 + stage * (kBlockM * kBlockK / 16) + w * (128 * kBlockK / 16),
-                                 b_desc0 + stage * (kBlockN * kBlockK / 16), t);
+            };
+            auto issue = [&](float* t, const Block& blk, int w) {
+              issue_k_block<Mma>(a_desc0 + blk.stage * (kBlockM * kBlockK / 16) + w * (128 * kBlockK / 16),
+                                 b_desc0 + blk.stage * (kBlockN * kBlockK / 16), t);
             };
             auto retire = [&](const float* t, const Block& blk, int w) {
               float* a = acc + w * Mma::kNumAccum;
@@ -367,12 +365,14 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
               float t1[Mma::kNumAccum];
               Block b0, b1;
               int kb = kc;
-              issue(tmp, kb, b0, 0);
+              read_scales(kb, b0, 0);
+              issue(tmp, b0, 0);
               advance();
               // Retires `cur` after issuing the next block into `nxt`, or last; false once it was the last.
               auto step = [&](float* cur, const Block& cur_blk, float* nxt, Block& nxt_blk) {
                 if (++kb < kc_end) {
-                  issue(nxt, kb, nxt_blk, 0);
+                  read_scales(kb, nxt_blk, 0);
+                  issue(nxt, nxt_blk, 0);
                   advance();
                   wait_k_block<Mma>(cur, true);
                   retire(cur, cur_blk, 0);
@@ -385,13 +385,23 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
               while (step(tmp, b0, t1, b1) && step(t1, b1, tmp, b0)) {
               }
             } else {
-              for (int kb = kc; kb < kc_end; ++kb, advance()) {
-                Block blk;
+              // One fragment: the next wave's (or block's) stage wait and scale reads run under this wgmma.
+              Block cur;
+              read_scales(kc, cur, 0);
+              for (int kb = kc; kb < kc_end; ++kb) {
 #pragma unroll
                 for (int w = 0; w < kWavesM; ++w) {
-                  issue(tmp, kb, blk, w);
+                  issue(tmp, cur, w);
+                  Block nxt = cur;
+                  if (w + 1 < kWavesM) {
+                    read_scales(kb, nxt, w + 1);
+                  } else {
+                    advance();
+                    if (kb + 1 < kc_end) read_scales(kb + 1, nxt, 0);
+                  }
                   wait_k_block<Mma>(tmp, false);
-                  retire(tmp, blk, w);
+                  retire(tmp, cur, w);
+                  cur = nxt;
                 }
               }
             }
@@ -400,11 +410,8 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
 
         // Epilogue. K-grouped: group g's rows of out start at g * m.
         if (args.out.bias != nullptr) {
-          if (out_fp32) {
-            add_bias<float, kBlockN, kWavesM>(acc, args.out.bias, args.n, n0);
-          } else {
-            add_bias<__nv_bfloat16, kBlockN, kWavesM>(acc, args.out.bias, args.n, n0);
-          }
+          if (out_fp32) add_bias<float, kBlockN, kWavesM>(acc, args.out.bias, args.n, n0);
+          else add_bias<__nv_bfloat16, kBlockN, kWavesM>(acc, args.out.bias, args.n, n0);
         }
         const int64_t out_row0 = S::kDense1x128 && args.k_block_bounds != nullptr ? tile.group * args.m : 0;
         const int64_t row_end = out_row0 + min(tile.row_end, m0 + kBlockM);
@@ -433,10 +440,8 @@ __global__ void __launch_bounds__(GemmShape<kBlockM, kBlockN, kKind>::kThreads, 
     if (S::kStaged && wg_thread < kBlockN * 2 / S::kStagingSpan) ptx::bulk_wait_group_0();
     ptx::cp_async_wait<0>();  // a skipped last tile's scale copy
   }
-  if constexpr (kClusterM > 1) {
-    // No CTA may exit while a peer can still arrive on its barriers or multicast into its smem.
-    ptx::cluster_sync();
-  }
+  // No CTA of a cluster may exit while a peer can still arrive on its barriers or multicast into its smem.
+  if constexpr (kClusterM > 1) ptx::cluster_sync();
 #else
   asm volatile("trap;");  // built for an architecture without wgmma / TMA: never runs there
 #endif
