@@ -56,8 +56,10 @@ if [ -n "${NCU_SHAPES:-}" ]; then
   ncu --import "$OUT/peer.ncu-rep" --page details > "$OUT/ncu_details.txt" 2>&1
   ncu --import "$OUT/peer.ncu-rep" --page raw --csv > "$OUT/ncu_raw.csv" 2>&1
   # Stall samples per SASS instruction, ours and DeepGEMM's (bench/ncu_sass_stalls.py reads them).
+  # (--print-source is newer than some ncu builds: without it the page prints SASS by default.)
   for who in torch_fp8gemm deep_gemm; do
-    ncu --import "$OUT/peer.ncu-rep" -k "regex:$who" --page source --csv --print-source sass > "$OUT/ncu_sass_$who.csv" 2>&1
+    ncu --import "$OUT/peer.ncu-rep" -k "regex:$who" --page source --csv --print-source sass > "$OUT/ncu_sass_$who.csv" 2>&1 ||
+      ncu --import "$OUT/peer.ncu-rep" -k "regex:$who" --page source --csv > "$OUT/ncu_sass_$who.csv" 2>&1
   done
   python3 bench/ncu_sass_stalls.py --top 30 "$OUT"/ncu_sass_*.csv > "$OUT/ncu_sass_stalls.txt" 2>&1
   head -c 3000 "$OUT/ncu_sass_stalls.txt"
