@@ -56,7 +56,7 @@ if [ -n "${NCU_SHAPES:-}" ]; then
   ncu --import "$OUT/peer.ncu-rep" --page details > "$OUT/ncu_details.txt" 2>&1
   ncu --import "$OUT/peer.ncu-rep" --page raw --csv > "$OUT/ncu_raw.csv" 2>&1
   # Stall samples per SASS instruction, ours and DeepGEMM's (bench/ncu_sass_stalls.py reads them).
-  # (--print-source is newer than some ncu builds: without it the page prints SASS by default.)
+  # Retried without --print-source where an ncu build refuses the flag (its default view then).
   for who in torch_fp8gemm deep_gemm; do
     ncu --import "$OUT/peer.ncu-rep" -k "regex:$who" --page source --csv --print-source sass > "$OUT/ncu_sass_$who.csv" 2>&1 ||
       ncu --import "$OUT/peer.ncu-rep" -k "regex:$who" --page source --csv > "$OUT/ncu_sass_$who.csv" 2>&1
