@@ -2,8 +2,12 @@
 unpadded group sizes) and on masked shapes (decode-sized experts in large capacities), next to the
 heuristic's pick, with M-major activation scales and with row-major ones (K-major in place): which
 configuration and scale path each shape should take. TFLOP/s of the real rows.
+--dense MxNxK,...: dense GEMMs as one expert of exactly M rows, every grouped configuration (the
+2-CTA pairs among them) beside the dense op's own pick ("dense" in the line): whether the dense
+kind would gain from a grouped configuration.
 
-    python bench/grouped_config_sweep.py [--iters 20] [--layout contiguous|masked|both]
+    python bench/grouped_config_sweep.py [--iters 20] [--layout contiguous|masked|both|none]
+                                         [--dense 4096x7168x2048,...]
 """
 from __future__ import annotations
 
@@ -21,13 +25,14 @@ MASKED_SHAPES = [(32, 192, 6144, 7168, 4096), (32, 20, 4096, 4096, 4096), (1, 10
                  (4, 256, 7168, 2048, 512), (8, 64, 7168, 2048, 256)]
 
 
-def sweep(name: str, flops: float, run, same, iters: int, timer: KernelTimer, scales) -> None:
-    """One line: every configuration (-1: the heuristic) with each scale layout, in TFLOP/s, timed
-    interleaved (the GPU's clock drifts along a row: timed one after the other, the first columns
-    ran up to 13% faster than the same configuration later in the row)."""
+def sweep(name: str, flops: float, run, same, iters: int, timer: KernelTimer, scales, extra=()) -> None:
+    """One line: every configuration (-1: the heuristic) with each scale layout, and the `extra`
+    (label, function) cases, in TFLOP/s, timed interleaved (the GPU's clock drifts along a row: timed
+    one after the other, the first columns ran up to 13% faster than the same configuration later
+    in the row)."""
     cases = [(config, layout, lambda config=config, sa=sa: run(config, sa))
              for config in [-1] + list(range(len(torch.ops.fp8gemm._sm90_grouped_configs())))
-             for layout, sa in scales]
+             for layout, sa in scales] + [(label, "", fn) for label, fn in extra]
     ok = [same(fn()) for _, _, fn in cases]
     times = timer.median_us_interleaved([fn for _, _, fn in cases], iters=iters)
     cells = [f"{config}{layout}: {flops / us / 1e6:.0f}{'' if good else ' (differs)'}"
@@ -59,17 +64,35 @@ def masked(iters: int, timer: KernelTimer, generator: torch.Generator) -> None:
               (("m", flat), ("k", row_major)))
 
 
+def dense_as_one_expert(m: int, n: int, k: int, iters: int, timer: KernelTimer) -> None:
+    kb = T.ceil_div(k, 128)
+    a, row_major = random_fp8((m, k), "cuda"), random_scales((m, kb), "cuda")
+    b, sb = random_fp8((1, n, k), "cuda"), random_scales((1, T.ceil_div(n, 128), kb), "cuda")
+    ends = torch.tensor([m], dtype=torch.int32, device="cuda")
+    reference = ops.dense(a, b[0], row_major, sb[0])
+
+    def run(config, sa):
+        return torch.ops.fp8gemm._sm90_grouped_moe_forced(a, b, ends, sa, sb, None, config)
+
+    sweep(f"dense as one expert M={m} N={n} K={k}", 2.0 * m * n * k, run,
+          lambda out: torch.equal(out, reference), iters, timer, (("m", m_major(row_major)),),
+          extra=(("dense", lambda: ops.dense(a, b[0], row_major, sb[0])),))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--iters", type=int, default=20)
-    parser.add_argument("--layout", choices=("contiguous", "masked", "both"), default="both")
+    parser.add_argument("--layout", choices=("contiguous", "masked", "both", "none"), default="both")
+    parser.add_argument("--dense", default="", help="MxNxK,...: dense shapes run as one expert")
     args = parser.parse_args()
     timer = KernelTimer("cuda")
     generator = torch.Generator().manual_seed(0)
     print("configs: " + ", ".join(f"{i} {name}" for i, name in enumerate(torch.ops.fp8gemm._sm90_grouped_configs())))
-    if args.layout != "contiguous":
+    if args.layout in ("masked", "both"):
         masked(args.iters, timer, generator)
-    for groups, rows, n, k in SHAPES if args.layout != "masked" else []:
+    for shape in filter(None, args.dense.split(",")):
+        dense_as_one_expert(*(int(x) for x in shape.split("x")), args.iters, timer)
+    for groups, rows, n, k in SHAPES if args.layout in ("contiguous", "both") else []:
         kb, nb = T.ceil_div(k, 128), T.ceil_div(n, 128)
         sizes = ragged_sizes(groups, rows, generator)
         m = sum(sizes)

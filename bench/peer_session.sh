@@ -9,7 +9,8 @@
 #                                         with the stall samples per SASS instruction of each
 #                                         (bench/ncu_sass_stalls.py)
 #   SWEEP="4096,4096,7168;..."            every dense config forced (bench/dense_config_sweep.py)
-#   GSWEEP="masked"                       every grouped config forced (bench/grouped_config_sweep.py --layout)
+#   GSWEEP="masked"                       every grouped config forced (bench/grouped_config_sweep.py --layout;
+#                                         GDENSE="4096x7168x2048,...": also dense shapes as one expert, --dense)
 #   PEERS="dense moe"                     peer_bench.py (default "dense moe"; PEERS=none skips it) and the
 #                                         markdown table of docs/benchmarks.md
 #   AB_PATCH="bench/patches/x.patch ..."  then, for each patch alone: applies it (git apply), rebuilds,
@@ -56,11 +57,16 @@ if [ -n "${NCU_SHAPES:-}" ]; then
   ncu --import "$OUT/peer.ncu-rep" --page details > "$OUT/ncu_details.txt" 2>&1
   ncu --import "$OUT/peer.ncu-rep" --page raw --csv > "$OUT/ncu_raw.csv" 2>&1
   # Stall samples per SASS instruction, ours and DeepGEMM's (bench/ncu_sass_stalls.py reads them).
+  # -k matches the bare function name unless told otherwise: the namespaces need the demangled name.
   # Retried without --print-source where an ncu build refuses the flag (its default view then).
   for who in torch_fp8gemm deep_gemm; do
-    ncu --import "$OUT/peer.ncu-rep" -k "regex:$who" --page source --csv --print-source sass > "$OUT/ncu_sass_$who.csv" 2>&1 ||
-      ncu --import "$OUT/peer.ncu-rep" -k "regex:$who" --page source --csv > "$OUT/ncu_sass_$who.csv" 2>&1
+    pick=(--import "$OUT/peer.ncu-rep" --kernel-name-base demangled -k "regex:$who" --page source --csv)
+    ncu "${pick[@]}" --print-source sass > "$OUT/ncu_sass_$who.csv" 2>&1 || ncu "${pick[@]}" > "$OUT/ncu_sass_$who.csv" 2>&1
   done
+  # Where the filter matched nothing (an empty export), every kernel of the report in one file.
+  [ -s "$OUT/ncu_sass_torch_fp8gemm.csv" ] || \
+    ncu --import "$OUT/peer.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu_sass_all.csv" 2>&1
+  for f in "$OUT"/ncu_sass_*.csv; do [ -s "$f" ] || rm "$f"; done
   python3 bench/ncu_sass_stalls.py --top 30 "$OUT"/ncu_sass_*.csv > "$OUT/ncu_sass_stalls.txt" 2>&1
   head -c 3000 "$OUT/ncu_sass_stalls.txt"
 fi
@@ -78,7 +84,7 @@ measure() {
     echo "sweep: rc $?"; grep SWEEP "$dir/sweep.log" | cut -c1-400
   fi
   if [ -n "${GSWEEP:-}" ]; then
-    timeout 180 python3 bench/grouped_config_sweep.py --layout "$GSWEEP" > "$dir/gsweep.log" 2>&1
+    timeout 180 python3 bench/grouped_config_sweep.py --layout "$GSWEEP" ${GDENSE:+--dense "$GDENSE"} > "$dir/gsweep.log" 2>&1
     echo "grouped sweep: rc $?"; cut -c1-600 "$dir/gsweep.log"
   fi
 }

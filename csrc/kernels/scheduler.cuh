@@ -70,8 +70,8 @@ struct DenseScheduler {
   }
 };
 
-// MoE layouts: tiles numbered expert by expert (each expert's tiles in bands of 16 m-blocks, so its
-// weight panel stays hot in L2 while its rows stream through); experts without rows have no tiles,
+// MoE layouts: tiles numbered expert by expert (each expert's tiles in bands of kBand cluster m-blocks,
+// so its weight panel stays hot in L2 while its rows stream through); experts without rows have no tiles,
 // and no padding of the group sizes is needed: an expert's first tile starts at its first row.
 // Expert bounds are read on the device (no host sync: capturable in CUDA graphs); each CTA walks its
 // increasing tile ids with a cursor that only moves forward through the experts.
@@ -80,9 +80,12 @@ struct DenseScheduler {
 // kClusterM = 2: the CTAs of a cluster take m-blocks cm * 2 + rank of one (expert, n-block) and share
 // the expert's B (a CTA past the expert's last m-block gets a phantom tile, valid = false, that still
 // runs the pipeline, its loads zero-filled and its stores skipped: both CTAs stay in lockstep).
-template <int kBlockM, int kBlockN, int kClusterM, bool kMasked, int kBand = 16>
+template <int kBlockM, int kBlockN, int kClusterM, bool kMasked>
 struct GroupedScheduler {
   static_assert(kClusterM <= 2, "clusters of at most 2 CTAs");
+  // Bands of 2048 rows where a cluster covers 256, as in the dense raster: the ~132 tiles in flight
+  // then span about 2048 x 2048 of the output rather than 4096 x 1024, fewer bytes of A and B to fetch.
+  static constexpr int kBand = kBlockM * kClusterM >= 256 ? 8 : 16;
   const int32_t* bounds;
   int num_groups, num_n_blocks, group, group_m_blocks, rank;
   int64_t total_rows, max_m, group_start, group_end, group_first_tile, next_id;
