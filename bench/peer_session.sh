@@ -37,8 +37,13 @@ export LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libstdc++.so.6
 run_tests() {
   [ -n "${TESTS:-}" ] || return 0
   t0=$(date +%s)
-  timeout "${TESTS_LIMIT:-240}" python3 -m pytest -q --timeout=150 -p no:cacheprovider $TESTS > "$OUT/tests.log" 2>&1
-  echo "tests: rc $?, $(( $(date +%s) - t0 )) s"; tail -3 "$OUT/tests.log"
+  # One line per test, each stamped with the second it ended: where the time goes, even when the
+  # limit stops the run before pytest's --durations report.
+  timeout "${TESTS_LIMIT:-240}" python3 -m pytest -v --timeout=150 --durations=25 -p no:cacheprovider $TESTS 2>&1 |
+    while IFS= read -r line; do printf '%(%s)T %s\n' -1 "$line"; done > "$OUT/tests.log"
+  local rc=${PIPESTATUS[0]}
+  echo "tests: rc $rc, $(( $(date +%s) - t0 )) s, $(grep -c " PASSED" "$OUT/tests.log") passed"
+  grep -E " FAILED| ERROR" "$OUT/tests.log" | head -5; tail -3 "$OUT/tests.log"
 }
 [ -n "${TESTS_LAST:-}" ] || run_tests
 if [ -n "${SAN:-}" ]; then
