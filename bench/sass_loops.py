@@ -8,6 +8,7 @@ DeepGEMM's (bench/peer_sass.sh) alike; --kernel keeps the kernels whose mangled 
 import argparse
 import collections
 import re
+import signal
 
 
 def kernels(path):
@@ -31,6 +32,7 @@ def opcode(text):
 
 
 def main():
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # quiet under `| head`
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sass")
     parser.add_argument("--kernel", default="")
