@@ -5,7 +5,7 @@
 # TMA threads, math threads, multicast, multicast on A, SMs, GemmType), e.g. its 128x192 B-shared
 # pairs of a contiguous MoE GEMM with N and K at run time:
 #   bash bench/peer_sass.sh "0, 0, 0, 0, 4, 128, 192, 128, 128, 128, 128, 4, 128, 256, 2, 0, 132, 5" out
-# Writes out/deepgemm.{cu,cubin,sass,ptxas}. PEER_DIR: the peer kit (default .peers).
+# Writes out/deepgemm.{cu,cubin,sass,ptxas} (bench/sass.sh). PEER_DIR: the peer kit (default .peers).
 set -euo pipefail
 read -r -a a <<< "$(echo "$1" | tr ',' ' ')"
 out=${2:-peer_sass}
@@ -27,12 +27,5 @@ static void instantiate() {
   (void)kernel;
 }
 CU
-nvcc=${CUDA_HOME:-/usr/local/cuda}/bin/nvcc
-"$nvcc" -O3 -std=c++20 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -Xptxas=-v \
-  -I "$root/deep_gemm/include" -I "$root/third-party/cutlass/include" -cubin "$out/deepgemm.cu" \
-  -o "$out/deepgemm.cubin" 2> "$out/deepgemm.ptxas"
-cuobjdump=$(command -v cuobjdump || python3 -c \
-  "import os, triton; print(os.path.join(os.path.dirname(triton.__file__), 'backends/nvidia/bin/cuobjdump'))")
-"$cuobjdump" -sass "$out/deepgemm.cubin" > "$out/deepgemm.sass"
-grep -E "registers|spill" "$out/deepgemm.ptxas"
-echo "$(grep -cE '/\*[0-9a-f]{4,}\*/ ' "$out/deepgemm.sass") SASS instructions: $out/deepgemm.sass"
+SASS_FLAGS="-std=c++20 -I$root/deep_gemm/include -I$root/third-party/cutlass/include" \
+  bash "$(dirname "$0")/sass.sh" "$out" "$out/deepgemm.cu"
