@@ -83,7 +83,8 @@ def test_every_configuration_takes_every_scale_layout():
     # in place where the ring's boxes lie far enough apart: one K block between the tiles' last and
     # first box), 4 (rows of exactly 4 floats: loaded as one run) with m = 1 and with ~9 tiles per CTA
     # on the smallest tiles (16 stages over 4 slots: a slot is rewritten just as its stage frees), and
-    # 41 (the M-major copy crosses its 32 x 32 tiles in both directions).
+    # 41 (the M-major copy crosses its 32 x 32 tiles in both directions). bf16 output: fp32 takes M-major
+    # scales only, so it would copy every layout.
     configs = torch.ops.fp8gemm._sm90_dense_configs()
     for m, n, k in [(129, 576, 1024), (65, 112, 640), (1, 264, 512), (520, 2048, 512), (200, 96, 5184)]:
         a, sa, b, sb = gpu_operands(m, n, k)
@@ -91,7 +92,7 @@ def test_every_configuration_takes_every_scale_layout():
         for layout, scale in T.scale_layouts(sa).items():
             for index, name in enumerate(configs):
                 T.poison_cuda_allocator("cuda", m * n * 4)
-                out = torch.ops.fp8gemm._sm90_dense_forced(a, b, scale, sb, None, torch.float32, index)
+                out = torch.ops.fp8gemm._sm90_dense_forced(a, b, scale, sb, None, torch.bfloat16, index)
                 err = T.relative_error(out, expected)
                 assert err <= T.error_bar(out, tensor_core=True), f"config {name} {m}x{n}x{k} {layout}: {err:.3e}"
 

@@ -64,10 +64,10 @@ struct GemmShape {
     while (s > 0 && kFixedBytes + s * kStageBytes + (ring ? (s + 3) / 4 * 16 * kBlockM : 0) > kMaxSmemBytes) --s;
     return s;
   }
-  // Taken where the ring costs no stage or still leaves 6; not by 256-row tiles, which serve large m,
-  // where the host copies the scales M-major (the heuristics' k_major_in_place).
-  static constexpr bool kKMajorScales =
-      !kDense1x128 && kWavesM == 1 && (stages_for(true) >= 6 || stages_for(true) == stages_for(false));
+  // Taken where the ring costs no stage or still leaves 6 (dense 256x128: one slot beside its 3
+  // stages); not by grouped 256-row tiles, whose K-major loop spills and measured no faster.
+  static constexpr bool kKMajorScales = !kDense1x128 && (kWavesM == 1 || !kGrouped) &&
+                                        (stages_for(true) >= 6 || stages_for(true) == stages_for(false));
   static constexpr int kStages = stages_for(kKMajorScales);
   static constexpr int kBoxSlots = kKMajorScales ? (kStages + 3) / 4 : 0;
   // Two wgmma fragments in flight per warpgroup where the registers hold them: one wave, BN <= 128,
