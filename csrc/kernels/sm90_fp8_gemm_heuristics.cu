@@ -163,8 +163,8 @@ Problem dense_problem(const DenseGemmParams& p) {
 // Dense tiles of <= 128 rows: the in-place load slows the kernel by ~6% where it is compute-bound
 // (128x128 at 4096x4096x7168: 169 us M-major, 174 in place), so in place where that tax (6% of the
 // flops at 1200 TFLOP/s) is the smaller: 512x4096x7168 in place 24.8 us, copied 26.8; 1024x4096x7168
-// 47.6 either way. Dense 256x128 tiles: no tax measured (in place 1-3% faster than copied on the
-// M >= 4096 shapes, H100): always in place. Grouped: no tax measured (contiguous 128x128 at 4x8192 /
+// 47.6 either way. Dense 256x128 tiles: no tax measured (in place 0-3% faster than copied on the
+// M >= 4096 shapes that take them, H100): always in place. Grouped: no tax measured (contiguous 128x128 at 4x8192 /
 // 8x4096 rows: in place 1-3% faster on 3 of 4 shapes), and a masked copy moves the whole capacity
 // (32 experts x 192 rows of 4096, 7168x6144: 0.830 of DeepGEMM in place, 0.772 copied): always in
 // place. Either way only where the configuration's ring holds the boxes. scale_rows: rows of the
