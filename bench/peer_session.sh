@@ -18,7 +18,7 @@
 #                                         reverts it: an A/B of candidate changes in one call ($OUT/ab_x.md:
 #                                         both sides per shape, bench/peer_table.py --ab);
 #                                         AB_PEERS_<patch name> (other characters as _) sets one patch's peers
-# e.g. TESTS="test/test_grouped_cuda.py" PEERS="dense moe" PEER_EXTRA=.peers/extra.json bash bench/peer_session.sh
+# e.g. TESTS="test/test_grouped_cuda.py" PEERS="dense moe" PEER_EXTRA=bench/peer_extra.json bash bench/peer_session.sh
 # Logs go to $OUT.
 set -uo pipefail
 PEER_DIR=${PEER_DIR:-.peers}

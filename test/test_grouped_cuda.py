@@ -130,18 +130,20 @@ def test_past_scale_staging(impl):
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("k", [1024, 640, 512])
-def test_scale_layouts(impl, k):
+@pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float32])
+def test_scale_layouts(impl, k, out_dtype):
     # Activation scales row-major (K-major in place where 8 or 4 K blocks make 16-byte rows; 4: one
     # run of floats per box), padded, misaligned, M-major: contiguous (an expert starting at every row
-    # offset mod 4) and masked.
+    # offset mod 4) and masked. Both output types: fp32 takes M-major scales only (the op copies every
+    # other layout), bf16 takes K-major ones in place on every tile with a ring.
     n, sizes = 264, [0, 70, 1, 150, 33, 2]
     a, sa, b, sb = operands(sum(sizes), n, k, len(sizes))
     offs = torch.tensor(sizes, dtype=torch.int32).cumsum(0, dtype=torch.int32).cuda()
     expected = T.reference_grouped_moe(a, sa, b, sb, offs)
     for layout, scale in T.scale_layouts(sa).items():
         T.poison_cuda_allocator("cuda", sum(sizes) * n * 4)
-        out = grouped_moe(impl, a, b, offs, scale, sb, out_dtype=torch.float32)
-        _check(out, expected, torch.float32, f"{impl} contiguous K={k} {layout}")
+        out = grouped_moe(impl, a, b, offs, scale, sb, out_dtype=out_dtype)
+        _check(out, expected, out_dtype, f"{impl} contiguous K={k} {layout} {out_dtype}")
 
     max_m = 72
     a, sa, b, sb = operands(max_m, n, k, 3, masked=True)
@@ -149,8 +151,8 @@ def test_scale_layouts(impl, k):
     expected = T.reference_grouped_moe_masked(a, sa, b, sb, masked)
     for layout, scale in T.scale_layouts(sa).items():
         T.poison_cuda_allocator("cuda", 3 * max_m * n * 4)
-        out = grouped_moe_masked(impl, a, b, masked, 48, scale, sb, out_dtype=torch.float32)
-        _check_masked(out, expected, masked, torch.float32, f"{impl} masked K={k} {layout}")
+        out = grouped_moe_masked(impl, a, b, masked, 48, scale, sb, out_dtype=out_dtype)
+        _check_masked(out, expected, masked, out_dtype, f"{impl} masked K={k} {layout} {out_dtype}")
 
 
 @pytest.mark.parametrize("impl", IMPLS)
