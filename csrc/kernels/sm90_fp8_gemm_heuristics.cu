@@ -164,11 +164,11 @@ Problem dense_problem(const DenseGemmParams& p) {
 // (128x128 at 4096x4096x7168: 169 us M-major, 174 in place), so in place where that tax (6% of the
 // flops at 1200 TFLOP/s) is the smaller: 512x4096x7168 in place 24.8 us, copied 26.8; 1024x4096x7168
 // 47.6 either way. Dense 256x128 tiles: no tax measured (in place 0-3% faster than copied on the
-// M >= 4096 shapes that take them, H100): always in place. Grouped: no tax measured (contiguous 128x128 at 4x8192 /
-// 8x4096 rows: in place 1-3% faster on 3 of 4 shapes), and a masked copy moves the whole capacity
-// (32 experts x 192 rows of 4096, 7168x6144: 0.830 of DeepGEMM in place, 0.772 copied): always in
-// place. Either way only where the configuration's ring holds the boxes. scale_rows: rows of the
-// scale tensor, rows: those computed.
+// M >= 4096 shapes that take them, H100): always in place. Grouped: no tax measured (contiguous
+// 128x128 at 4x8192 / 8x4096 rows: in place 1-3% faster on 3 of 4 shapes), and a masked copy moves
+// the whole capacity (32 experts x 192 rows of 4096, 7168x6144: 0.830 of DeepGEMM in place, 0.772
+// copied): always in place. Either way only where the configuration's ring holds the boxes.
+// scale_rows: rows of the scale tensor, rows: those computed.
 bool k_major_in_place(const ConfigEntry& c, bool grouped, int64_t scale_rows, int64_t rows, int64_t n, int64_t k) {
   const double copy_us = 2.0 + 8.0 * static_cast<double>(scale_rows) * ceil_div<int64_t>(k, 128) / 3e6;
   const double tax_us = grouped || c.block_m == 256 ? 0.0 : 0.06 * 2.0 * static_cast<double>(rows) * n * k / 1.2e9;
