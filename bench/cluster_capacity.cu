@@ -1,7 +1,7 @@
 // How many clusters of 1, 2, 4 and 8 CTAs fit on the GPU at once when each CTA takes a whole SM (the
 // GEMM's shared memory), as cudaOccupancyMaxActiveClusters reports them. A cluster lies within one
 // GPC, so GPCs whose SM count the cluster size does not divide leave SMs idle. bench/peer_session.sh
-// prints it with every call; the split-K rule of the heuristic assumes its H100 figures.
+// prints it with every call; the split-K rule of bench/patches/dense_split_k*.patch assumes H100 figures.
 //   nvcc -arch=sm_90a -o /tmp/cluster_capacity bench/cluster_capacity.cu && /tmp/cluster_capacity
 #include <cuda_runtime.h>
 

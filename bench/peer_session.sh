@@ -33,7 +33,7 @@ build() {
   echo "build: $(( $(date +%s) - t0 )) s"
 }
 build "$OUT/build.log"
-# Clusters of 2 and 4 whole-SM CTAs that fit at once (the split-K rule of the heuristic assumes them).
+# Clusters of 2 and 4 whole-SM CTAs that fit at once (the split-K patches' rule assumes H100 figures).
 nvcc -arch=sm_90a -o /tmp/cluster_capacity bench/cluster_capacity.cu && /tmp/cluster_capacity | tee "$OUT/clusters.log"
 export LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libstdc++.so.6
 run_tests() {
